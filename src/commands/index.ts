@@ -1,0 +1,6 @@
+import type { CommandModule } from './types';
+import { generateKeyCommand } from './generate-key';
+
+/** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
+ * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
+export const commands: CommandModule[] = [generateKeyCommand];
