@@ -1,0 +1,124 @@
+/**
+ * The smallest protobuf reader/writer the KMS v2 envelope needs: varints and length-delimited
+ * fields. Enough for `EncryptedObject` (k8s.io/apiserver .../envelope/kmsv2/v2/api.proto) without
+ * pulling a schema compiler into the CLI's start-up path.
+ */
+
+export const WIRE_VARINT = 0;
+export const WIRE_I64 = 1;
+export const WIRE_LEN = 2;
+export const WIRE_I32 = 5;
+
+export class ProtoWriter {
+  private readonly parts: Buffer[] = [];
+
+  private varint(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`cannot encode varint ${n}`);
+    const bytes: number[] = [];
+    let v = n;
+    while (v >= 0x80) {
+      bytes.push((v % 0x80) | 0x80);
+      v = Math.floor(v / 0x80);
+    }
+    bytes.push(v);
+    this.parts.push(Buffer.from(bytes));
+  }
+
+  private tag(field: number, wire: number): void {
+    this.varint(field * 8 + wire);
+  }
+
+  /** A varint field; proto3 leaves zero values out. */
+  uint(field: number, value: number): this {
+    if (value !== 0) {
+      this.tag(field, WIRE_VARINT);
+      this.varint(value);
+    }
+    return this;
+  }
+
+  /** A bytes/string field; proto3 leaves empty values out. */
+  bytes(field: number, value: Uint8Array | string | undefined): this {
+    if (value === undefined || value.length === 0) return this;
+    const b = typeof value === 'string' ? Buffer.from(value, 'utf8') : Buffer.from(value);
+    this.tag(field, WIRE_LEN);
+    this.varint(b.length);
+    this.parts.push(b);
+    return this;
+  }
+
+  /** An embedded message (e.g. one map entry), written even when empty. */
+  message(field: number, inner: ProtoWriter): this {
+    const b = inner.finish();
+    this.tag(field, WIRE_LEN);
+    this.varint(b.length);
+    this.parts.push(b);
+    return this;
+  }
+
+  finish(): Buffer {
+    return Buffer.concat(this.parts);
+  }
+}
+
+export interface ProtoField {
+  field: number;
+  wire: number;
+  /** Set for varint fields. */
+  int?: number;
+  /** Set for length-delimited fields (a view into the input). */
+  bytes?: Buffer;
+}
+
+/** Reads every field of one message in order; throws on truncated or malformed input. */
+export function readFields(data: Uint8Array): ProtoField[] {
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const out: ProtoField[] = [];
+  let pos = 0;
+  const varint = (): number => {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      if (pos >= buf.length) throw new Error('truncated protobuf varint');
+      const b = buf[pos++]!;
+      result += (b & 0x7f) * mul;
+      if (b < 0x80) {
+        if (!Number.isSafeInteger(result)) throw new Error('protobuf varint out of range');
+        return result;
+      }
+      mul *= 0x80;
+    }
+    throw new Error('malformed protobuf varint');
+  };
+  while (pos < buf.length) {
+    const key = varint();
+    const field = Math.floor(key / 8);
+    const wire = key % 8;
+    if (field === 0) throw new Error('protobuf field number 0');
+    switch (wire) {
+      case WIRE_VARINT:
+        out.push({ field, wire, int: varint() });
+        break;
+      case WIRE_LEN: {
+        const len = varint();
+        if (pos + len > buf.length) throw new Error('truncated protobuf field');
+        out.push({ field, wire, bytes: buf.subarray(pos, pos + len) });
+        pos += len;
+        break;
+      }
+      case WIRE_I64:
+        if (pos + 8 > buf.length) throw new Error('truncated protobuf field');
+        pos += 8;
+        out.push({ field, wire });
+        break;
+      case WIRE_I32:
+        if (pos + 4 > buf.length) throw new Error('truncated protobuf field');
+        pos += 4;
+        out.push({ field, wire });
+        break;
+      default:
+        throw new Error(`unsupported protobuf wire type ${wire}`);
+    }
+  }
+  return out;
+}
