@@ -1,6 +1,8 @@
 import type { CommandModule } from './types';
 import { generateKeyCommand } from './generate-key';
+import { validateConfigCommand } from './validate-config';
+import { writeConfigCommand } from './write-config';
 
 /** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
  * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
-export const commands: CommandModule[] = [generateKeyCommand];
+export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand];
