@@ -138,7 +138,7 @@ export function withReader(cfg: EncryptionConfiguration, element: ProviderConfig
         if (clash.length === incoming.length && clash.every((k) => incoming.some((n) => n.name === k.name && n.secret === k.secret))) {
           return rule;
         }
-        throw refused(`resources[${i}] already has a ${local} key named "${clash[0]!.name}" with another secret`, 'choose another key name');
+        throw refused(`resources[${i}] already has a key named "${clash[0]!.name}" (${local}) with another secret`, 'choose another key name');
       }
       if (p.kms && p.kms.name === element.kms!.name) {
         if (sameProvider(p, element)) return rule;

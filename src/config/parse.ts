@@ -34,7 +34,7 @@ export function formatPath(path: readonly PropertyKey[]): string {
  */
 export function secretValuesIn(text: string): string[] {
   const found = new Set<string>();
-  for (const m of text.matchAll(/["']?secret["']?\s*:\s*(["']?)([^\s"',}#]+)\1/g)) {
+  for (const m of text.matchAll(/["']?secret["']?\s*:\s*(["']?)([^\s"',}#:]+)\1/g)) {
     if (m[2] && m[2].length >= 4) found.add(m[2]);
   }
   return [...found];
@@ -64,7 +64,9 @@ function zodProblems(issues: readonly z.core.$ZodIssue[]): Finding[] {
       }
       continue;
     }
-    out.push({ level: 'error', path: formatPath(issue.path), message: issue.message });
+    const missing = issue.code === 'invalid_type' && /received undefined$/.test(issue.message);
+    const message = missing ? `required field is missing (${issue.message.replace(/^Invalid input: /, '')})` : issue.message;
+    out.push({ level: 'error', path: formatPath(issue.path), message });
   }
   return out;
 }

@@ -318,7 +318,12 @@ export function validateEncryptionConfig(
     if (kinds.length === 1) {
       const fp = `${pPath}[0]`;
       if (kinds[0] === 'identity') {
-        f.warning(`${fp}.identity`, 'identity is the first provider: new writes are stored unencrypted (this is how encryption is turned off)');
+        f.warning(
+          `${fp}.identity`,
+          rule.providers.length === 1
+            ? 'identity is the only provider: these resources are stored unencrypted'
+            : 'identity is the first provider: new writes are stored unencrypted, the other providers only read (this is how encryption is turned off)',
+        );
       } else if (kinds[0] === 'aescbc') {
         f.warning(
           `${fp}.aescbc`,
