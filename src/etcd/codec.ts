@@ -662,10 +662,28 @@ export function transformerLabel(t: ValueTransformer): string {
   return t.prefix === '' ? 'plaintext' : valueLabel(classifyValue(Buffer.from(t.prefix, 'latin1')));
 }
 
-/** Plaintext as the apiserver stores objects: the protobuf envelope `k8s\0` or JSON. */
+/**
+ * Plaintext as the apiserver stores objects: the protobuf envelope `k8s\0` + runtime.Unknown
+ * (typeMeta = 1, raw = 2, ...) that parses to its end, or a JSON document. aescbc has no MAC, so
+ * this is what catches a wrong key that happened to leave valid padding.
+ */
 export function looksLikeStoredObject(plaintext: Uint8Array): boolean {
   const k = classifyValue(plaintext).kind;
-  return k === 'plaintext-protobuf' || k === 'plaintext-json';
+  if (k === 'plaintext-json') {
+    try {
+      JSON.parse(asBuffer(plaintext).toString('utf8'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  if (k !== 'plaintext-protobuf') return false;
+  try {
+    const fields = readFields(plaintext.subarray(PROTOBUF_MAGIC.length));
+    return fields.some((f) => f.field === 1 && f.bytes) && fields.some((f) => f.field === 2 && f.bytes);
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

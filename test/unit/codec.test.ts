@@ -11,6 +11,7 @@ import {
   hkdfSha256Expand,
   identityTransformer,
   kmsV1Transformer,
+  looksLikeStoredObject,
   kmsV2Transformer,
   localTransformer,
   parseGoDuration,
@@ -118,6 +119,7 @@ describe('known-answer vectors from real kube-apiservers', () => {
       const plaintext = await transformerFor(v).decrypt(raw, v.etcdKey);
       expect(plaintext.subarray(0, 4).toString('latin1')).toBe('k8s\0');
       for (const value of Object.values(v.data)) expect(plaintext.includes(value)).toBe(true);
+      expect(looksLikeStoredObject(plaintext)).toBe(true);
       if (v.provider === 'identity') expect(plaintext.equals(raw)).toBe(true);
       // Through the apiserver's read path too.
       const d = await decodeStored(raw, v.etcdKey, [transformerFor(v)]);
@@ -414,6 +416,13 @@ describe('classifyValue', () => {
     ['', { kind: 'unknown' }],
   ])('%j', (text, expected) => {
     expect(classifyValue(Buffer.from(text, 'latin1'))).toEqual(expected);
+  });
+
+  it('tells a stored object from garbage that starts like one', () => {
+    expect(looksLikeStoredObject(Buffer.from('{"kind":"Secret"}'))).toBe(true);
+    expect(looksLikeStoredObject(Buffer.from('{"kind":'))).toBe(false);
+    expect(looksLikeStoredObject(PLAINTEXT)).toBe(false);
+    expect(looksLikeStoredObject(randomBytes(64))).toBe(false);
   });
 
   it('labels transformers as their values are labelled', () => {

@@ -1,0 +1,215 @@
+/**
+ * Raw access to the apiserver's etcd, the way kube-apiserver connects to it (--etcd-servers,
+ * --etcd-cafile, --etcd-certfile, --etcd-keyfile, --etcd-prefix). Reads page by key range so that
+ * a scan never holds more than one page.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Etcd3, IRangeRequest } from 'etcd3';
+import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
+
+export interface EtcdConnection {
+  endpoints: string[];
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+  /** kube-apiserver's --etcd-prefix (default /registry). */
+  prefix?: string;
+}
+
+export const DEFAULT_ETCD_PREFIX = '/registry';
+
+export interface ScanOptions {
+  /** Keys per request (default 500). */
+  pageSize?: number;
+  /** Leave values out (counts and names only). */
+  keysOnly?: boolean;
+}
+
+export interface EtcdEntry {
+  key: string;
+  /** Absent with keysOnly. */
+  value?: Buffer;
+  modRevision: string;
+}
+
+export interface EtcdReader {
+  readonly connection: EtcdConnection;
+  get(key: string): Promise<Buffer | undefined>;
+  put(key: string, value: Uint8Array | string): Promise<void>;
+  /**
+   * Every key under a prefix in key order, one page in memory at a time. The first page fixes
+   * the revision so later pages read the same snapshot (as a paged LIST does); if etcd compacts
+   * that revision mid-scan the rest is read at the newest revision.
+   */
+  scan(prefix: string, opts?: ScanOptions): AsyncIterable<EtcdEntry>;
+  close(): void;
+}
+
+const flagValue = (flags: Map<string, string>, name: string): string | undefined =>
+  flags.get(name) ?? flags.get(`--${name}`);
+
+/** The etcd connection from kube-apiserver's flags (keys with or without the leading `--`). */
+export function etcdConnectionFromFlags(flags: Map<string, string>): EtcdConnection {
+  const servers = flagValue(flags, 'etcd-servers');
+  const endpoints = (servers ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (endpoints.length === 0) {
+    throw usageError(
+      'kube-apiserver has no --etcd-servers flag',
+      'check the manifest (kube-apiserver.yaml); k8s-encrypt reads etcd from the same endpoints',
+    );
+  }
+  return {
+    endpoints,
+    caFile: flagValue(flags, 'etcd-cafile'),
+    certFile: flagValue(flags, 'etcd-certfile'),
+    keyFile: flagValue(flags, 'etcd-keyfile'),
+    prefix: flagValue(flags, 'etcd-prefix') || DEFAULT_ETCD_PREFIX,
+  };
+}
+
+/** The smallest key greater than every key with this prefix (etcd's "range_end" for a prefix). */
+export function prefixRangeEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]); // all 0xff: to the end of the keyspace
+}
+
+const ENDPOINT_HINT =
+  'check that --etcd-servers is reachable from this node and that the etcd CA, client certificate and key are the ones kube-apiserver uses (kubeadm: /etc/kubernetes/pki/etcd/ca.crt, apiserver-etcd-client.crt/.key)';
+
+/** etcd3/grpc failures as one CliError line; certificates and endpoints in the hint. */
+export function etcdError(conn: EtcdConnection, action: string, err: unknown): CliError {
+  if (err instanceof CliError) return err;
+  const raw = (err as Error | undefined)?.message ?? String(err);
+  const where = conn.endpoints.join(',');
+  let why = raw.replace(/\s+/g, ' ').slice(0, 300);
+  if (/certificate|SSL|TLS|handshake|self.signed|unable to verify|altname|wrong version number/i.test(raw)) {
+    why = `TLS failed (${why})`;
+  } else if (/UNAVAILABLE|ECONNREFUSED|No connection established|connect|DEADLINE|deadline|circuit/i.test(raw)) {
+    why = `cannot reach etcd (${why})`;
+  } else if (/permission denied|Unauthenticated|PERMISSION_DENIED|UNAUTHENTICATED/i.test(raw)) {
+    why = `etcd refused the client (${why})`;
+  }
+  return new CliError(`etcd ${action} at ${where}: ${why}`, {
+    hint: ENDPOINT_HINT,
+    exitCode: ExitCode.Cluster,
+    cause: err,
+  });
+}
+
+async function readPem(path: string | undefined, what: string): Promise<Buffer | undefined> {
+  if (path === undefined) return undefined;
+  try {
+    return await readFile(path);
+  } catch (err) {
+    const e = fsError(`read the etcd ${what}`, path, err);
+    throw new CliError(e.message, { hint: e.hint, exitCode: ExitCode.Cluster, cause: err });
+  }
+}
+
+export interface OpenEtcdOptions {
+  /** Per-call deadline (default 10 s). */
+  callTimeoutMs?: number;
+  /** Check the connection with one small read before returning (default true). */
+  probe?: boolean;
+}
+
+/** Connects (TLS with client certificates when given) and proves it with one small read. */
+export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {}): Promise<EtcdReader> {
+  if (conn.endpoints.length === 0) throw usageError('no etcd endpoints given', 'pass the --etcd-servers of kube-apiserver');
+  if ((conn.certFile === undefined) !== (conn.keyFile === undefined)) {
+    throw usageError('an etcd client certificate needs its key (and the key its certificate)', 'give both --etcd-certfile and --etcd-keyfile');
+  }
+  const [ca, cert, key] = await Promise.all([
+    readPem(conn.caFile, 'CA file'),
+    readPem(conn.certFile, 'client certificate'),
+    readPem(conn.keyFile, 'client key'),
+  ]);
+  const tls = conn.endpoints.some((e) => e.startsWith('https://')) || ca !== undefined;
+  const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
+  const { Etcd3 } = await import('etcd3');
+  let client: Etcd3;
+  try {
+    client = new Etcd3({
+      hosts: conn.endpoints,
+      dialTimeout: callTimeoutMs,
+      defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMs }),
+      ...(tls && ca ? { credentials: { rootCertificate: ca, privateKey: key, certChain: cert } } : {}),
+    });
+  } catch (err) {
+    throw etcdError(conn, 'connection', err);
+  }
+
+  const range = async (req: IRangeRequest, action: string) => {
+    try {
+      return await client.kv.range(req);
+    } catch (err) {
+      throw etcdError(conn, action, err);
+    }
+  };
+
+  const reader: EtcdReader = {
+    connection: conn,
+    async get(k) {
+      const res = await range({ key: Buffer.from(k) }, `read of ${k}`);
+      return res.kvs[0]?.value;
+    },
+    async put(k, value) {
+      try {
+        await client.kv.put({ key: Buffer.from(k), value: Buffer.from(value) });
+      } catch (err) {
+        throw etcdError(conn, `write of ${k}`, err);
+      }
+    },
+    async *scan(prefix, { pageSize = 500, keysOnly = false } = {}) {
+      if (!Number.isInteger(pageSize) || pageSize < 1) throw new Error(`invalid page size ${pageSize}`);
+      const rangeEnd = prefixRangeEnd(Buffer.from(prefix));
+      let from = Buffer.from(prefix);
+      let revision: string | undefined;
+      for (;;) {
+        let res;
+        try {
+          res = await client.kv.range({ key: from, range_end: rangeEnd, limit: pageSize, keys_only: keysOnly, revision });
+        } catch (err) {
+          if (revision !== undefined && /compacted/i.test((err as Error).message)) {
+            revision = undefined; // the snapshot is gone: continue at the newest revision
+            continue;
+          }
+          throw etcdError(conn, `scan of ${prefix}`, err);
+        }
+        revision ??= res.header.revision;
+        for (const kv of res.kvs) {
+          yield {
+            key: kv.key.toString('utf8'),
+            value: keysOnly ? undefined : kv.value,
+            modRevision: kv.mod_revision,
+          };
+        }
+        const last = res.kvs[res.kvs.length - 1];
+        if (!res.more || !last) return;
+        from = Buffer.concat([last.key, Buffer.from([0])]);
+      }
+    },
+    close() {
+      client.close();
+    },
+  };
+
+  if (opts.probe !== false) {
+    try {
+      await range({ key: Buffer.from(conn.prefix ?? DEFAULT_ETCD_PREFIX), limit: 1, keys_only: true }, 'connection check');
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+  }
+  return reader;
+}

@@ -1,0 +1,232 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { etcdConnectionFromFlags, openEtcd, type EtcdReader } from '../../src/etcd/client';
+import { identityTransformer, localTransformer, type ValueTransformer } from '../../src/etcd/codec';
+import { etcdPrefixFor, scanEncryptionState } from '../../src/etcd/scan';
+import { CliError, ExitCode } from '../../src/ui/errors';
+import { startEtcd, type RunningEtcd } from '../helpers/etcd';
+
+interface Vector {
+  provider: string;
+  keyName: string;
+  keyBase64: string;
+  etcdKey: string;
+  rawBase64: string;
+}
+const vectors: Vector[] = readFileSync(
+  fileURLToPath(new URL('../fixtures/vectors/kube-apiserver-v1.32.jsonl', import.meta.url)),
+  'utf8',
+)
+  .trim()
+  .split('\n')
+  .map((l) => JSON.parse(l));
+const vec = (provider: string, keyName?: string) =>
+  vectors.find((v) => v.provider === provider && (keyName === undefined || v.keyName === keyName))!;
+
+/** A throwaway CA, a server certificate for 127.0.0.1 and a client certificate. */
+async function makePki(dir: string) {
+  const ssl = (...args: string[]) => execa('openssl', args, { cwd: dir });
+  await ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-etcd-ca', '-keyout', 'ca.key', '-out', 'ca.crt');
+  await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+  await writeFile(join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\n');
+  for (const [name, cn] of [['server', '127.0.0.1'], ['client', 'kube-apiserver-etcd-client']] as const) {
+    await ssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${cn}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+    await ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+  }
+  // A second CA whose client certificate etcd must refuse.
+  await ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=other-ca', '-keyout', 'other.key', '-out', 'other.crt');
+  const p = (f: string) => join(dir, f);
+  return {
+    caFile: p('ca.crt'),
+    serverCert: p('server.crt'),
+    serverKey: p('server.key'),
+    clientCert: p('client.crt'),
+    clientKey: p('client.key'),
+    otherCert: p('other.crt'),
+    otherKey: p('other.key'),
+  };
+}
+
+/** A real Secret as kube-apiserver stores it (protobuf envelope), from the identity vector. */
+const SECRET = Buffer.from(vec('identity').rawBase64, 'base64');
+
+describe('etcd reader against a real etcd with client-certificate TLS', () => {
+  let dir: string;
+  let pki: Awaited<ReturnType<typeof makePki>>;
+  let etcd: RunningEtcd;
+  let reader: EtcdReader;
+
+  const cbcNew = localTransformer('aescbc', 'key2', randomBytes(32).toString('base64'));
+  const cbcOld = localTransformer('aescbc', 'kat-cbc-32', vec('aescbc', 'kat-cbc-32').keyBase64);
+  const gcm = localTransformer('aesgcm', 'kat-gcm-32', vec('aesgcm').keyBase64);
+  const sbox = localTransformer('secretbox', 'kat-sbox', vec('secretbox').keyBase64);
+  // Write key first, then the readers the vectors need, then identity.
+  const secretsTransformers: ValueTransformer[] = [cbcNew, cbcOld, gcm, sbox, identityTransformer()];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-etcd-it-'));
+    pki = await makePki(dir);
+    etcd = await startEtcd({ tls: { caFile: pki.caFile, certFile: pki.serverCert, keyFile: pki.serverKey } });
+    const conn = etcdConnectionFromFlags(
+      new Map([
+        ['etcd-servers', etcd.endpoint],
+        ['etcd-cafile', pki.caFile],
+        ['etcd-certfile', pki.clientCert],
+        ['etcd-keyfile', pki.clientKey],
+      ]),
+    );
+    expect(conn.prefix).toBe('/registry');
+    reader = await openEtcd(conn);
+
+    // Values real apiservers wrote, at their own keys (aesgcm is bound to its key).
+    for (const v of vectors) await reader.put(v.etcdKey, Buffer.from(v.rawBase64, 'base64'));
+    // Our own writes under the write key, in two namespaces.
+    for (let i = 0; i < 30; i++) {
+      const key = `/registry/secrets/ns${i % 2}/own-${String(i).padStart(2, '0')}`;
+      await reader.put(key, await cbcNew.encrypt(SECRET, key));
+    }
+    // A cluster-scoped neighbour prefix that must not be counted as secrets.
+    await reader.put('/registry/secretsx/default/not-a-secret', SECRET);
+    await reader.put('/registry/configmaps/default/cm1', SECRET);
+  }, 120_000);
+
+  afterAll(async () => {
+    reader?.close();
+    await etcd?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gets and puts raw bytes', async () => {
+    const v = vec('secretbox');
+    expect((await reader.get(v.etcdKey))?.equals(Buffer.from(v.rawBase64, 'base64'))).toBe(true);
+    expect(await reader.get('/registry/secrets/default/missing')).toBeUndefined();
+  });
+
+  it('counts objects per provider key, lists stale and plaintext objects', async () => {
+    const progress: number[] = [];
+    const report = await scanEncryptionState(reader, {
+      prefix: '/registry',
+      resources: [{ resource: 'secrets', etcdPrefix: etcdPrefixFor('secrets') }],
+      transformersFor: () => secretsTransformers,
+      pageSize: 7,
+      onProgress: (p) => progress.push(p.scanned),
+    });
+    const r = report.resources[0]!;
+    expect(r.total).toBe(30 + vectors.length);
+    expect(r.writeLabel).toBe('aescbc:key2');
+    expect(r.counts).toEqual({
+      'aescbc:key2': 30,
+      'aescbc:kat-cbc-32': 1,
+      'aescbc:kat-cbc-16': 1,
+      'aesgcm:kat-gcm-32': 1,
+      'secretbox:kat-sbox': 1,
+      'kms:v2:kat-kmsv2': 1,
+      plaintext: 1,
+    });
+    expect(r.stale.count).toBe(vectors.length);
+    expect(r.stale.items).toContainEqual({ namespace: 'default', name: 'kat-identity', label: 'plaintext' });
+    expect(r.stale.items).toContainEqual({ namespace: 'default', name: 'kat-sbox', label: 'secretbox:kat-sbox' });
+    expect(r.plaintext).toEqual({ count: 1, items: [{ namespace: 'default', name: 'kat-identity', label: 'plaintext' }] });
+    expect(r.decryptFailures).toBeUndefined();
+    expect(report).toMatchObject({ total: r.total, staleTotal: vectors.length, plaintextTotal: 1 });
+    expect(progress.at(-1)).toBe(r.total);
+    expect(progress.length).toBeGreaterThan(3);
+  });
+
+  it('pages through a prefix in key order without repeating or skipping', async () => {
+    const keys: string[] = [];
+    for await (const kv of reader.scan('/registry/secrets/', { pageSize: 4, keysOnly: true })) {
+      expect(kv.value).toBeUndefined();
+      expect(Number(kv.modRevision)).toBeGreaterThan(0);
+      keys.push(kv.key);
+    }
+    expect(keys.length).toBe(30 + vectors.length);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect([...keys].sort()).toEqual(keys);
+    expect(keys).not.toContain('/registry/secretsx/default/not-a-secret');
+  });
+
+  // Runs after the counting tests: it adds two broken values.
+  it('a decrypt check finds corrupted values, unknown keys and plaintext the config cannot read', async () => {
+    const good = '/registry/secrets/ns0/own-00';
+    const stored = (await reader.get(good))!;
+    const corrupted = Buffer.from(stored);
+    // The first ciphertext block: the plaintext's envelope header comes out garbled (aescbc has
+    // no MAC, so only the content check can tell).
+    corrupted['k8s:enc:aescbc:v1:key2:'.length + 16]! ^= 0xff;
+    await reader.put('/registry/secrets/ns9/corrupted', corrupted);
+    // Stored under one etcd key, copied to another: aesgcm's authenticated data catches it.
+    await reader.put('/registry/secrets/ns9/moved', Buffer.from(vec('aesgcm').rawBase64, 'base64'));
+    const report = await scanEncryptionState(reader, {
+      resources: [{ resource: 'secrets', etcdPrefix: '/registry/secrets/' }],
+      // No identity and no kat-cbc-16 key: the apiserver could not read those either.
+      transformersFor: () => [cbcNew, cbcOld, gcm, sbox],
+      decryptCheck: true,
+      pageSize: 5,
+    });
+    const r = report.resources[0]!;
+    const failed = Object.fromEntries(r.decryptFailures!.items.map((f) => [`${f.namespace}/${f.name}`, f.error]));
+    expect(Object.keys(failed).sort()).toEqual(
+      ['default/kat-cbc-16', 'default/kat-identity', 'ns9/corrupted', 'ns9/moved'].sort(),
+    );
+    expect(failed['default/kat-identity']).toBe('no matching prefix found');
+    expect(failed['ns9/moved']).toMatch(/authentication failed/);
+    expect(failed['ns9/corrupted']).toMatch(/padding|PKCS7|not a Kubernetes object/);
+    expect(r.kmsNotChecked).toBe(1);
+    expect(report.decryptFailuresTotal).toBe(4);
+  });
+
+  it('maps an unreachable endpoint and a foreign client certificate to cluster errors', async () => {
+    const refused = await openEtcd({ endpoints: ['https://127.0.0.1:1'], caFile: pki.caFile, certFile: pki.clientCert, keyFile: pki.clientKey }, { callTimeoutMs: 2000 }).catch((e) => e);
+    expect(refused).toBeInstanceOf(CliError);
+    expect(refused.exitCode).toBe(ExitCode.Cluster);
+    expect(refused.message).toMatch(/^etcd connection check at https:\/\/127\.0\.0\.1:1: /);
+    expect(refused.hint).toMatch(/certificate/);
+
+    const foreign = await openEtcd({ endpoints: [etcd.endpoint], caFile: pki.caFile, certFile: pki.otherCert, keyFile: pki.otherKey }, { callTimeoutMs: 3000 }).catch((e) => e);
+    expect(foreign).toBeInstanceOf(CliError);
+    expect(foreign.exitCode).toBe(ExitCode.Cluster);
+
+    const missing = await openEtcd({ endpoints: [etcd.endpoint], caFile: join(dir, 'nope.crt') }).catch((e) => e);
+    expect(missing).toBeInstanceOf(CliError);
+    expect(missing.message).toMatch(/cannot read the etcd CA file .*nope\.crt: it does not exist/);
+  }, 30_000);
+});
+
+describe('etcdPrefixFor', () => {
+  it.each([
+    ['secrets', '/registry/secrets/'],
+    ['configmaps', '/registry/configmaps/'],
+    ['services', '/registry/services/specs/'],
+    ['endpoints', '/registry/services/endpoints/'],
+    ['nodes', '/registry/minions/'],
+    ['replicationcontrollers', '/registry/controllers/'],
+    ['deployments.apps', '/registry/deployments/'],
+    ['ingresses.networking.k8s.io', '/registry/ingress/'],
+    ['roles.rbac.authorization.k8s.io', '/registry/roles/'],
+    ['widgets.example.com', '/registry/example.com/widgets/'],
+    ['volumesnapshots.snapshot.storage.k8s.io', '/registry/snapshot.storage.k8s.io/volumesnapshots/'],
+    ['apiservices.apiregistration.k8s.io', '/registry/apiregistration.k8s.io/apiservices/'],
+  ])('%s lives under %s', (resource, prefix) => {
+    expect(etcdPrefixFor(resource)).toBe(prefix);
+  });
+
+  it('honours another --etcd-prefix', () => {
+    expect(etcdPrefixFor('secrets', '/kubernetes.io/')).toBe('/kubernetes.io/secrets/');
+  });
+});
+
+describe('etcdConnectionFromFlags', () => {
+  it('reads the apiserver flags with or without dashes and needs --etcd-servers', () => {
+    expect(
+      etcdConnectionFromFlags(new Map([['--etcd-servers', 'https://10.0.0.1:2379, https://10.0.0.2:2379'], ['--etcd-prefix', '/k8s']])),
+    ).toEqual({ endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379'], caFile: undefined, certFile: undefined, keyFile: undefined, prefix: '/k8s' });
+    expect(() => etcdConnectionFromFlags(new Map())).toThrow(/no --etcd-servers/);
+  });
+});
