@@ -1,0 +1,334 @@
+/**
+ * The local control plane for tests and the demo: a real etcd with kubeadm's TLS layout, one or
+ * two kubeadm-shaped node roots, and per node a kubelet stand-in running the apiserver stand-in
+ * from the node's own static pod manifest. Tests start their own bed and stop it in afterAll;
+ * a bed left running when the process exits is killed and removed by an exit hook.
+ */
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openEtcd, type EtcdReader } from '../../src/etcd/client';
+import { writeFileAtomic } from '../../src/state/atomic';
+import { freePort, startEtcd, type RunningEtcd } from '../helpers/etcd';
+import { TestApi } from './api';
+import { Kubelet } from './kubelet';
+import type { ApiserverKnobs } from './knobs';
+import {
+  KUBEADM_CA_DIRS,
+  nodePaths,
+  parseKubeVersion,
+  renderAdminConf,
+  renderApiserverManifest,
+  renderKubeadmConfigMap,
+} from './layout';
+import { generatePki, NODE_PKI_FILES } from './pki';
+
+export type { ApiserverKnobs } from './knobs';
+export { TestApi } from './api';
+
+export interface BedOptions {
+  nodes?: 1 | 2;
+  secrets?: number;
+  kubeVersion?: string;
+  mirrorPods?: boolean;
+  knobs?: ApiserverKnobs;
+}
+
+export interface BedNode {
+  name: string;
+  root: string;
+  manifest: string;
+  kubeconfig: string;
+  apiserverUrl: string;
+  cliArgs: string[];
+  setKnobs(k: ApiserverKnobs): Promise<void>;
+  apiserverStarts(): number;
+  waitReady(timeoutMs?: number): Promise<void>;
+  /** The node's kubelet stand-in (pods, pid, readyAfterStart, its own event log). */
+  kubelet: Kubelet;
+  /** The last lines of this node's kube-apiserver container log. */
+  apiserverLog(lines?: number): string;
+}
+
+export interface Bed {
+  nodes: BedNode[];
+  etcd: { endpoint: string; caFile: string; certFile: string; keyFile: string };
+  etcdGet(key: string): Promise<Buffer | undefined>;
+  etcdPut(key: string, value: Uint8Array): Promise<void>;
+  api(nodeIndex?: number): Promise<TestApi>;
+  stop(): Promise<void>;
+  /** The temp dir holding everything the bed made (node roots, shared PKI, etcd data). */
+  dir: string;
+  kubeVersion: string;
+  /** Namespaces the initial Secrets were spread over, and their names (`bed-secret-<i>`). */
+  secretNamespaces: string[];
+}
+
+export const DEFAULT_KUBE_VERSION = '1.32.6';
+export const SECRET_NAMESPACES = ['default', 'kube-system', 'team-a', 'team-b'];
+
+/** The repository root (holding package.json), from src or from a bundle under dist/. */
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && JSON.parse(readFileSync(pkg, 'utf8')).name === 'k8s-encrypt') return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the k8s-encrypt repository root from the test bed');
+    dir = up;
+  }
+}
+
+export function apiserverScript(): string {
+  const script = join(repoRoot(), 'dist/test/bed/bin/apiserver.js');
+  if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
+  return script;
+}
+
+// Last-resort cleanup when a test process ends without stop(): kill pods, remove temp dirs.
+const liveBeds = new Set<{ kubelets: Kubelet[]; dir: string }>();
+let exitHook = false;
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const b of liveBeds) {
+      for (const k of b.kubelets) for (const pid of k.pids()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      rmSync(b.dir, { recursive: true, force: true });
+    }
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(what())), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log yet)';
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function eachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+async function mustWrite(r: Promise<{ status: number; body: any }>, what: string, ok: number[] = [200, 201]) {
+  const res = await r;
+  if (!ok.includes(res.status)) throw new Error(`${what}: HTTP ${res.status} ${res.body?.message ?? ''}`);
+  return res;
+}
+
+export async function startBed(opts: BedOptions = {}): Promise<Bed> {
+  const kubeVersion = (opts.kubeVersion ?? DEFAULT_KUBE_VERSION).replace(/^v/, '');
+  parseKubeVersion(kubeVersion);
+  const nodeCount = opts.nodes ?? 1;
+  const script = apiserverScript();
+  const dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-bed-'));
+  const kubelets: Kubelet[] = [];
+  const apis: TestApi[] = [];
+  const entry = { kubelets, dir };
+  liveBeds.add(entry);
+  installExitHook();
+  let etcd: RunningEtcd | undefined;
+  let reader: EtcdReader | undefined;
+  let stopped: Promise<void> | undefined;
+  const stop = () =>
+    (stopped ??= (async () => {
+      await Promise.all(kubelets.map((k) => k.stop().catch(() => {})));
+      for (const a of apis) a.close();
+      reader?.close();
+      await etcd?.stop().catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+      liveBeds.delete(entry);
+    })());
+
+  try {
+    const sharedPki = join(dir, 'pki');
+    const pki = await generatePki(sharedPki);
+    etcd = await startEtcd({
+      tls: { caFile: pki.etcdCaCrt, certFile: pki.etcdServerCrt, keyFile: pki.etcdServerKey },
+      dataDir: join(dir, 'etcd'),
+    });
+    const etcdInfo = {
+      endpoint: etcd.endpoint,
+      caFile: pki.etcdCaCrt,
+      certFile: pki.etcdClientCrt,
+      keyFile: pki.etcdClientKey,
+    };
+    reader = await openEtcd({ endpoints: [etcd.endpoint], caFile: etcdInfo.caFile, certFile: etcdInfo.certFile, keyFile: etcdInfo.keyFile });
+    const [caPem, certPem, keyPem] = await Promise.all([pki.caCrt, pki.adminCrt, pki.adminKey].map((f) => readFile(f, 'utf8')));
+    const adminCreds = { ca: caPem!, cert: certPem!, key: keyPem! };
+
+    const nodes: BedNode[] = [];
+    for (let i = 0; i < nodeCount; i++) {
+      const name = `cp-${i}`;
+      const paths = nodePaths(join(dir, name));
+      await Promise.all(
+        NODE_PKI_FILES.map(async (f) => {
+          await mkdir(dirname(join(paths.pki, f)), { recursive: true, mode: 0o700 });
+          await copyFile(join(sharedPki, f), join(paths.pki, f));
+        }),
+      );
+      for (const d of KUBEADM_CA_DIRS) await mkdir(join(paths.root, d.path), { recursive: true });
+      const port = await freePort();
+      const apiserverUrl = `https://127.0.0.1:${port}`;
+      await writeFileAtomic(paths.adminConf, renderAdminConf({ server: apiserverUrl, caPem: caPem!, certPem: certPem!, keyPem: keyPem! }));
+      await writeFileAtomic(paths.knobs, JSON.stringify(opts.knobs ?? {}, null, 2));
+      await writeFileAtomic(
+        paths.manifest,
+        renderApiserverManifest({
+          root: paths.root,
+          nodeName: name,
+          port,
+          kubeVersion,
+          etcdEndpoint: etcd.endpoint,
+          caDirs: KUBEADM_CA_DIRS.map((d) => d.name),
+        }),
+      );
+      const api = new TestApi({ server: apiserverUrl, ...adminCreds });
+      apis.push(api);
+      const kubelet = new Kubelet({
+        nodeName: name,
+        manifestsDir: paths.manifestsDir,
+        podLogDir: paths.podLogDir,
+        knobsFile: paths.knobs,
+        apiserverScript: script,
+        api,
+        mirrorPods: opts.mirrorPods ?? true,
+        kubeletVersion: kubeVersion,
+      });
+      kubelets.push(kubelet);
+      const apiserverLog = (lines = 30) => tail(join(paths.podLogDir, 'kube-apiserver.log'), lines);
+      nodes.push({
+        name,
+        root: paths.root,
+        manifest: paths.manifest,
+        kubeconfig: paths.adminConf,
+        apiserverUrl,
+        cliArgs: ['--root', paths.root],
+        kubelet,
+        apiserverLog,
+        setKnobs: (k) => writeFileAtomic(paths.knobs, JSON.stringify(k, null, 2)),
+        apiserverStarts: () => kubelet.starts(),
+        async waitReady(timeoutMs = 30_000) {
+          const deadline = Date.now() + timeoutMs;
+          while (!kubelet.isReady()) {
+            if (Date.now() > deadline) {
+              throw new Error(`${name}: kube-apiserver not ready after ${timeoutMs} ms; its log:\n${apiserverLog()}`);
+            }
+            await sleep(50);
+          }
+        },
+      });
+    }
+    await Promise.all(kubelets.map((k) => k.start()));
+    await Promise.all(
+      nodes.map((n) =>
+        withTimeout(n.kubelet.readyAfterStart(1), 30_000, () => `${n.name}: kube-apiserver did not become ready; its log:\n${n.apiserverLog()}`),
+      ),
+    );
+
+    const api0 = apis[0]!;
+    for (const ns of SECRET_NAMESPACES) {
+      await mustWrite(api0.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }), `create namespace ${ns}`, [200, 201, 409]);
+    }
+    await mustWrite(
+      api0.create(
+        '/api/v1/namespaces/kube-system/configmaps',
+        renderKubeadmConfigMap({
+          kubeVersion,
+          controlPlaneEndpoint: new URL(nodes[0]!.apiserverUrl).host,
+          certificatesDir: nodePaths(nodes[0]!.root).pki,
+          etcd: etcdInfo,
+        }),
+      ),
+      'create kube-system/kubeadm-config',
+    );
+    const count = opts.secrets ?? 0;
+    await eachLimit(
+      Array.from({ length: count }, (_, i) => i),
+      32,
+      async (i) => {
+        const ns = SECRET_NAMESPACES[i % SECRET_NAMESPACES.length]!;
+        await mustWrite(api0.create(`/api/v1/namespaces/${ns}/secrets`, bedSecret(ns, i)), `create secret ${ns}/bed-secret-${i}`);
+      },
+    );
+    if (opts.mirrorPods ?? true) {
+      await Promise.all(nodes.map((n, i) => waitMirrorReady(apis[i]!, n.name, 15_000)));
+    }
+
+    return {
+      nodes,
+      etcd: etcdInfo,
+      dir,
+      kubeVersion,
+      secretNamespaces: SECRET_NAMESPACES,
+      etcdGet: (key) => reader!.get(key),
+      etcdPut: (key, value) => reader!.put(key, value),
+      async api(nodeIndex = 0) {
+        const n = nodes[nodeIndex];
+        if (!n) throw new Error(`the bed has no node ${nodeIndex}`);
+        const api = new TestApi({ server: n.apiserverUrl, ...adminCreds });
+        apis.push(api);
+        return api;
+      },
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** The initial Secret number i: plain data a test can recognise in raw etcd bytes. */
+export function bedSecret(namespace: string, i: number) {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: `bed-secret-${i}`, namespace },
+    type: 'Opaque',
+    data: { username: b64(`user-${i}`), password: b64(`bed-password-${i}`) },
+  };
+}
+
+/** Waits until the node's mirror pod exists and reports the apiserver container ready. */
+async function waitMirrorReady(api: TestApi, node: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const r = await api.get(`/api/v1/namespaces/kube-system/pods/kube-apiserver-${node}`).catch((e: Error) => ({ status: 0, body: { message: e.message } }));
+    if (r.status === 200 && r.body?.status?.containerStatuses?.[0]?.ready === true) return;
+    last = `HTTP ${r.status} ${r.body?.message ?? ''}`;
+    await sleep(50);
+  }
+  throw new Error(`${node}: mirror pod kube-system/kube-apiserver-${node} not ready after ${timeoutMs} ms (${last})`);
+}
