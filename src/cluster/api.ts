@@ -1,0 +1,324 @@
+import { Agent, request as httpsRequest } from 'node:https';
+import { request as httpRequest, Agent as HttpAgent } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { CliError, ExitCode, fsError } from '../ui/errors';
+import { ApiConnectionError, ApiError, statusFields } from './errors';
+
+/**
+ * Where and how to talk to one apiserver: the server URL plus TLS material and auth headers.
+ * `loadKubeconfig` builds it from a kubeconfig; tests may build it by hand.
+ */
+export interface ApiTarget {
+  server: string;
+  ca?: Buffer | string;
+  cert?: Buffer | string;
+  key?: Buffer | string;
+  /** insecure-skip-tls-verify from the kubeconfig. */
+  insecureSkipTlsVerify?: boolean;
+  /** TLS server name to verify when `server` is an address the certificate does not name. */
+  tlsServerName?: string;
+  /** Extra headers (Authorization from a token or an exec plugin). */
+  headers?: Record<string, string>;
+  /** Re-computes auth headers (exec plugin tokens expire); called once after a 401. */
+  refreshHeaders?: () => Promise<Record<string, string>>;
+  /** Where this came from, for messages: `/etc/kubernetes/admin.conf (context kubernetes-admin@kubernetes)`. */
+  source?: string;
+}
+
+export interface LoadKubeconfigOptions {
+  /** Talk to this URL instead of the kubeconfig's server, keeping its credentials. */
+  server?: string;
+  context?: string;
+}
+
+/**
+ * Reads a kubeconfig with @kubernetes/client-node (parsing, client certs, tokens, exec plugins,
+ * CA) and returns the target for `createApiClient`. client-node is imported here, lazily, so
+ * commands that never reach the cluster (and `--help`) do not pay for loading it.
+ */
+export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions = {}): Promise<ApiTarget> {
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code) {
+      const e = fsError('read kubeconfig', path, err);
+      throw new CliError(e.message, {
+        exitCode: ExitCode.Usage,
+        hint: 'pass --kubeconfig (or --root) pointing at an admin kubeconfig such as /etc/kubernetes/admin.conf',
+        cause: err,
+      });
+    }
+    throw new CliError(`cannot parse kubeconfig ${path}: ${(err as Error).message}`, {
+      exitCode: ExitCode.Usage,
+      hint: 'check that the file is a valid kubeconfig (YAML with clusters, users and contexts)',
+      cause: err,
+    });
+  }
+  if (opts.context) {
+    if (!kc.getContextObject(opts.context)) {
+      throw new CliError(`kubeconfig ${path} has no context "${opts.context}"`, {
+        exitCode: ExitCode.Usage,
+        hint: `contexts there: ${kc.getContexts().map((c) => c.name).join(', ') || '(none)'}`,
+      });
+    }
+    kc.setCurrentContext(opts.context);
+  }
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) {
+    throw new CliError(`kubeconfig ${path} has no current context with a cluster`, {
+      exitCode: ExitCode.Usage,
+      hint: 'set current-context in the kubeconfig or pass a kubeconfig that has one',
+    });
+  }
+  const server = opts.server ?? cluster.server;
+  checkServerUrl(server, opts.server ? '--server' : `kubeconfig ${path}`);
+
+  const collect = async () => {
+    const o: { ca?: Buffer; cert?: Buffer; key?: Buffer; headers?: Record<string, string>; auth?: string; rejectUnauthorized?: boolean } =
+      {};
+    try {
+      await kc.applyToHTTPSOptions(o as never);
+    } catch (err) {
+      throw new CliError(`cannot load the credentials of kubeconfig ${path}: ${(err as Error).message}`, {
+        exitCode: ExitCode.Usage,
+        hint: 'check the client certificate/key files, token or exec plugin the kubeconfig names',
+        cause: err,
+      });
+    }
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(o.headers ?? {})) headers[k] = String(v);
+    if (o.auth) headers.Authorization = `Basic ${Buffer.from(o.auth).toString('base64')}`;
+    return { o, headers };
+  };
+  const { o, headers } = await collect();
+  return {
+    server,
+    ca: o.ca,
+    cert: o.cert,
+    key: o.key,
+    insecureSkipTlsVerify: cluster.skipTLSVerify || o.rejectUnauthorized === false,
+    headers,
+    refreshHeaders: async () => (await collect()).headers,
+    source: `${path} (context ${kc.getCurrentContext()})`,
+  };
+}
+
+function checkServerUrl(server: string, from: string): void {
+  let u: URL;
+  try {
+    u = new URL(server);
+  } catch {
+    throw new CliError(`${from}: "${server}" is not a URL`, {
+      exitCode: ExitCode.Usage,
+      hint: 'use https://HOST:PORT, e.g. https://10.0.0.10:6443',
+    });
+  }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+    throw new CliError(`${from}: "${server}" must be an https:// URL`, {
+      exitCode: ExitCode.Usage,
+      hint: 'use https://HOST:PORT, e.g. https://10.0.0.10:6443',
+    });
+  }
+}
+
+export interface RequestOptions {
+  query?: Record<string, string | number | boolean | undefined>;
+  body?: unknown;
+  /** Default application/json; e.g. application/merge-patch+json for PATCH. */
+  contentType?: string;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  /** Accept header; default application/json. */
+  accept?: string;
+}
+
+export interface ApiResponse<T> {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: T;
+}
+
+export interface ApiClientOptions {
+  /** Sockets kept per host: size it to the concurrency you intend (default 32). */
+  maxSockets?: number;
+  /** Per-request timeout (default 30 s). */
+  timeoutMs?: number;
+}
+
+export interface ApiClient {
+  readonly server: string;
+  request<T = unknown>(method: string, path: string, opts?: RequestOptions): Promise<ApiResponse<T>>;
+  get<T = unknown>(path: string, opts?: RequestOptions): Promise<T>;
+  list<T = unknown>(path: string, opts?: RequestOptions): Promise<T>;
+  put<T = unknown>(path: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  post<T = unknown>(path: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  /** Merge patch by default; pass contentType for strategic or JSON patches. */
+  patch<T = unknown>(path: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  delete<T = unknown>(path: string, opts?: RequestOptions): Promise<T>;
+  /** Plain text endpoints: /metrics, /readyz?verbose, /livez, /version. Non-2xx throws ApiError. */
+  getText(path: string, opts?: RequestOptions): Promise<string>;
+  /** Like getText but returns the status instead of throwing (health checks answer 500 with a body). */
+  probe(path: string, opts?: RequestOptions): Promise<{ status: number; body: string }>;
+  /** Closes idle keep-alive sockets so the process can exit. */
+  close(): void;
+}
+
+function buildPath(path: string, query?: RequestOptions['query']): string {
+  if (!query) return path;
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
+  const s = q.toString();
+  return s ? `${path}${path.includes('?') ? '&' : '?'}${s}` : path;
+}
+
+function parseRetryAfter(h: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(h) ? h[0] : h;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (Number.isFinite(n) && n >= 0) return n;
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : Math.max(0, (t - Date.now()) / 1000);
+}
+
+/**
+ * The one HTTP client every cluster-facing command uses: node:https with a keep-alive agent,
+ * JSON in and out, Kubernetes Status bodies turned into ApiError, connection failures into
+ * ApiConnectionError (see ./errors for toCliError).
+ */
+export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}): ApiClient {
+  const base = new URL(target.server);
+  const basePath = base.pathname.replace(/\/+$/, '');
+  const isHttps = base.protocol === 'https:';
+  const maxSockets = opts.maxSockets ?? 32;
+  const agent = isHttps
+    ? new Agent({
+        keepAlive: true,
+        maxSockets,
+        maxFreeSockets: maxSockets,
+        ca: target.ca,
+        cert: target.cert,
+        key: target.key,
+        rejectUnauthorized: !target.insecureSkipTlsVerify,
+        servername: target.tlsServerName,
+      })
+    : new HttpAgent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+  const defaultTimeout = opts.timeoutMs ?? 30_000;
+  let headers = { ...(target.headers ?? {}) };
+  let refreshed = false;
+
+  function once<T>(method: string, path: string, o: RequestOptions): Promise<ApiResponse<T>> {
+    const fullPath = basePath + buildPath(path, o.query);
+    const url = `${base.origin}${fullPath}`;
+    const payload =
+      o.body === undefined ? undefined : typeof o.body === 'string' || Buffer.isBuffer(o.body) ? o.body : JSON.stringify(o.body);
+    const h: OutgoingHttpHeaders = { Accept: o.accept ?? 'application/json', ...headers };
+    if (payload !== undefined) {
+      h['Content-Type'] = o.contentType ?? (method === 'PATCH' ? 'application/merge-patch+json' : 'application/json');
+      h['Content-Length'] = Buffer.byteLength(payload);
+    }
+    return new Promise<ApiResponse<T>>((resolve, reject) => {
+      if (o.signal?.aborted) {
+        reject(o.signal.reason ?? new Error('aborted'));
+        return;
+      }
+      const req = (isHttps ? httpsRequest : httpRequest)(
+        {
+          protocol: base.protocol,
+          hostname: base.hostname.replace(/^\[|\]$/g, ''),
+          port: base.port || (isHttps ? 443 : 80),
+          method,
+          path: fullPath,
+          headers: h,
+          agent,
+          signal: o.signal,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (err) => reject(new ApiConnectionError(url, err.message, (err as NodeJS.ErrnoException).code, err)));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 0;
+            const isJson = /json/.test(String(res.headers['content-type'] ?? ''));
+            let body: unknown = text;
+            if (isJson && text) {
+              try {
+                body = JSON.parse(text);
+              } catch {
+                body = text;
+              }
+            }
+            if (status >= 200 && status < 300) {
+              resolve({ status, headers: res.headers, body: body as T });
+              return;
+            }
+            const st = statusFields(body);
+            reject(
+              new ApiError({
+                status,
+                method,
+                path,
+                url,
+                message: st.message ?? (typeof body === 'string' && body ? body.trim().slice(0, 300) : `HTTP ${status}`),
+                reason: st.reason,
+                retryAfterSeconds: parseRetryAfter(res.headers['retry-after']) ?? st.retryAfterSeconds,
+                body,
+              }),
+            );
+          });
+        },
+      );
+      req.setTimeout(o.timeoutMs ?? defaultTimeout, () => {
+        req.destroy(Object.assign(new Error(`no answer within ${o.timeoutMs ?? defaultTimeout} ms`), { code: 'ETIMEDOUT' }));
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (o.signal?.aborted) reject(o.signal.reason ?? err);
+        else reject(new ApiConnectionError(url, err.message, err.code, err));
+      });
+      if (payload !== undefined) req.end(payload);
+      else req.end();
+    });
+  }
+
+  async function request<T>(method: string, path: string, o: RequestOptions = {}): Promise<ApiResponse<T>> {
+    try {
+      return await once<T>(method, path, o);
+    } catch (err) {
+      // Exec-plugin tokens expire: refresh once, then let 401 surface.
+      if (err instanceof ApiError && err.status === 401 && target.refreshHeaders && !refreshed) {
+        refreshed = true;
+        headers = { ...(await target.refreshHeaders()) };
+        return once<T>(method, path, o);
+      }
+      throw err;
+    }
+  }
+
+  const asText = (b: unknown) => (typeof b === 'string' ? b : JSON.stringify(b));
+  const textResponse = (path: string, o: RequestOptions = {}) =>
+    request<unknown>('GET', path, { accept: 'text/plain, application/json;q=0.9, */*;q=0.8', ...o });
+
+  return {
+    server: target.server,
+    request,
+    get: async (path, o) => (await request('GET', path, o)).body as never,
+    list: async (path, o) => (await request('GET', path, o)).body as never,
+    put: async (path, body, o) => (await request('PUT', path, { ...o, body })).body as never,
+    post: async (path, body, o) => (await request('POST', path, { ...o, body })).body as never,
+    patch: async (path, body, o) => (await request('PATCH', path, { ...o, body })).body as never,
+    delete: async (path, o) => (await request('DELETE', path, o)).body as never,
+    getText: async (path, o) => asText((await textResponse(path, o)).body),
+    probe: async (path, o) => {
+      try {
+        const r = await textResponse(path, o);
+        return { status: r.status, body: asText(r.body) };
+      } catch (err) {
+        if (err instanceof ApiError) return { status: err.status, body: asText(err.body) };
+        throw err;
+      }
+    },
+    close: () => agent.destroy(),
+  };
+}

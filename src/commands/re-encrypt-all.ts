@@ -1,0 +1,183 @@
+import type { ChalkInstance } from 'chalk';
+import type { RewriteSummary } from '../cluster/rewrite';
+import type { Context } from '../context';
+import { CliError, ExitCode } from '../ui/errors';
+import { intOption, type CommandModule } from './types';
+
+interface Opts {
+  resources: string;
+  concurrency: number;
+  pageSize: number;
+  resume: boolean;
+  dryRun: boolean;
+  verify: boolean;
+  server?: string;
+  context?: string;
+  config?: string;
+  manifest?: string;
+}
+
+/** What `--verify` found in etcd for one resource. */
+export interface VerifyResult {
+  resource: string;
+  /** Objects still under another key or provider than the write key. */
+  stale: number;
+  plaintext: number;
+  /** A few namespace/name examples of what remains. */
+  examples: string[];
+}
+
+export interface ReEncryptResult extends RewriteSummary {
+  verify?: { ok: boolean; writePrefixes: Record<string, string>; resources: VerifyResult[] };
+}
+
+export function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
+  const lines: string[] = [];
+  const verb = r.dryRun ? 'would rewrite' : 'rewrote';
+  lines.push(
+    `${r.failed ? c.yellow('!') : c.green('✓')} ${verb} ${r.resources.join(', ')}: ${r.dryRun ? `${r.listed} objects listed` : `${r.rewritten} rewritten, ${r.unchanged} already current`}` +
+      `${r.deleted ? `, ${r.deleted} deleted meanwhile` : ''}${r.conflictsRetried ? `, ${r.conflictsRetried} conflicts retried` : ''}` +
+      `${r.failed ? c.red(`, ${r.failed} failed`) : ''} in ${r.seconds.toFixed(1)} s (${r.objectsPerSecond}/s)`,
+  );
+  for (const [name, s] of Object.entries(r.perResource)) {
+    if (r.resources.length > 1 || s.skipped || s.alreadyComplete) {
+      lines.push(
+        `  ${name}: ${s.alreadyComplete ? 'already done in the resumed run' : `${s.listed} listed, ${s.rewritten} rewritten, ${s.unchanged} unchanged, ${s.deleted} deleted, ${s.failed} failed${s.skipped ? `, ${s.skipped} skipped (done before the resume)` : ''}`}`,
+      );
+    }
+  }
+  if (r.failures.length) {
+    lines.push(c.red('failed objects:'));
+    for (const f of r.failures) lines.push(`  ${f.resource} ${f.namespace ? `${f.namespace}/` : ''}${f.name}: ${f.error}`);
+    if (r.failed > r.failures.length) lines.push(`  ... and ${r.failed - r.failures.length} more`);
+  }
+  if (r.verify) {
+    for (const v of r.verify.resources) {
+      const bad = v.stale + v.plaintext;
+      lines.push(
+        `${bad ? c.red('✗') : c.green('✓')} etcd ${v.resource}: ${bad ? `${v.stale} under an old key, ${v.plaintext} plaintext${v.examples.length ? ` (e.g. ${v.examples.join(', ')})` : ''}` : `everything under ${r.verify.writePrefixes[v.resource] ?? 'the write key'}`}`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+async function run(ctx: Context, opts: Opts): Promise<void> {
+  const [{ loadKubeconfig, createApiClient }, { resolveResources, parseResourcesFlag }, rewrite, cp, progress, parse] =
+    await Promise.all([
+      import('../cluster/api'),
+      import('../cluster/discovery'),
+      import('../cluster/rewrite'),
+      import('../state/checkpoint'),
+      import('../ui/progress'),
+      import('../config/parse'),
+    ]);
+  const spec = parseResourcesFlag(opts.resources);
+
+  // The config gives the run its identity (a resume after another key change starts over) and,
+  // with --resources from-config, the resources to rewrite.
+  let loaded: Awaited<ReturnType<typeof parse.loadEncryptionConfig>> | undefined;
+  try {
+    loaded = await parse.loadEncryptionConfig(ctx.paths.config);
+  } catch (err) {
+    if (spec === 'from-config' || opts.verify) throw err;
+    ctx.out.debug(`no readable EncryptionConfiguration at ${ctx.paths.config}: ${(err as Error).message}`);
+  }
+
+  const target = await loadKubeconfig(ctx.paths.kubeconfig, { server: opts.server, context: opts.context });
+  const api = createApiClient(target, { maxSockets: opts.concurrency + 2 });
+  const reporter = progress.createProgressReporter(ctx.out);
+  try {
+    const resources = await resolveResources(api, spec, loaded?.config, (s) =>
+      ctx.out.warn(`skipping ${s.resource}: ${s.why}`),
+    );
+    if (resources.length === 0) {
+      throw new CliError('no resources to rewrite', {
+        exitCode: ExitCode.Usage,
+        hint: 'the EncryptionConfiguration names no resource the apiserver serves; pass --resources',
+      });
+    }
+    const store = new cp.FileCheckpointStore({
+      stateDir: ctx.paths.stateDir,
+      runId: cp.rewriteRunId(
+        resources.map((r) => r.resource),
+        loaded ? `sha256:${loaded.sha256}` : 'no-config',
+      ),
+      warn: (m) => ctx.out.warn(m),
+    });
+    if (!opts.resume && !opts.dryRun && (await fileExists(store.path))) {
+      ctx.out.info(`a checkpoint of an interrupted run exists (${store.path}); starting over (--resume continues it)`);
+    }
+    ctx.out.step(
+      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency} in flight, pages of ${opts.pageSize})`,
+    );
+    let summary: ReEncryptResult;
+    try {
+      summary = await rewrite.rewriteAll(
+        {
+          api,
+          checkpoint: store,
+          now: ctx.now,
+          onProgress: (p) => reporter.update(p),
+          onNotice: (m) => ctx.out.info(m),
+          signal: ctx.signal,
+        },
+        {
+          resources,
+          concurrency: opts.concurrency,
+          pageSize: opts.pageSize,
+          resume: opts.resume,
+          dryRun: opts.dryRun,
+        },
+      );
+    } finally {
+      reporter.stop();
+    }
+    if (opts.verify && !opts.dryRun) {
+      throw new CliError('--verify is not available yet', { exitCode: ExitCode.Usage });
+    }
+    const problems: string[] = [];
+    if (summary.failed) problems.push(`${summary.failed} objects could not be rewritten`);
+    if (summary.verify && !summary.verify.ok) problems.push('etcd still holds objects not under the write key');
+    if (problems.length) {
+      if (!ctx.out.json) ctx.out.result(summary, (c) => renderSummary(summary, c));
+      throw new CliError(problems.join('; '), {
+        exitCode: ExitCode.Verification,
+        hint: summary.failed
+          ? 'fix the listed objects (or their admission webhooks) and re-run; objects already rewritten stay rewritten'
+          : 're-run re-encrypt-all (objects written by an apiserver still on the old config stay stale)',
+        details: { summary },
+      });
+    }
+    ctx.out.result(summary, (c) => renderSummary(summary, c));
+  } finally {
+    api.close();
+  }
+}
+
+async function fileExists(p: string): Promise<boolean> {
+  const { stat } = await import('node:fs/promises');
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+export const reEncryptAllCommand: CommandModule = {
+  register(program, wrap) {
+    program
+      .command('re-encrypt-all')
+      .description('rewrite every object so it is stored with the current write key (paged, concurrent, resumable)')
+      .option('--resources <list>', 'secrets, a comma-separated list (configmaps, plural.group), or from-config', 'secrets')
+      .option('--concurrency <n>', 'requests in flight', intOption('--concurrency'), 16)
+      .option('--page-size <n>', 'objects per list page', intOption('--page-size'), 500)
+      .option('--resume', 'continue the interrupted run from its checkpoint', false)
+      .option('--dry-run', 'list and count the objects, write nothing', false)
+      .option('--verify', 'afterwards, read etcd and fail if objects remain under another key or in plaintext', false)
+      .option('--server <url>', "talk to this apiserver (e.g. this node's) with the kubeconfig's credentials")
+      .option('--context <name>', 'kubeconfig context to use')
+      .option('--config <path>', 'EncryptionConfiguration (default ROOT/etc/kubernetes/encryption/config.yaml)')
+      .option('--manifest <path>', 'kube-apiserver manifest, for the etcd connection of --verify')
+      .action(wrap<Opts>((ctx, opts) => run(ctx, opts)));
+  },
+};

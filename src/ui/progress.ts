@@ -1,0 +1,124 @@
+import cliProgress from 'cli-progress';
+import type { Progress } from '../cluster/rewrite';
+import type { Output } from './output';
+
+export interface ProgressReporter {
+  update(p: Progress): void;
+  /** Ends the bar (or prints a last line); safe to call twice. */
+  stop(): void;
+}
+
+export interface ProgressReporterOptions {
+  /** Plain-line period without a TTY (default 5 s). */
+  intervalMs?: number;
+  now?: () => number;
+}
+
+/** `12.3k`, `950`: compact counts for one status line. */
+function fmtCount(n: number): string {
+  return n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : String(n);
+}
+
+function fmtDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '?';
+  const m = Math.floor(s / 60);
+  const sec = Math.round(s % 60);
+  return m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
+}
+
+/** One plain progress line (also used by the non-TTY reporter). */
+export function progressLine(p: Progress): string {
+  const rate = p.elapsedSeconds > 0 ? p.done / p.elapsedSeconds : 0;
+  const of = p.resourceTotal !== undefined ? `/${p.resourceTotal}` : '';
+  const eta =
+    p.resourceTotal !== undefined && rate > 0 ? `, ETA ${fmtDuration((p.resourceTotal - p.resourceDone) / rate)}` : '';
+  const extra = [
+    p.deleted ? `${p.deleted} deleted` : '',
+    p.conflictsRetried ? `${p.conflictsRetried} conflicts retried` : '',
+    p.failed ? `${p.failed} failed` : '',
+  ]
+    .filter(Boolean)
+    .join(', ');
+  return (
+    `${p.resource}: ${p.resourceDone}${of} done (${fmtCount(p.rewritten)} rewritten, ${fmtCount(p.unchanged)} unchanged` +
+    `${extra ? `, ${extra}` : ''}), ${Math.round(rate)}/s${eta}`
+  );
+}
+
+/**
+ * Rewrite progress on stderr: a cli-progress bar with done/total, rate and ETA on a terminal,
+ * a plain line every few seconds otherwise, nothing with --json.
+ */
+export function createProgressReporter(out: Output, opts: ProgressReporterOptions = {}): ProgressReporter {
+  if (out.json) return { update() {}, stop() {} };
+  const now = opts.now ?? Date.now;
+  if (!out.interactive) {
+    const every = opts.intervalMs ?? 5000;
+    let last = now();
+    let latest: Progress | undefined;
+    let printed: Progress | undefined;
+    return {
+      update(p) {
+        latest = p;
+        if (now() - last >= every) {
+          last = now();
+          printed = p;
+          out.stderr.write(`${progressLine(p)}\n`);
+        }
+      },
+      stop() {
+        if (latest && latest !== printed) out.stderr.write(`${progressLine(latest)}\n`);
+        printed = latest;
+      },
+    };
+  }
+  let bar: cliProgress.SingleBar | undefined;
+  let resource: string | undefined;
+  let lastRender = 0;
+  const finishBar = () => {
+    bar?.stop();
+    bar = undefined;
+  };
+  return {
+    update(p) {
+      if (p.resource !== resource) {
+        finishBar();
+        resource = p.resource;
+      }
+      const t = now();
+      // Redraw at most ~10 times a second: the engine reports every object.
+      if (bar && t - lastRender < 100 && p.resourceDone !== p.resourceTotal) return;
+      lastRender = t;
+      const rate = p.elapsedSeconds > 0 ? p.done / p.elapsedSeconds : 0;
+      const payload = {
+        resource: p.resource,
+        rate: Math.round(rate),
+        detail: [p.deleted ? `${p.deleted} deleted` : '', p.failed ? out.c.red(`${p.failed} failed`) : '']
+          .filter(Boolean)
+          .join(' '),
+        etaText:
+          p.resourceTotal !== undefined && rate > 0 ? fmtDuration((p.resourceTotal - p.resourceDone) / rate) : '?',
+        totalText: p.resourceTotal !== undefined ? String(p.resourceTotal) : '?',
+      };
+      if (!bar) {
+        bar = new cliProgress.SingleBar(
+          {
+            stream: out.stderr as NodeJS.WriteStream,
+            format: '{resource} [{bar}] {value}/{totalText} | {rate}/s | ETA {etaText} {detail}',
+            hideCursor: true,
+            clearOnComplete: false,
+            barsize: 30,
+            fps: 10,
+          },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(Math.max(p.resourceTotal ?? 0, p.resourceDone), p.resourceDone, payload);
+      } else {
+        if (p.resourceTotal !== undefined) bar.setTotal(Math.max(p.resourceTotal, p.resourceDone));
+        else bar.setTotal(Math.max(p.resourceDone, 1));
+        bar.update(p.resourceDone, payload);
+      }
+    },
+    stop: finishBar,
+  };
+}

@@ -1,0 +1,146 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadKubeconfig } from '../../src/cluster/api';
+import { parseResourcesFlag, resolvedResource } from '../../src/cluster/discovery';
+import { ApiConnectionError, ApiError, isTransient, toCliError } from '../../src/cluster/errors';
+import { compareKeys, objectKey, Watermark } from '../../src/cluster/rewrite';
+import { CliError, ExitCode } from '../../src/ui/errors';
+
+const apiError = (status: number, reason?: string, retryAfterSeconds?: number) =>
+  new ApiError({ status, reason, method: 'GET', path: '/api/v1/secrets', url: 'https://h:6443/api/v1/secrets', message: 'msg', retryAfterSeconds });
+
+describe('toCliError', () => {
+  it.each([
+    [apiError(401, 'Unauthorized'), /cannot list secrets: 401 Unauthorized: msg/, /credentials/],
+    [apiError(403, 'Forbidden'), /403 Forbidden/, /admin kubeconfig/],
+    [apiError(404, 'NotFound'), /404 NotFound/, /does not exist/],
+    [apiError(409, 'Conflict'), /409 Conflict/, /changed/],
+    [apiError(429, 'TooManyRequests'), /429/, /throttling/],
+    [apiError(503, 'ServiceUnavailable'), /503/, /apiserver failed/],
+    [new ApiConnectionError('https://h:6443', 'connect ECONNREFUSED 127.0.0.1:6443', 'ECONNREFUSED'), /cannot reach the apiserver at https:\/\/h:6443: connect ECONNREFUSED/, /kube-apiserver is running/],
+    [new ApiConnectionError('https://h:6443', 'self-signed certificate', 'DEPTH_ZERO_SELF_SIGNED_CERT'), /cannot reach the apiserver/, /certificate/],
+  ])('%s', (err, message, hint) => {
+    const e = toCliError(err, 'list secrets');
+    expect(e).toBeInstanceOf(CliError);
+    expect(e.exitCode).toBe(ExitCode.Cluster);
+    expect(e.message).toMatch(message);
+    expect(e.hint).toMatch(hint);
+  });
+
+  it('maps a client-node ApiException that leaks in', () => {
+    class ApiException extends Error {
+      constructor(readonly code: number, readonly body: string) {
+        super('HTTP-Code: 403');
+      }
+    }
+    const e = toCliError(new ApiException(403, JSON.stringify({ kind: 'Status', reason: 'Forbidden', message: 'secrets is forbidden' })), 'list secrets');
+    expect(e.message).toBe('cannot list secrets: 403 Forbidden: secrets is forbidden');
+    expect(e.hint).toMatch(/admin kubeconfig/);
+  });
+
+  it.each([
+    [apiError(429), true],
+    [apiError(500), true],
+    [apiError(409), false],
+    [apiError(404), false],
+    [new ApiConnectionError('u', 'reset', 'ECONNRESET'), true],
+    [new ApiConnectionError('u', 'bad cert', 'CERT_HAS_EXPIRED'), false],
+    [new Error('x'), false],
+  ])('isTransient(%s) = %s', (err, want) => expect(isTransient(err)).toBe(want));
+});
+
+describe('keys and the watermark', () => {
+  it('orders keys like etcd does (bytes), not like localeCompare', () => {
+    const keys = ['ns-a/x', 'ns/b', 'ns/a', 'ns.b/z', 'Z/q'];
+    expect([...keys].sort(compareKeys)).toEqual(['Z/q', 'ns-a/x', 'ns.b/z', 'ns/a', 'ns/b']);
+    expect(objectKey(undefined, 'node-1')).toBe('node-1');
+    expect(objectKey('kube-system', 'x')).toBe('kube-system/x');
+  });
+
+  it('advances only over a finished prefix', () => {
+    const w = new Watermark('a/0', 'tok0');
+    w.dispatched('a/1', 'tok1');
+    w.dispatched('a/2', 'tok1');
+    w.dispatched('a/3', 'tok2');
+    w.done('a/2');
+    expect(w.doneThrough).toBe('a/0');
+    w.done('a/1');
+    expect([w.doneThrough, w.pageContinue]).toEqual(['a/2', 'tok1']);
+    w.done('a/3');
+    expect([w.doneThrough, w.pageContinue, w.pending]).toEqual(['a/3', 'tok2', 0]);
+  });
+});
+
+describe('--resources', () => {
+  it.each([
+    [undefined, ['secrets']],
+    ['secrets', ['secrets']],
+    ['secrets, configmaps,widgets.example.com', ['secrets', 'configmaps', 'widgets.example.com']],
+    ['from-config', 'from-config'],
+  ])('%s', (v, want) => expect(parseResourcesFlag(v)).toEqual(want));
+
+  it.each([',', 'secrets/x', 'a b'])('rejects %s', (v) => {
+    expect(() => parseResourcesFlag(v)).toThrow(CliError);
+  });
+
+  it('builds list and item paths for core, group and cluster-scoped resources', () => {
+    const s = resolvedResource('', 'v1', { name: 'secrets', namespaced: true, kind: 'Secret' });
+    expect([s.resource, s.listPath, s.itemPath('ns', 'a b')]).toEqual(['secrets', '/api/v1/secrets', '/api/v1/namespaces/ns/secrets/a%20b']);
+    const w = resolvedResource('example.com', 'v1beta1', { name: 'widgets', namespaced: false, kind: 'Widget' });
+    expect([w.resource, w.listPath, w.itemPath(undefined, 'w1')]).toEqual([
+      'widgets.example.com',
+      '/apis/example.com/v1beta1/widgets',
+      '/apis/example.com/v1beta1/widgets/w1',
+    ]);
+  });
+});
+
+describe('loadKubeconfig', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-kc-'));
+    await writeFile(join(dir, 'ca.crt'), 'CA-PEM');
+    await writeFile(
+      join(dir, 'admin.conf'),
+      `apiVersion: v1
+kind: Config
+clusters:
+- name: lb
+  cluster: { server: 'https://10.0.0.1:6443', certificate-authority: ca.crt }
+users:
+- name: admin
+  user: { token: abc123 }
+contexts:
+- name: admin@lb
+  context: { cluster: lb, user: admin }
+current-context: admin@lb
+`,
+    );
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it('keeps the credentials and CA (relative paths resolved) and takes --server over the kubeconfig', async () => {
+    const t = await loadKubeconfig(join(dir, 'admin.conf'), { server: 'https://127.0.0.1:6443' });
+    expect(t.server).toBe('https://127.0.0.1:6443');
+    expect(String(t.ca)).toBe('CA-PEM');
+    expect(t.headers?.Authorization).toBe('Bearer abc123');
+    expect((await loadKubeconfig(join(dir, 'admin.conf'))).server).toBe('https://10.0.0.1:6443');
+  });
+
+  it.each([
+    [{ context: 'nope' }, /has no context "nope"/],
+    [{ server: 'not a url' }, /is not a URL/],
+    [{ server: 'ftp://x' }, /must be an https/],
+  ])('rejects %o', async (opts, msg) => {
+    await expect(loadKubeconfig(join(dir, 'admin.conf'), opts)).rejects.toThrow(msg);
+  });
+
+  it('a missing kubeconfig is a usage error with a hint', async () => {
+    const err = await loadKubeconfig(join(dir, 'missing.conf')).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.exitCode).toBe(ExitCode.Usage);
+    expect(err.message).toMatch(/missing\.conf: it does not exist/);
+  });
+});
