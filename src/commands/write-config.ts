@@ -181,7 +181,8 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
     throw usageError(`the backup dir ${ctx.paths.backupDir} is inside the kubelet's manifests directory`, 'choose another --backup-dir');
   }
 
-  for (const w of plan.warnings) ctx.out.warn(findingLine(w));
+  // Validation warnings are worth reading only once the config is (or would be) written.
+  const warn = () => plan.warnings.forEach((w) => ctx.out.warn(findingLine(w)));
   const summary = {
     path: out,
     provider,
@@ -191,6 +192,7 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
   };
 
   if (opts.dryRun) {
+    warn();
     const content = redactConfigText(plan.text);
     ctx.out.info(`dry run: would write ${out} (mode 0600)${exists ? `, after backing up the existing file to ${ctx.paths.backupDir}` : ''}`);
     ctx.out.result({ ...summary, written: false, dryRun: true, overwrite: exists, content }, () => content);
@@ -207,6 +209,7 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
     throw err;
   }
 
+  warn();
   const parentMode = (await stat(dirname(out))).mode & 0o777;
   if (parentMode & 0o077) {
     ctx.out.warn(`${dirname(out)} is mode 0${parentMode.toString(8)}; the config is 0600, but 0700 keeps even its name private`);
