@@ -1,0 +1,365 @@
+/**
+ * `npm run bench:reencrypt -- --objects N [--concurrency C] [--skip-kubectl]`
+ *
+ * Brings up a test bed, creates N Secrets of realistic sizes, makes them stale (a new write key
+ * first), and measures on the same data, re-staling in between:
+ *   1. k8s-encrypt re-encrypt-all (the built CLI as a child process),
+ *   2. the documented pipeline `kubectl get secrets -A -o json | kubectl replace -f -`,
+ *   3. a raw loop of concurrent PUTs (32 in flight, everything in memory, no retries): the
+ *      practical ceiling of that apiserver.
+ * Wall time, objects/s, peak RSS (VmHWM polled from /proc, summed over a pipeline) and ratios.
+ *
+ * The helpers that make a bed's Secrets stale are exported for the rewrite tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseDocument } from 'yaml';
+import { writeFileAtomic } from '../src/state/atomic';
+import type { Bed, BedNode, TestApi } from '../test/bed/index';
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared with test/integration/rewrite*.test.ts and test/e2e/re-encrypt-all*.test.ts
+
+export const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
+
+export interface WriteKey {
+  name: string;
+  /** base64 of 32 bytes */
+  secret: string;
+}
+
+export const newKey = (name: string): WriteKey => ({ name, secret: randomBytes(32).toString('base64') });
+
+/** aescbc with `write` first and the `readers` after it, for Secrets. */
+export function aescbcConfig(write: WriteKey, readers: WriteKey[] = []): string {
+  const keys = [write, ...readers].map((k) => `          - name: ${k.name}\n            secret: ${k.secret}\n`).join('');
+  return `apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources:
+      - secrets
+    providers:
+      - aescbc:
+          keys:
+${keys}      - identity: {}
+`;
+}
+
+/**
+ * Puts `configText` in the node's config file, makes the manifest carry the flag and the
+ * hostPath mount, and bumps an annotation so the kubelet restarts the apiserver; waits until the
+ * new apiserver is ready. What `init` does, minus the safety; enough to make stored data stale.
+ */
+export async function applyEncryptionConfig(node: BedNode, configText: string, timeoutMs = 30_000): Promise<void> {
+  const configPath = join(node.root, CONFIG_REL);
+  const dir = join(configPath, '..');
+  await writeFileAtomic(configPath, configText, { mode: 0o600 });
+  const doc = parseDocument(await readFile(node.manifest, 'utf8'));
+  const pod = doc.toJS() as any;
+  const c = pod.spec.containers[0];
+  c.command = (c.command as string[]).filter((a) => !a.startsWith('--encryption-provider-config='));
+  c.command.push(`--encryption-provider-config=${configPath}`);
+  c.volumeMounts = (c.volumeMounts ?? []).filter((m: any) => m.name !== 'encryption-config');
+  c.volumeMounts.push({ name: 'encryption-config', mountPath: dir, readOnly: true });
+  pod.spec.volumes = (pod.spec.volumes ?? []).filter((v: any) => v.name !== 'encryption-config');
+  pod.spec.volumes.push({ name: 'encryption-config', hostPath: { path: dir, type: 'DirectoryOrCreate' } });
+  const gen = Number(pod.metadata.annotations?.['bench.k8s-encrypt/generation'] ?? 0) + 1;
+  pod.metadata.annotations = { ...(pod.metadata.annotations ?? {}), 'bench.k8s-encrypt/generation': String(gen) };
+  const before = node.apiserverStarts();
+  const { stringify } = await import('yaml');
+  await writeFileAtomic(node.manifest, stringify(pod), { mode: 0o600 });
+  const deadline = Date.now() + timeoutMs;
+  while (node.apiserverStarts() <= before) {
+    if (Date.now() > deadline) throw new Error(`${node.name}: the apiserver did not restart after the config change`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await node.waitReady(Math.max(1000, deadline - Date.now()));
+}
+
+/** Every Secret's data hash by namespace/name, paging through the list like a client would. */
+export async function secretHashes(api: TestApi): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let cont: string | undefined;
+  do {
+    const path = `/api/v1/secrets?limit=500${cont ? `&continue=${encodeURIComponent(cont)}` : ''}`;
+    let r = await api.get(path);
+    // The bed may be injecting 429s: retry those, fail on anything else.
+    for (let i = 0; r.status === 429 && i < 50; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      r = await api.get(path);
+    }
+    if (r.status !== 200) throw new Error(`list secrets: HTTP ${r.status}`);
+    for (const s of r.body.items) {
+      const h = createHash('sha256').update(JSON.stringify({ type: s.type, data: s.data ?? {} })).digest('hex');
+      out.set(`${s.metadata.namespace}/${s.metadata.name}`, h);
+    }
+    cont = r.body.metadata?.continue || undefined;
+  } while (cont);
+  return out;
+}
+
+/** Counts raw etcd values under /registry/secrets/ by prefix (`k8s:enc:aescbc:v1:key2`, `plaintext`). */
+export async function etcdPrefixCounts(bed: Bed, keys: string[]): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  for (const k of keys) {
+    const v = await bed.etcdGet(`/registry/secrets/${k}`);
+    if (!v) continue;
+    const s = v.subarray(0, 64).toString('latin1');
+    const m = s.match(/^k8s:enc:[a-z0-9]+:v[12]:[^:]+/);
+    const label = m ? m[0] : 'plaintext';
+    counts[label] = (counts[label] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/** A Secret of realistic size: small opaque ones, some a few KB, some TLS-like. */
+export function realisticSecret(namespace: string, i: number) {
+  const b64 = (n: number) => randomBytes(n).toString('base64');
+  const kind = i % 10;
+  if (kind === 0) {
+    const pem = (label: string, n: number) =>
+      Buffer.from(`-----BEGIN ${label}-----\n${b64(n).replace(/.{64}/g, '$&\n')}\n-----END ${label}-----\n`).toString('base64');
+    return {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: `tls-${i}`, namespace, labels: { app: `app-${i % 50}` } },
+      type: 'kubernetes.io/tls',
+      data: { 'tls.crt': pem('CERTIFICATE', 1200), 'tls.key': pem('PRIVATE KEY', 1700) },
+    };
+  }
+  const size = kind < 7 ? 64 + ((i * 37) % 400) : 1024 + ((i * 131) % 3000);
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: `app-secret-${i}`, namespace, labels: { app: `app-${i % 50}` } },
+    type: 'Opaque',
+    data: { username: Buffer.from(`user-${i}`).toString('base64'), password: b64(24), blob: b64(size) },
+  };
+}
+
+/** Creates N realistic Secrets over a few namespaces, `concurrency` at a time. */
+export async function createSecrets(api: TestApi, n: number, namespaces: string[], concurrency = 32): Promise<string[]> {
+  for (const ns of namespaces) {
+    const r = await api.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+    if (r.status !== 201 && r.status !== 409) throw new Error(`create namespace ${ns}: HTTP ${r.status}`);
+  }
+  const keys: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      const ns = namespaces[i % namespaces.length]!;
+      const s = realisticSecret(ns, i);
+      for (let attempt = 0; ; attempt++) {
+        const r = await api.create(`/api/v1/namespaces/${ns}/secrets`, s);
+        if (r.status === 201) break;
+        if (attempt > 20 || (r.status !== 429 && r.status < 500)) throw new Error(`create secret ${ns}/${s.metadata.name}: HTTP ${r.status}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      keys.push(`${ns}/${s.metadata.name}`);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return keys;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+
+interface Measured {
+  name: string;
+  seconds: number;
+  objects: number;
+  peakRssMb?: number;
+  note?: string;
+}
+
+/** Peak resident memory of a process tree member, polled from /proc (VmHWM is the high-water mark). */
+function watchPeak(pids: () => number[]): { stop(): number | undefined } {
+  const peaks = new Map<number, number>();
+  const read = () => {
+    for (const pid of pids()) {
+      try {
+        const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+) kB/);
+        if (m) peaks.set(pid, Math.max(peaks.get(pid) ?? 0, Number(m[1])));
+      } catch {
+        // exited
+      }
+    }
+  };
+  const t = setInterval(read, 50);
+  return {
+    stop() {
+      read();
+      clearInterval(t);
+      if (peaks.size === 0) return undefined;
+      return [...peaks.values()].reduce((a, b) => a + b, 0) / 1024;
+    },
+  };
+}
+
+function waitExit(p: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    p.on('error', reject);
+    p.on('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+  });
+}
+
+function repoRoot(): string {
+  let d = fileURLToPath(new URL('.', import.meta.url));
+  while (!existsSync(join(d, 'package.json'))) d = join(d, '..');
+  return d;
+}
+
+async function runCliBench(node: BedNode, stateDir: string, n: number, concurrency: number): Promise<Measured> {
+  const bin = join(repoRoot(), 'bin/k8s-encrypt.js');
+  const t0 = performance.now();
+  const p = spawn(process.execPath, [bin, ...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', '--concurrency', String(concurrency)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', CI: 'true' },
+  });
+  const peak = watchPeak(() => (p.pid ? [p.pid] : []));
+  let out = '';
+  let err = '';
+  p.stdout!.on('data', (c) => (out += c));
+  p.stderr!.on('data', (c) => (err += c));
+  const code = await waitExit(p);
+  const seconds = (performance.now() - t0) / 1000;
+  const rss = peak.stop();
+  if (code !== 0) throw new Error(`re-encrypt-all exited ${code}: ${out}\n${err}`);
+  const s = JSON.parse(out);
+  return { name: `k8s-encrypt re-encrypt-all (${concurrency} in flight)`, seconds, objects: n, peakRssMb: rss, note: `${s.rewritten} rewritten, ${s.conflictsRetried} conflicts retried` };
+}
+
+async function runKubectlBench(node: BedNode, n: number): Promise<Measured | { skipped: string }> {
+  const kubectl = ['/usr/bin/kubectl', '/usr/local/bin/kubectl'].find((p) => existsSync(p));
+  if (!kubectl) return { skipped: 'kubectl not found: apt-get install kubernetes-client' };
+  const t0 = performance.now();
+  const env = { ...process.env, KUBECONFIG: node.kubeconfig };
+  const get = spawn(kubectl, ['get', 'secrets', '-A', '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const replace = spawn(kubectl, ['replace', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'], env });
+  get.stdout!.pipe(replace.stdin!);
+  let errText = '';
+  get.stderr!.on('data', (c) => (errText += c));
+  replace.stderr!.on('data', (c) => (errText += c));
+  const peak = watchPeak(() => [get.pid, replace.pid].filter((x): x is number => !!x));
+  const [c1, c2] = await Promise.all([waitExit(get), waitExit(replace)]);
+  const seconds = (performance.now() - t0) / 1000;
+  const rss = peak.stop();
+  if (c1 !== 0 || c2 !== 0) throw new Error(`kubectl pipeline exited ${c1}/${c2}: ${errText.slice(0, 2000)}`);
+  return { name: 'kubectl get -A -o json | kubectl replace -f -', seconds, objects: n, peakRssMb: rss };
+}
+
+/** The ceiling: list everything into memory, then PUT with 32 in flight, no retries. */
+async function runRawBench(node: BedNode, n: number): Promise<Measured> {
+  const { loadKubeconfig, createApiClient } = await import('../src/cluster/api');
+  const api = createApiClient(await loadKubeconfig(node.kubeconfig), { maxSockets: 32 });
+  const t0 = performance.now();
+  const all: any[] = [];
+  let cont: string | undefined;
+  do {
+    const page: any = await api.list('/api/v1/secrets', { query: { limit: 500, continue: cont } });
+    for (const it of page.items) all.push({ apiVersion: 'v1', kind: 'Secret', ...it });
+    cont = page.metadata?.continue || undefined;
+  } while (cont);
+  let next = 0;
+  let errors = 0;
+  const worker = async () => {
+    while (next < all.length) {
+      const o = all[next++];
+      await api.put(`/api/v1/namespaces/${o.metadata.namespace}/secrets/${o.metadata.name}`, o).catch(() => errors++);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  api.close();
+  return { name: 'raw PUT loop (32 in flight, in memory)', seconds, objects: n, note: errors ? `${errors} errors` : undefined };
+}
+
+function parseArgs(argv: string[]) {
+  const get = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  return {
+    objects: Number(get('--objects') ?? 10_000),
+    concurrency: Number(get('--concurrency') ?? 16),
+    skipKubectl: argv.includes('--skip-kubectl'),
+  };
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const { startBed } = await import('../test/bed/index');
+  const log = (m: string) => process.stderr.write(`${m}\n`);
+  log(`starting a bed and creating ${args.objects} Secrets ...`);
+  const bed = await startBed({ secrets: 0, mirrorPods: true });
+  const stateDir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-bench-state-'));
+  try {
+    const node = bed.nodes[0]!;
+    const api = await bed.api();
+    const t0 = performance.now();
+    await createSecrets(api, args.objects, ['bench-a', 'bench-b', 'bench-c', 'bench-d']);
+    log(`created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const keys: WriteKey[] = [];
+    const restale = async () => {
+      keys.unshift(newKey(`key${keys.length + 1}`));
+      await applyEncryptionConfig(node, aescbcConfig(keys[0]!, keys.slice(1)));
+    };
+    const results: Measured[] = [];
+    const skipped: string[] = [];
+
+    await restale();
+    log('running k8s-encrypt re-encrypt-all ...');
+    results.push(await runCliBench(node, stateDir, args.objects, args.concurrency));
+
+    if (!args.skipKubectl) {
+      await restale();
+      log('running the kubectl pipeline ...');
+      const k = await runKubectlBench(node, args.objects);
+      if ('skipped' in k) skipped.push(k.skipped);
+      else results.push(k);
+    }
+
+    await restale();
+    log('running the raw PUT loop ...');
+    results.push(await runRawBench(node, args.objects));
+
+    const raw = results.find((r) => r.name.startsWith('raw'))!;
+    const kubectl = results.find((r) => r.name.startsWith('kubectl'));
+    const rate = (r: Measured) => r.objects / r.seconds;
+    const rows = results.map((r) => [
+      r.name,
+      r.seconds.toFixed(1),
+      rate(r).toFixed(0),
+      r.peakRssMb !== undefined ? r.peakRssMb.toFixed(0) : '-',
+      `${((rate(r) / rate(raw)) * 100).toFixed(0)}%`,
+      kubectl ? `${(rate(r) / rate(kubectl)).toFixed(2)}x` : '-',
+      r.note ?? '',
+    ]);
+    const head = ['run', 'wall s', 'objects/s', 'peak RSS MB', 'of raw', 'vs kubectl', 'note'];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+    process.stdout.write(`\nre-encrypting ${args.objects} stale Secrets on the test bed\n`);
+    process.stdout.write(`${line(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+    for (const r of rows) process.stdout.write(`${line(r)}\n`);
+    for (const s of skipped) process.stdout.write(`skipped: ${s}\n`);
+    const counts = await etcdPrefixCounts(bed, [`bench-a/${realisticSecret('bench-a', 0).metadata.name}`]);
+    log(`sample etcd value after the last run: ${Object.keys(counts).join(', ')}`);
+  } finally {
+    await bed.stop();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((err) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+    process.exitCode = 1;
+  });
+}
