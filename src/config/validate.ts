@@ -164,22 +164,25 @@ function validateResourceList(resources: string[], path: string, f: Findings, v:
   });
 }
 
-function validateKeys(kind: LocalProvider, keys: EncryptionKey[], path: string, f: Findings): void {
+/**
+ * `seen`: key name -> path of its first use, per provider kind within one rule. The etcd prefix is
+ * `k8s:enc:KIND:v1:NAME:`, so two keys of one kind and name cannot be told apart.
+ */
+function validateKeys(kind: LocalProvider, keys: EncryptionKey[], path: string, seen: Map<string, string>, f: Findings): void {
   if (keys.length === 0) {
     f.error(path, MSG.atLeastOne('keys'));
     return;
   }
   const want = KEY_LENGTHS[kind];
-  const seen = new Map<string, number>();
   keys.forEach((key, k) => {
     const p = `${path}[${k}]`;
     if (key.name === '') f.error(`${p}.name`, MSG.mandatory('name', 'key'));
     else if (seen.has(key.name)) {
       f.error(
         `${p}.name`,
-        `duplicate key name "${key.name}" (also ${path}[${seen.get(key.name)}]): data written with one of them could be read with the other`,
+        `duplicate key name "${key.name}" (also ${seen.get(key.name)}): the apiserver only tries the first key of a name, so data written with the other is unreadable`,
       );
-    } else seen.set(key.name, k);
+    } else seen.set(key.name, p);
     if (key.secret === '') {
       f.error(`${p}.secret`, MSG.mandatory('secret', 'key'));
       return;
@@ -301,6 +304,7 @@ export function validateEncryptionConfig(
     });
 
     if (rule.providers.length === 0) f.error(pPath, MSG.atLeastOne(pPath));
+    const keyNames = new Map<LocalProvider, Map<string, string>>();
     rule.providers.forEach((p, j) => {
       const path = `${pPath}[${j}]`;
       const kinds = providerKinds(p);
@@ -308,7 +312,10 @@ export function validateEncryptionConfig(
       if (kinds.length > 1) f.error(path, MSG.moreThanOne);
       for (const kind of kinds) {
         if (kind === 'kms') validateKms(p.kms!, `${path}.kms`, kmsNames, f, v);
-        else if (kind !== 'identity') validateKeys(kind, p[kind]!.keys, `${path}.${kind}.keys`, f);
+        else if (kind !== 'identity') {
+          if (!keyNames.has(kind)) keyNames.set(kind, new Map());
+          validateKeys(kind, p[kind]!.keys, `${path}.${kind}.keys`, keyNames.get(kind)!, f);
+        }
       }
     });
 

@@ -82,7 +82,7 @@ describe('k8s-encrypt validate-config', () => {
   it('reads ROOT/etc/kubernetes/encryption/config.yaml when no path is given', async () => {
     const r = await cli(['validate-config']);
     expect(r.exitCode).toBe(2);
-    expect(r.stderr.trim()).toMatch(new RegExp(`^error: cannot read ${join(root, 'etc/kubernetes/encryption/config.yaml')}: it does not exist`));
+    expect(String(r.stderr).trim()).toMatch(new RegExp(`^error: cannot read ${join(root, 'etc/kubernetes/encryption/config.yaml')}: it does not exist`));
   });
 
   it('refuses a junk --kube-version', async () => {

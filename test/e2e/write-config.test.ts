@@ -82,7 +82,7 @@ describe('k8s-encrypt write-config', () => {
     const before = await readFile(out);
     const r = await cli(['write-config', '--out', out]);
     expect(r.exitCode).toBe(6);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/already exists; refusing to overwrite it.*--force/);
     expect(await readFile(out)).toEqual(before);
     expect(await exists(join(root, 'var'))).toBe(false);
@@ -145,7 +145,7 @@ describe('k8s-encrypt write-config', () => {
     const r = await cli(['write-config', '--out', out, ...args], keyText);
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toBe('');
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(message);
     if (keyText) expect(r.stderr).not.toContain(keyText);
     expect(await tree(root)).toEqual(['KEY']);
@@ -156,7 +156,7 @@ describe('k8s-encrypt write-config', () => {
     const out = join(root, 'file', 'enc', 'config.yaml');
     const r = await cli(['write-config', '--out', out]);
     expect(r.exitCode).toBe(2);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(new RegExp(`cannot create directory ${join(root, 'file', 'enc')}: a parent is not a directory`));
     expect(await tree(root)).toEqual(['file']);
     const j = jsonOf(await cli(['--json', 'write-config', '--out', out]));
