@@ -3,7 +3,8 @@ import { generateKeyCommand } from './generate-key';
 import { validateConfigCommand } from './validate-config';
 import { writeConfigCommand } from './write-config';
 import { reEncryptAllCommand } from './re-encrypt-all';
+import { patchManifestCommand } from './patch-manifest';
 
 /** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
  * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
-export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand];
+export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand];

@@ -52,9 +52,6 @@ export const patchManifestCommand: CommandModule = {
             }
             if (!version) ctx.out.warn('cannot tell the Kubernetes version from the image tag; the reload flag needs 1.26+');
           }
-          if (!(await fileExists(configPath))) {
-            ctx.out.warn(`${configPath} does not exist yet: the apiserver will not start until it does (write-config creates it)`);
-          }
           const r = await applyManifestPatch(
             { now: ctx.now },
             {
@@ -67,6 +64,9 @@ export const patchManifestCommand: CommandModule = {
               reloadFlag: opts.automaticReload,
             },
           );
+          if (r.changed && !(await fileExists(configPath))) {
+            ctx.out.warn(`${configPath} does not exist yet: the apiserver will not start until it does (write-config creates it)`);
+          }
           for (const n of r.notes) ctx.out.info(n);
           if (!opts.dryRun) for (const a of r.actions) ctx.out.step(a);
           ctx.out.result(
