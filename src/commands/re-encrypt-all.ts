@@ -1,5 +1,6 @@
 import type { ChalkInstance } from 'chalk';
 import type { RewriteSummary } from '../cluster/rewrite';
+import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
 import { CliError, ExitCode } from '../ui/errors';
 import { intOption, type CommandModule } from './types';
@@ -134,7 +135,8 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
       reporter.stop();
     }
     if (opts.verify && !opts.dryRun) {
-      throw new CliError('--verify is not available yet', { exitCode: ExitCode.Usage });
+      ctx.out.step('verifying in etcd');
+      summary.verify = await verifyInEtcd(ctx, resources.map((r) => r.resource), loaded!.config);
     }
     const problems: string[] = [];
     if (summary.failed) problems.push(`${summary.failed} objects could not be rewritten`);
@@ -161,6 +163,53 @@ async function fileExists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * Reads etcd the way kube-apiserver does (connection from the manifest's flags) and counts, per
+ * resource, the objects not stored the way new writes are: the shared scanner `status` uses.
+ */
+async function verifyInEtcd(
+  ctx: Context,
+  resources: string[],
+  config: EncryptionConfiguration,
+): Promise<NonNullable<ReEncryptResult['verify']>> {
+  const [{ readApiserverFlags }, etcd, scan, codec, { readText }] = await Promise.all([
+    import('../manifest/manifest'),
+    import('../etcd/client'),
+    import('../etcd/scan'),
+    import('../etcd/codec'),
+    import('../state/atomic'),
+  ]);
+  const text = await readText(ctx.paths.manifest, 'read the kube-apiserver manifest');
+  const conn = etcd.etcdConnectionFromFlags(readApiserverFlags(text, ctx.paths.manifest).flags);
+  const reader = await etcd.openEtcd(conn);
+  let report;
+  try {
+    report = await scan.scanEncryptionState(reader, {
+      prefix: conn.prefix,
+      resources: resources.map((r) => ({ resource: r, etcdPrefix: scan.etcdPrefixFor(r, conn.prefix) })),
+      transformersFor: (r) => codec.transformersForResource(config, r),
+      signal: ctx.signal,
+    });
+  } catch (err) {
+    throw etcd.etcdError(conn, 'scan', err);
+  } finally {
+    reader.close();
+  }
+  const writePrefixes: Record<string, string> = {};
+  const out: VerifyResult[] = report.resources.map((r) => {
+    writePrefixes[r.resource] = r.writeLabel;
+    // Plaintext is only wrong when the resource is meant to be encrypted.
+    const plaintext = r.writeLabel === 'plaintext' ? 0 : r.plaintext.count;
+    return {
+      resource: r.resource,
+      stale: r.stale.count - plaintext,
+      plaintext,
+      examples: r.stale.items.slice(0, 5).map((o) => (o.namespace ? `${o.namespace}/${o.name}` : o.name)),
+    };
+  });
+  return { ok: report.staleTotal === 0, writePrefixes, resources: out };
 }
 
 export const reEncryptAllCommand: CommandModule = {
