@@ -48,13 +48,32 @@ export interface WriteConfigPlan {
   warnings: Finding[];
 }
 
+const FLAG_OF_FIELD: Record<string, string> = {
+  name: '--kms-name',
+  endpoint: '--kms-endpoint',
+  apiVersion: '--kms-api-version',
+  timeout: '--kms-timeout',
+  cachesize: '--kms-cachesize',
+};
+
+/** A finding on the config this command built, told in terms of the flag that caused it. */
+function asFlagProblem(f: Finding, input: WriteConfigInput): string {
+  const res = /^resources\[0\]\.resources(?:\[(\d+)\])?$/.exec(f.path);
+  if (res) return `--resources${res[1] !== undefined ? ` (${input.resources[Number(res[1])]})` : ''}: ${f.message}`;
+  const kms = /\.kms\.(\w+)$/.exec(f.path);
+  if (kms && FLAG_OF_FIELD[kms[1]!]) return `${FLAG_OF_FIELD[kms[1]!]}: ${f.message}`;
+  if (/\.keys\[0\]\.name$/.test(f.path)) return `--key-name: ${f.message}`;
+  return findingLine(f);
+}
+
 /** Pure: the config to write and what validation says of it; invalid -> exit 2. */
 export function planWriteConfig(input: WriteConfigInput): WriteConfigPlan {
   const config = buildEncryptionConfig(input);
   const findings = validateEncryptionConfig(config, { kubeVersion: input.kubeVersion });
   const errors = errorsOf(findings);
   if (errors.length > 0) {
-    throw new CliError(`the config would be invalid: ${errors.map(findingLine).join('; ')}`, {
+    const problems = errors.map((f) => asFlagProblem(f, input));
+    throw new CliError(`the config would be invalid: ${problems.join('; ')}`, {
       exitCode: ExitCode.Usage,
       hint: 'fix the options; nothing was written',
       details: { errors },
