@@ -492,6 +492,44 @@ describe('serving from etcd', () => {
       expect((await etcdGet('/registry/secrets/default/kat-cbc-16'))!.value.subarray(0, 29).toString()).toBe('k8s:enc:aescbc:v1:kat-cbc-32:');
     } finally {
       await s.stop();
+      for (const v of vectors) await raw.delete().key(v.etcdKey);
+    }
+  });
+
+  it('reads and writes KMS v2 through a plugin on a unix socket, including a real apiserver\'s value', async () => {
+    const v = readFileSync(VECTORS, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { provider: string; keyName: string; etcdKey: string; name: string; data: Record<string, string>; rawBase64: string })
+      .find((x) => x.provider === 'kms')!;
+    const socket = join(work, 'kms.sock');
+    const plugin = spawn(process.execPath, [join(ROOT, 'dist/test/bed/bin/kms-plugin.js'), '--socket', socket, '--api', 'v2'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(plugin);
+    let pluginLog = '';
+    plugin.stderr!.on('data', (d: Buffer) => (pluginLog += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      plugin.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+      plugin.on('exit', (code) => reject(new Error(`kms plugin exited ${code}: ${pluginLog}`)));
+    });
+    const cfg = await writeConfig('kms.yaml', `      - kms:\n          apiVersion: v2\n          name: ${v.keyName}\n          endpoint: unix://${socket}\n`);
+    await raw.put(v.etcdKey).value(Buffer.from(v.rawBase64, 'base64'));
+    const s = await startStandIn([`--encryption-provider-config=${cfg}`]);
+    try {
+      await s.waitReady();
+      expect((await s.call('GET', '/readyz/kms-providers')).text).toBe('ok');
+      const got = await s.call('GET', `/api/v1/namespaces/default/secrets/${v.name}`);
+      expect(got.status, got.text).toBe(200);
+      const data = Object.fromEntries(Object.entries(got.json.data as Record<string, string>).map(([k, b]) => [k, Buffer.from(b, 'base64').toString()]));
+      expect(data).toEqual(v.data);
+      expect((await s.call('POST', '/api/v1/namespaces/default/secrets', secret('via-kms', { a: 'b' }))).status).toBe(201);
+      const prefix = `k8s:enc:kms:v2:${v.keyName}:`;
+      expect((await etcdGet('/registry/secrets/default/via-kms'))!.value.subarray(0, prefix.length).toString()).toBe(prefix);
+      expect((await s.call('GET', '/api/v1/namespaces/default/secrets/via-kms')).json.data.a).toBe(Buffer.from('b').toString('base64'));
+    } finally {
+      await s.stop();
+      plugin.kill('SIGTERM');
+      await raw.delete().key(v.etcdKey);
+      await raw.delete().key('/registry/secrets/default/via-kms');
     }
   });
 
