@@ -4,7 +4,10 @@ import { validateConfigCommand } from './validate-config';
 import { writeConfigCommand } from './write-config';
 import { reEncryptAllCommand } from './re-encrypt-all';
 import { patchManifestCommand } from './patch-manifest';
+import { kmsCommand } from './kms';
+import { initCommand } from './init';
+import { waitApiserverCommand } from './wait-apiserver';
 
 /** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
  * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
-export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand];
+export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand, kmsCommand, initCommand, waitApiserverCommand];

@@ -12,12 +12,14 @@
  *   --down                   BED_KMS_DOWN=1            start without a socket
  *   --knobs-file PATH        BED_KMS_KNOBS_FILE        JSON knobs, re-read every 200 ms
  *                                                      ({down, delayMs, unhealthy, wrongVersion,
- *                                                        brokenRoundTrip, keyId})
+ *                                                        brokenRoundTrip, keyId}); once in force,
+ *                                                      the same text is written to PATH.applied;
+ *                                                      knobs it leaves out keep their start values
  *
  * Prints `ready unix:///PATH` on stdout once it serves; stops cleanly on SIGTERM/SIGINT.
  * Serves Node (grpc-js) clients only; it is not meant for a real kube-apiserver.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { startKmsPlugin, type KmsPluginApi, type KmsPluginKnobs } from '../kms-plugin';
 
@@ -62,6 +64,7 @@ const plugin = await startKmsPlugin({
   down: flag(values.down, 'BED_KMS_DOWN'),
 }).catch((err) => fail(`cannot serve on ${socketPath}: ${(err as Error).message}`));
 
+const { keyId: _startKeyId, ...startKnobs } = plugin.knobs();
 let lastKnobs = '';
 let polling: NodeJS.Timeout | undefined;
 if (knobsFile) {
@@ -70,7 +73,10 @@ if (knobsFile) {
     if (text && text !== lastKnobs) {
       lastKnobs = text;
       try {
-        await plugin.setKnobs(JSON.parse(text) as KmsPluginKnobs);
+        // The file is the whole set of knobs: what it leaves out is as the flags started it.
+        await plugin.setKnobs({ ...startKnobs, ...(JSON.parse(text) as KmsPluginKnobs) });
+        // Tells whoever wrote the knobs that they are in force.
+        await writeFile(`${knobsFile}.applied`, text);
       } catch (err) {
         process.stderr.write(`kms-plugin: ignoring knobs file ${knobsFile}: ${(err as Error).message}\n`);
       }
