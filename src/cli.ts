@@ -107,7 +107,14 @@ export function buildProgram(): Command {
     };
 
   for (const c of commands) c.register(program, wrap);
-  for (const sub of program.commands) sub.exitOverride().showHelpAfterError('(run with --help for usage)');
+  // Every level, nested subcommands included, reports usage errors with exit 2 through main().
+  const harden = (cmd: Command): void => {
+    for (const sub of cmd.commands) {
+      sub.exitOverride().showHelpAfterError('(run with --help for usage)');
+      harden(sub);
+    }
+  };
+  harden(program);
   return program;
 }
 
