@@ -1,0 +1,168 @@
+import { randomBytes } from 'node:crypto';
+import { CliError, ExitCode } from '../ui/errors';
+import type { ApiClient } from './api';
+import { describeError } from './errors';
+import { metric, parseMetrics, type MetricSample } from './wait';
+
+/**
+ * Proof that new writes are encrypted: a short-lived canary Secret is created through the
+ * apiserver and its raw value read from etcd; it must start with the expected prefix
+ * (`k8s:enc:aescbc:v1:key-...:`, `k8s:enc:kms:v2:NAME:`). The canary is deleted afterwards, also
+ * when the proof fails. When etcd cannot be reached, the apiserver's own transformation counter
+ * for that prefix must move with the canary write: weaker (it proves the apiserver used the
+ * transformer, not what landed on disk), and said so.
+ */
+
+export const CANARY_PREFIX = 'k8s-encrypt-canary-';
+export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } as const;
+export const TRANSFORMATION_METRIC = 'apiserver_storage_transformation_operations_total';
+
+/** What proof needs from etcd: one raw read. */
+export interface RawReader {
+  get(key: string): Promise<Buffer | Uint8Array | undefined>;
+  close(): Promise<void> | void;
+}
+
+export interface ProofDeps<C> {
+  api: Pick<ApiClient, 'post' | 'delete' | 'getText'>;
+  /** Opens etcd with the connection from the manifest's --etcd-* flags. */
+  openEtcd: (conn: C) => Promise<RawReader>;
+  onProgress?: (msg: string) => void;
+}
+
+export interface ProofOptions<C> {
+  /** The prefix new writes must carry, e.g. `k8s:enc:aescbc:v1:key-20261126T140200Z:`. */
+  expectedPrefix: string;
+  etcd: C;
+  /** --etcd-prefix of the apiserver (default /registry). */
+  etcdKeyPrefix?: string;
+  namespace?: string;
+}
+
+export interface ProofResult {
+  method: 'etcd' | 'metrics';
+  /** true when only the metrics fallback was available. */
+  weaker: boolean;
+  canary: string;
+  expectedPrefix: string;
+  /** What the canary's raw value starts with (the `k8s:enc:...:` header, or `plaintext`). */
+  observed: string;
+  detail: string;
+}
+
+/** The header of a raw etcd value, never more (the rest is ciphertext or, worse, plaintext). */
+export function observedPrefix(raw: Uint8Array): string {
+  const b = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  const head = b.subarray(0, 256).toString('latin1');
+  const m = /^k8s:enc:[a-z0-9]+:v[0-9a-z]+:[^:]*:/.exec(head);
+  if (m) return m[0];
+  if (head.startsWith('k8s\u0000')) return 'plaintext (protobuf)';
+  if (head.trimStart().startsWith('{')) return 'plaintext (json)';
+  return 'unrecognised';
+}
+
+/** Transformation operations counted for a prefix (label values may omit the key name). */
+export function transformationCount(samples: readonly MetricSample[], expectedPrefix: string): number {
+  return metric(samples, TRANSFORMATION_METRIC)
+    .filter((s) => {
+      const p = s.labels.transformer_prefix ?? '';
+      return p !== '' && (p === expectedPrefix || expectedPrefix.startsWith(p));
+    })
+    .filter((s) => !s.labels.transformation_type || s.labels.transformation_type === 'to_storage')
+    .filter((s) => !s.labels.status || s.labels.status === 'OK')
+    .reduce((n, s) => n + s.value, 0);
+}
+
+export async function proveEncryption<C>(deps: ProofDeps<C>, o: ProofOptions<C>): Promise<ProofResult> {
+  const ns = o.namespace ?? 'kube-system';
+  const name = `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
+  const etcdKey = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+
+  const before = await readCount(deps, o.expectedPrefix);
+  await createCanary(deps, ns, name);
+  try {
+    let etcdProblem: string | undefined;
+    let raw: Uint8Array | undefined;
+    try {
+      const reader = await deps.openEtcd(o.etcd);
+      try {
+        raw = await reader.get(etcdKey);
+      } finally {
+        await reader.close();
+      }
+      if (raw === undefined) etcdProblem = `the canary ${etcdKey} is not in etcd (another --etcd-prefix?)`;
+    } catch (err) {
+      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
+    }
+
+    if (raw !== undefined) {
+      const observed = observedPrefix(raw);
+      const ok = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength)
+        .subarray(0, o.expectedPrefix.length)
+        .equals(Buffer.from(o.expectedPrefix, 'latin1'));
+      if (!ok) {
+        throw new CliError(`a Secret written now is stored as "${observed}", not under "${o.expectedPrefix}"`, {
+          exitCode: ExitCode.Verification,
+          hint: 'the apiserver is not writing with the new config: check its --encryption-provider-config and "k8s-encrypt status"',
+          details: { canary: `${ns}/${name}`, expectedPrefix: o.expectedPrefix, observed },
+        });
+      }
+      return {
+        method: 'etcd',
+        weaker: false,
+        canary: `${ns}/${name}`,
+        expectedPrefix: o.expectedPrefix,
+        observed,
+        detail: `canary ${ns}/${name} is stored in etcd as ${observed}`,
+      };
+    }
+
+    deps.onProgress?.(`${etcdProblem}; falling back to the apiserver's metrics (weaker evidence)`);
+    const after = await readCount(deps, o.expectedPrefix);
+    if (before !== undefined && after !== undefined && after > before) {
+      return {
+        method: 'metrics',
+        weaker: true,
+        canary: `${ns}/${name}`,
+        expectedPrefix: o.expectedPrefix,
+        observed: o.expectedPrefix,
+        detail: `${etcdProblem}; ${TRANSFORMATION_METRIC}{transformer_prefix="${o.expectedPrefix}"} rose from ${before} to ${after} with the canary write (weaker: the apiserver's count, not etcd's bytes)`,
+      };
+    }
+    throw new CliError(`encryption could not be proven: ${etcdProblem}, and the apiserver's metrics show no write under ${o.expectedPrefix}`, {
+      exitCode: ExitCode.Verification,
+      hint: 'check the etcd client certificates named by the manifest (--etcd-certfile/--etcd-keyfile/--etcd-cafile), then run "k8s-encrypt status"',
+      details: { canary: `${ns}/${name}`, expectedPrefix: o.expectedPrefix, before: before ?? null, after: after ?? null },
+    });
+  } finally {
+    await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch((err) => {
+      deps.onProgress?.(`could not delete the canary ${ns}/${name}: ${describeError(err)} (delete it by hand)`);
+    });
+  }
+}
+
+async function readCount<C>(deps: ProofDeps<C>, prefix: string): Promise<number | undefined> {
+  try {
+    return transformationCount(parseMetrics(await deps.api.getText('/metrics')), prefix);
+  } catch {
+    return undefined;
+  }
+}
+
+async function createCanary<C>(deps: ProofDeps<C>, ns: string, name: string): Promise<void> {
+  try {
+    await deps.api.post(`/api/v1/namespaces/${ns}/secrets`, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name, namespace: ns, labels: { ...MANAGED_BY } },
+      type: 'Opaque',
+      data: { canary: randomBytes(16).toString('base64') },
+    });
+  } catch (err) {
+    throw new CliError(`cannot create the canary Secret ${ns}/${name}: ${describeError(err)}`, {
+      exitCode: ExitCode.Cluster,
+      hint: 'the credentials must allow creating Secrets in kube-system (admin.conf does)',
+      cause: err,
+    });
+  }
+}

@@ -1,0 +1,408 @@
+import { access, constants, readFile, stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { Opts } from '../commands/init';
+import type { Context } from '../context';
+import type { ApiClient } from '../cluster/api';
+import { ApiError, describeError } from '../cluster/errors';
+import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
+import { localApiserverClient } from '../cluster/wait';
+import { decodeKey, generateKey, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
+import { sha256Hex } from '../config/parse';
+import { newKeyName } from '../config/render';
+import { parseGoDuration, parseKubeVersion } from '../config/validate';
+import { etcdConnectionFromFlags } from '../etcd/client';
+import { readApiserverFlags } from '../manifest/manifest';
+import { fileExists, readText } from '../state/atomic';
+import { Journal, isFinished } from '../state/journal';
+import { acquireLock, type Lock } from '../state/lock';
+import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
+import { confirm } from '../ui/prompt';
+import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions } from './plan';
+import { runInit, type InitJournalInputs, type InitResult } from './run';
+
+export const INIT_OPERATION = 'init';
+
+export function parseTimeoutMs(v: string, flag = '--timeout'): number {
+  const ns = parseGoDuration(/^\d+$/.test(v) ? `${v}s` : v);
+  if (ns === undefined || ns <= 0) throw usageError(`${flag} "${v}" is not a positive duration`, 'use e.g. 90s, 5m or 1h');
+  return Math.round(ns / 1e6);
+}
+
+/** Writes would fail half-way without permission: find out before changing anything. */
+async function assertWritable(paths: string[]): Promise<void> {
+  for (const p of paths) {
+    let d = p;
+    for (;;) {
+      try {
+        await stat(d);
+        break;
+      } catch {
+        const up = dirname(d);
+        if (up === d) break;
+        d = up;
+      }
+    }
+    try {
+      await access(d, constants.W_OK);
+    } catch (err) {
+      throw fsError('write to', d, err);
+    }
+  }
+}
+
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function kubeVersionOf(api: ApiClient | undefined, imageVersion: string | undefined): Promise<{ version: string; source: string; reachable: boolean; why?: string }> {
+  if (api) {
+    try {
+      const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
+      const m = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '');
+      if (m) return { version: m[1]!, source: '/version', reachable: true };
+    } catch (err) {
+      if (imageVersion) return { version: imageVersion, source: "the manifest's image tag (apiserver unreachable)", reachable: false, why: describeError(err) };
+      return { version: '', source: '', reachable: false, why: describeError(err) };
+    }
+  }
+  if (imageVersion) return { version: imageVersion, source: "the manifest's image tag", reachable: api !== undefined };
+  return { version: '', source: '', reachable: false };
+}
+
+function checkOptions(opts: Opts): void {
+  if (opts.fromConfig) {
+    const stray = (['keyFile', 'keyStdin', 'keyName', 'kmsName', 'kmsEndpoint', 'kmsTimeout'] as const).find((k) => opts[k] !== undefined);
+    if (stray) throw usageError(`--from-config installs the given file as is; --${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} does not apply`);
+  }
+  if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
+}
+
+export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
+  checkOptions(opts);
+  const timeoutMs = parseTimeoutMs(opts.timeout);
+  const paths = ctx.paths;
+  const manifestPath = paths.manifest;
+  const configPath = paths.config;
+  const provider: Provider = parseProvider(opts.provider);
+  const resources = opts.resources.split(',').map((r) => r.trim()).filter(Boolean);
+  if (resources.length === 0) throw usageError('--resources names no resource', 'e.g. --resources secrets,configmaps');
+  if (provider === 'kms' && !opts.fromConfig && (!opts.kmsName || !opts.kmsEndpoint)) {
+    throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
+  }
+
+  // Preflight, read-only: the manifest must be there and parse.
+  const manifestText = await readText(manifestPath, 'read manifest');
+  const flags = readApiserverFlags(manifestText, manifestPath);
+  const fromConfigText = opts.fromConfig ? await readText(resolve(opts.fromConfig), 'read --from-config file') : undefined;
+
+  let lock: Lock | undefined;
+  let api: ApiClient | undefined;
+  try {
+    if (!opts.dryRun) {
+      await assertWritable([manifestPath, configPath, paths.stateDir, paths.backupDir]);
+      lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    }
+
+    let journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
+    if (journal && journal.status === 'done') {
+      const newFromConfig = fromConfigText !== undefined && sha256Hex(fromConfigText) !== journal.inputs.configSha256;
+      if (!newFromConfig) {
+        ctx.out.result(
+          { nothingToDo: true, journal: journal.id, config: journal.inputs.configPath, provider: journal.inputs.provider, keyName: journal.inputs.keyName },
+          () => `nothing to do: init ${journal!.id} finished; encryption is on (${journal!.inputs.provider}, key ${journal!.inputs.keyName}). See "k8s-encrypt status"; "k8s-encrypt rotate-key" changes the key.`,
+        );
+        return;
+      }
+    }
+    const resuming = journal !== undefined && !isFinished(journal.status);
+    if (resuming) ctx.out.info(`continuing the interrupted ${journal!.id} (${journal!.status})`);
+
+    api = await localApiserverClient(paths.kubeconfig, manifestText, manifestPath);
+    const kv = await kubeVersionOf(api, flags.kubeVersionFromImage);
+    if (!kv.reachable && !opts.dryRun) {
+      throw new CliError(`this node's apiserver (${api.server}) is not reachable${kv.why ? `: ${kv.why}` : ''}`, {
+        exitCode: ExitCode.Cluster,
+        hint: 'init changes nothing while the apiserver is down: fix it first (crictl ps -a --name kube-apiserver)',
+      });
+    }
+    if (!kv.version) throw usageError('cannot tell the Kubernetes version: the apiserver is unreachable and the manifest image has no version tag');
+    parseKubeVersion(kv.version);
+    if (!kv.reachable) ctx.out.warn(`the apiserver is not reachable (${kv.why}); planning with version ${kv.version} from ${kv.source}`);
+
+    let controlPlanes: ControlPlane[] = [];
+    if (kv.reachable) controlPlanes = await discoverControlPlanes(api);
+    const me = resuming
+      ? { name: journal!.inputs.nodeName, how: 'the journal' }
+      : identifyThisNode(controlPlanes, flags.args, opts.nodeName);
+    const hasNode = controlPlanes.find((c) => c.name === me.name)?.hasNode ?? false;
+    ctx.out.debug(`this node: ${me.name} (${me.how}); control planes: ${controlPlanes.map((c) => c.name).join(', ') || 'none found'}`);
+
+    const existingConfigText = (await fileExists(configPath)) ? await readText(configPath, 'read config') : undefined;
+
+    // The inputs of the plan: a resumed run takes them from the journal and its key from the file.
+    let input: InitInput;
+    let key: string | undefined;
+    let keySource: InitJournalInputs['keySource'];
+    if (resuming) {
+      const j = journal!.inputs;
+      const ours = existingConfigText !== undefined && [j.configSha256, j.writeConfigSha256].includes(sha256Hex(existingConfigText));
+      if (existingConfigText !== undefined && !ours && journal!.steps.length > 0) {
+        throw new CliError(`${configPath} changed since the interrupted ${journal!.id} wrote it`, {
+          exitCode: ExitCode.Refused,
+          hint: `check the file; move ${journal!.path} away to start over`,
+        });
+      }
+      keySource = j.keySource;
+      if (!ours) {
+        if (j.fromConfig) {
+          // The --from-config file is the key source: read it again.
+        } else if (j.keySource === 'generated') key = generateKey(j.provider as LocalProvider);
+        else if (j.keySource === 'file' && j.keyFile) key = decodeKey(j.provider as LocalProvider, await readText(j.keyFile, 'read key file'), `the key in ${j.keyFile}`).toString('base64');
+        else if (j.keySource === 'stdin') {
+          if (!opts.keyStdin) throw usageError('the interrupted init read its key from stdin and had not written it yet', 're-run with --key-stdin and the same key');
+          key = decodeKey(j.provider as LocalProvider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64');
+        }
+      }
+      const fromText = j.fromConfig ? await readText(j.fromConfig, 'read --from-config file') : undefined;
+      input = {
+        options: {
+          provider: j.provider as Provider,
+          resources: j.resources,
+          configPath: j.configPath,
+          manifestPath: j.manifestPath,
+          timeoutMs: opts.timeout === '5m' ? j.timeoutMs : timeoutMs,
+          kubeadmConfig: j.kubeadmConfig,
+          force: Boolean(opts.force),
+          ...(j.kms ? { kms: { name: j.kms.name, endpoint: j.kms.endpoint, apiVersion: j.kms.apiVersion, ...(j.kms.timeout ? { timeout: j.kms.timeout } : {}) } } : {}),
+        },
+        manifestText,
+        kubeVersion: kv.version,
+        kubeVersionSource: kv.source,
+        controlPlanes: j.mode === 'staged' ? Math.max(2, controlPlanes.length) : 1,
+        keyName: j.keyName,
+        ...(key ? { key } : {}),
+        ...(fromText !== undefined ? { configText: fromText, configSource: 'from-config' as const } : ours ? { configText: existingConfigText, configSource: 'resume' as const } : {}),
+        ...(existingConfigText !== undefined ? { existingConfigText } : {}),
+        resuming: true,
+      };
+    } else {
+      const kms: KmsOptions | undefined =
+        provider === 'kms' && !fromConfigText
+          ? { name: opts.kmsName!, endpoint: opts.kmsEndpoint!, apiVersion: opts.kmsApiVersion, ...(opts.kmsTimeout ? { timeout: opts.kmsTimeout } : {}) }
+          : undefined;
+      if (fromConfigText !== undefined) keySource = 'from-config';
+      else if (provider === 'kms') keySource = 'kms';
+      else if (opts.keyFile) {
+        keySource = 'file';
+        key = decodeKey(provider as LocalProvider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64');
+      } else if (opts.keyStdin) {
+        keySource = 'stdin';
+        key = decodeKey(provider as LocalProvider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64');
+      } else {
+        keySource = 'generated';
+        key = generateKey(provider as LocalProvider);
+      }
+      input = {
+        options: {
+          provider,
+          resources,
+          configPath,
+          manifestPath,
+          timeoutMs,
+          kubeadmConfig: opts.kubeadmConfig,
+          force: Boolean(opts.force),
+          ...(kms ? { kms } : {}),
+        },
+        manifestText,
+        kubeVersion: kv.version,
+        kubeVersionSource: kv.source,
+        controlPlanes: Math.max(1, controlPlanes.length),
+        keyName: opts.keyName ?? newKeyName(ctx.now()),
+        ...(key ? { key } : {}),
+        ...(fromConfigText !== undefined ? { configText: fromConfigText, configSource: 'from-config' as const } : {}),
+        ...(existingConfigText !== undefined ? { existingConfigText } : {}),
+      };
+    }
+
+    const plan = planInit(input);
+    const secrets = key ? [key] : [];
+
+    if (opts.dryRun) {
+      await printDryRun(ctx, api, plan, kv.reachable);
+      return;
+    }
+
+    if (plan.provider === 'kms' && !resuming) {
+      const { assertKmsHealthy } = await import('../kms/health');
+      const k = plan.kms;
+      if (k) {
+        ctx.out.step(`checking the KMS plugin at ${k.endpoint}`);
+        await assertKmsHealthy(k.endpoint, { apiVersion: k.apiVersion, ...(k.timeout ? { timeoutMs: Math.round((parseGoDuration(k.timeout) ?? 3e9) / 1e6) } : {}) });
+      }
+    }
+
+    for (const w of plan.warnings) ctx.out.warn(w);
+    if (!resuming) {
+      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'reader' ? 'reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
+      journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, me.name, hasNode, keySource!, opts), {
+        now: ctx.now,
+        forbidden: secrets,
+      });
+    } else {
+      journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now, forbidden: secrets });
+      if (!journal!.done('write-config')) await journal!.updateInputs({ configSha256: plan.config.sha256, writeConfigSha256: plan.writeConfig?.sha256 ?? null });
+    }
+
+    const result = await runInit(await initDeps(ctx, api, manifestText, opts), plan, journal!);
+    printResult(ctx, result, journal!.id);
+  } finally {
+    api?.close();
+    await lock?.release();
+  }
+}
+
+function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNode: boolean, keySource: InitJournalInputs['keySource'], opts: Opts): InitJournalInputs {
+  const k = input.options.kms;
+  return {
+    mode: plan.mode,
+    provider: plan.provider,
+    keyName: plan.keyName,
+    expectedPrefix: plan.expectedPrefix,
+    resources: plan.resources,
+    configPath: plan.configPath,
+    manifestPath: input.options.manifestPath,
+    timeoutMs: input.options.timeoutMs,
+    kubeadmConfig: input.options.kubeadmConfig,
+    configSha256: plan.config.sha256,
+    writeConfigSha256: plan.writeConfig?.sha256 ?? null,
+    nodeName,
+    hasNode,
+    keySource,
+    keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
+    fromConfig: opts.fromConfig ? resolve(opts.fromConfig) : null,
+    kms: k ? { name: k.name, endpoint: k.endpoint, apiVersion: k.apiVersion, timeout: k.timeout ?? null } : null,
+  };
+}
+
+async function initDeps(ctx: Context, api: ApiClient, manifestText: string, opts: Opts) {
+  const [{ openEtcd }, { resolveResources }, { rewriteAll }, cp, progress] = await Promise.all([
+    import('../etcd/client'),
+    import('../cluster/discovery'),
+    import('../cluster/rewrite'),
+    import('../state/checkpoint'),
+    import('../ui/progress'),
+  ]);
+  const flags = readApiserverFlags(manifestText, ctx.paths.manifest).flags;
+  return {
+    api,
+    now: ctx.now,
+    out: ctx.out,
+    signal: ctx.signal,
+    backupDir: ctx.paths.backupDir,
+    manifestsDir: ctx.paths.manifestsDir,
+    etcd: etcdConnectionFromFlags(flags),
+    openEtcd: (conn: Parameters<typeof openEtcd>[0]) => openEtcd(conn),
+    force: Boolean(opts.force),
+    rewrite: async (resources: string[]) => {
+      const resolved = await resolveResources(api, resources, undefined, (s) => ctx.out.warn(`skipping ${s.resource}: ${s.why}`));
+      const configSha = sha256Hex(await readFile(ctx.paths.config));
+      const store = new cp.FileCheckpointStore({
+        stateDir: ctx.paths.stateDir,
+        runId: cp.rewriteRunId(resolved.map((r) => r.resource), `sha256:${configSha}`),
+        warn: (m) => ctx.out.warn(m),
+      });
+      const reporter = progress.createProgressReporter(ctx.out);
+      try {
+        return await rewriteAll(
+          { api, checkpoint: store, now: ctx.now, onProgress: (p) => reporter.update(p), onNotice: (m) => ctx.out.info(m), signal: ctx.signal },
+          { resources: resolved, resume: true },
+        );
+      } finally {
+        reporter.stop();
+      }
+    },
+  };
+}
+
+async function printDryRun(ctx: Context, api: ApiClient, plan: InitPlan, reachable: boolean): Promise<void> {
+  let kubeadm: { status: string; diff: string; reason?: string } | undefined;
+  if (plan.kubeadmConfig && reachable) {
+    const { updateKubeadmConfig } = await import('../cluster/kubeadm-config');
+    try {
+      const r = await updateKubeadmConfig(
+        api,
+        {
+          configPath: plan.manifest.configPathInPod ?? plan.configPath,
+          ...(plan.manifest.volumeName ? { mountDir: dirname(plan.configPath), volumeName: plan.manifest.volumeName } : {}),
+        },
+        { dryRun: true },
+      );
+      kubeadm = { status: r.status === 'updated' ? 'would update' : r.status, diff: r.diff, ...(r.reason ? { reason: r.reason } : {}) };
+    } catch (err) {
+      if (!(err instanceof ApiError) && !(err instanceof CliError)) throw err;
+      kubeadm = { status: 'unknown', diff: '', reason: err.message };
+    }
+  }
+  const printable = { dryRun: true, ...printablePlan(plan), ...(kubeadm ? { kubeadmConfig: kubeadm } : {}) };
+  for (const w of plan.warnings) ctx.out.warn(w);
+  ctx.out.result(printable, (c) => {
+    const lines = [
+      c.bold(`init plan (${plan.mode}) for kube-apiserver ${plan.kubeVersion} (${plan.kubeVersionSource}), ${plan.controlPlanes} control plane(s) — dry run, nothing is written`),
+      '',
+      c.bold(`${plan.configPath} (mode 0600, key redacted):`),
+      plan.config.redacted.trimEnd(),
+      '',
+      c.bold(`${plan.manifest.changed ? 'manifest diff' : 'manifest: no change'}:`),
+      plan.manifest.diff.trimEnd() || '(none)',
+      ...(plan.restart?.changed ? ['', c.bold('restart annotation:'), plan.restart.diff.trimEnd()] : []),
+      '',
+      c.bold('kube-system/kubeadm-config:'),
+      !plan.kubeadmConfig ? 'skipped (--no-kubeadm-config)' : kubeadm ? `${kubeadm.status}${kubeadm.reason ? ` (${kubeadm.reason})` : ''}\n${kubeadm.diff.trimEnd()}` : 'not checked (apiserver unreachable)',
+      '',
+      c.bold('steps:'),
+      ...plan.steps.map((s, i) => `  ${i + 1}. ${s.title}`),
+    ];
+    if (plan.writeConfig) lines.splice(5, 0, '', c.bold('then, once every control plane reads the key (key redacted):'), plan.writeConfig.redacted.trimEnd());
+    return lines.join('\n');
+  });
+}
+
+function printResult(ctx: Context, r: InitResult, journalId: string): void {
+  const body = {
+    state: r.state,
+    journal: journalId,
+    mode: r.mode,
+    provider: r.provider,
+    keyName: r.keyName,
+    config: r.config,
+    configSha256: r.configSha256,
+    manifestBackup: r.manifestBackup,
+    evidence: r.evidence,
+    proof: r.proof,
+    kubeadmConfig: r.kubeadmConfig,
+    rewrite: r.rewrite,
+    multiNode: r.multiNode,
+  };
+  ctx.out.result(body, (c) => {
+    if (r.state === 'waiting') {
+      return [
+        `${c.yellow('…')} this control plane is at stage "${r.multiNode.stage}" (config sha256 ${r.configSha256.slice(0, 12)}…)`,
+        ...r.multiNode.nodes.map((n) => `  ${n.node}: ${n.reports}`),
+        `next: ${r.multiNode.next}`,
+      ].join('\n');
+    }
+    const lines = [
+      `${c.green('✓')} encryption at rest is on${r.mode === 'from-config' ? ` at stage "${r.multiNode.stage}"` : ''}: ${r.provider}, key ${r.keyName}, config ${r.config}`,
+    ];
+    if (r.evidence) lines.push(`  apiserver: ${r.evidence.evidence} (${r.evidence.detail})`);
+    if (r.proof) lines.push(`  proof: ${r.proof.detail}${r.proof.weaker ? ' [weaker: metrics only]' : ''}`);
+    if (r.kubeadmConfig) lines.push(`  kubeadm-config: ${r.kubeadmConfig.status}${r.kubeadmConfig.reason ? ` (${r.kubeadmConfig.reason})` : ''}`);
+    if (r.rewrite) lines.push(`  rewrite: ${r.rewrite.rewritten} rewritten, ${r.rewrite.unchanged} unchanged, ${r.rewrite.deleted} deleted meanwhile, ${r.rewrite.failed} failed`);
+    if (r.manifestBackup) lines.push(`  manifest backup: ${r.manifestBackup}`);
+    if (r.multiNode.next) lines.push(`  next: ${r.multiNode.next}`);
+    if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
+    return lines.join('\n');
+  });
+}

@@ -1,0 +1,196 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { configForStage, planInit, printablePlan, stageOfConfig, STEP, type InitInput } from '../../src/init/plan';
+import { planRestartAnnotation, CONFIG_HASH_ANNOTATION } from '../../src/init/restart';
+import { CliError, ExitCode } from '../../src/ui/errors';
+
+const fixture = (name: string) => readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8');
+const KEY = Buffer.alloc(32, 7).toString('base64');
+const MANIFEST = '/etc/kubernetes/manifests/kube-apiserver.yaml';
+const CONFIG = '/etc/kubernetes/encryption/config.yaml';
+
+function input(over: Omit<Partial<InitInput>, 'options'> & { options?: Partial<InitInput['options']> } = {}): InitInput {
+  const { options, ...rest } = over;
+  return {
+    manifestText: fixture('kubeadm-1.32.yaml'),
+    kubeVersion: '1.32.6',
+    kubeVersionSource: '/version',
+    controlPlanes: 1,
+    key: KEY,
+    keyName: 'key-20261126T140000Z',
+    ...rest,
+    options: {
+      provider: 'aescbc',
+      resources: ['secrets'],
+      configPath: CONFIG,
+      manifestPath: MANIFEST,
+      timeoutMs: 300_000,
+      kubeadmConfig: true,
+      force: false,
+      ...options,
+    },
+  };
+}
+
+const providersOf = (text: string) => (parse(text).resources[0].providers as object[]).map((p) => Object.keys(p)[0]);
+
+describe('planInit', () => {
+  const cases: { name: string; in: InitInput; mode: string; providers: string[]; prefix: string; steps: string[] }[] = [
+    {
+      name: 'one control plane, defaults',
+      in: input(),
+      mode: 'single',
+      providers: ['aescbc', 'identity'],
+      prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
+      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+    },
+    {
+      name: 'secretbox, configmaps too, no kubeadm-config',
+      in: input({ options: { provider: 'secretbox', resources: ['secrets', 'configmaps'], kubeadmConfig: false } }),
+      mode: 'single',
+      providers: ['secretbox', 'identity'],
+      prefix: 'k8s:enc:secretbox:v1:key-20261126T140000Z:',
+      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.rewrite],
+    },
+    {
+      name: 'kms v2',
+      in: input({ key: undefined, options: { provider: 'kms', kms: { name: 'vault', endpoint: 'unix:///var/run/kmsplugin/socket.sock', apiVersion: 'v2' } } }),
+      mode: 'single',
+      providers: ['kms', 'identity'],
+      prefix: 'k8s:enc:kms:v2:vault:',
+      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+    },
+    {
+      name: 'two control planes: staged, identity first',
+      in: input({ controlPlanes: 2 }),
+      mode: 'staged',
+      providers: ['identity', 'aescbc'],
+      prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
+      steps: [
+        STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.recordReader, STEP.gateReader, STEP.writeConfigWrite,
+        STEP.waitWrite, STEP.prove, STEP.recordWrite, STEP.gateWrite, STEP.kubeadmConfig, STEP.rewrite,
+      ],
+    },
+    {
+      name: 'older kubeadm manifest (1.24)',
+      in: input({ manifestText: fixture('kubeadm-1.24.yaml'), kubeVersion: '1.24.17' }),
+      mode: 'single',
+      providers: ['aescbc', 'identity'],
+      prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
+      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const p = planInit(c.in);
+      expect(p.mode).toBe(c.mode);
+      expect(providersOf(p.config.text)).toEqual(c.providers);
+      expect(p.expectedPrefix).toBe(c.prefix);
+      expect(p.steps.map((s) => s.name)).toEqual(c.steps);
+      expect(p.manifest.changed).toBe(true);
+      expect(p.manifest.diff).toContain(`--encryption-provider-config=${CONFIG}`);
+      // The key is in the file text only, never in anything printable.
+      expect(JSON.stringify(printablePlan(p))).not.toContain(KEY);
+      if (c.in.key) expect(p.config.text).toContain(KEY);
+    });
+  }
+
+  it('staged: the key-first config has the same key and differs only in order', () => {
+    const p = planInit(input({ controlPlanes: 3 }));
+    expect(providersOf(p.writeConfig!.text)).toEqual(['aescbc', 'identity']);
+    expect(p.writeConfig!.writesPrefix).toBe(p.expectedPrefix);
+    expect(p.config.writesPrefix).toBeUndefined();
+    expect(p.writeConfig!.sha256).not.toBe(p.config.sha256);
+  });
+
+  it('from-config installs the given bytes and takes its stage from them', () => {
+    const staged = planInit(input({ controlPlanes: 2 }));
+    for (const [text, stage] of [[staged.config.text, 'reader'], [staged.writeConfig!.text, 'write']] as const) {
+      const p = planInit(input({ key: undefined, configText: text, configSource: 'from-config', controlPlanes: 2 }));
+      expect(p.mode).toBe('from-config');
+      expect(p.config.text).toBe(text);
+      expect(p.config.sha256).toBe(stage === 'reader' ? staged.config.sha256 : staged.writeConfig!.sha256);
+      expect(p.config.stage).toBe(stage);
+      expect(p.steps.map((s) => s.name).includes(STEP.prove)).toBe(stage === 'write');
+    }
+  });
+
+  it('from-config on a node already using the config path: only a restart annotation changes', () => {
+    const staged = planInit(input({ controlPlanes: 2 }));
+    const p = planInit(input({ key: undefined, manifestText: staged.manifest.newText, configText: staged.writeConfig!.text, configSource: 'from-config', existingConfigText: staged.config.text }));
+    expect(p.manifest.changed).toBe(false);
+    expect(p.restart?.changed).toBe(true);
+    expect(p.restart?.diff).toContain(`${CONFIG_HASH_ANNOTATION}: "${staged.writeConfig!.sha256}"`);
+  });
+
+  it('a resumed run reuses the config file it wrote (same key, same sha)', () => {
+    const first = planInit(input());
+    const again = planInit(input({ key: undefined, configText: first.config.text, configSource: 'resume', existingConfigText: first.config.text, resuming: true, manifestText: first.manifest.newText }));
+    expect(again.config.sha256).toBe(first.config.sha256);
+    expect(again.manifest.changed).toBe(false);
+    expect(again.replacesConfig).toBe(false);
+  });
+
+  const refusals: { name: string; in: InitInput; code: number; msg: RegExp }[] = [
+    { name: 'already encrypted', in: input({ manifestText: fixture('already-configured.yaml') }), code: ExitCode.Refused, msg: /already configured/ },
+    { name: 'a foreign config file at the path', in: input({ existingConfigText: 'apiVersion: v1\n' }), code: ExitCode.Refused, msg: /already exists/ },
+    { name: 'secretbox key of the wrong size', in: input({ key: Buffer.alloc(16).toString('base64'), options: { provider: 'secretbox' } }), code: ExitCode.Usage, msg: /would not be accepted/ },
+    { name: 'wildcards before 1.27', in: input({ manifestText: fixture('kubeadm-1.24.yaml'), kubeVersion: '1.24.17', options: { resources: ['*.*'] } }), code: ExitCode.Usage, msg: /1\.24/ },
+    { name: 'a from-config that encrypts nothing', in: input({ key: undefined, configText: 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - identity: {}\n', configSource: 'from-config' }), code: ExitCode.Usage, msg: /encrypts nothing/ },
+  ];
+  for (const r of refusals) {
+    it(`refuses: ${r.name}`, () => {
+      let err: unknown;
+      try {
+        planInit(r.in);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(r.code);
+      expect((err as CliError).message).toMatch(r.msg);
+      expect((err as CliError).message).not.toContain(KEY);
+    });
+  }
+
+  it('--force replaces a foreign config file (the executor backs it up)', () => {
+    const p = planInit(input({ existingConfigText: 'apiVersion: v1\n', options: { force: true } }));
+    expect(p.replacesConfig).toBe(true);
+  });
+});
+
+describe('stages', () => {
+  it('configForStage moves identity first or last, keeping every key', () => {
+    const cfg = stageOfConfig;
+    const base = {
+      apiVersion: 'apiserver.config.k8s.io/v1' as const,
+      kind: 'EncryptionConfiguration' as const,
+      resources: [{ resources: ['secrets'], providers: [{ aescbc: { keys: [{ name: 'k', secret: KEY }] } }, { identity: {} }] }],
+    };
+    const reader = configForStage(base, 'reader');
+    expect(cfg(reader).stage).toBe('reader');
+    expect(reader.resources[0]!.providers).toEqual([{ identity: {} }, { aescbc: { keys: [{ name: 'k', secret: KEY }] } }]);
+    expect(configForStage(reader, 'write')).toEqual(base);
+  });
+});
+
+describe('planRestartAnnotation', () => {
+  it('adds the annotation (and annotations:) once, then replaces its value', () => {
+    const text = fixture('kubeadm-1.32.yaml');
+    const a = planRestartAnnotation(text, MANIFEST, 'a'.repeat(64));
+    expect(a.changed).toBe(true);
+    expect(parse(a.newText).metadata.annotations[CONFIG_HASH_ANNOTATION]).toBe('a'.repeat(64));
+    const b = planRestartAnnotation(a.newText, MANIFEST, 'b'.repeat(64));
+    expect(parse(b.newText).metadata.annotations[CONFIG_HASH_ANNOTATION]).toBe('b'.repeat(64));
+    expect(b.diff.split('\n').filter((l) => /^[-+] /.test(l))).toHaveLength(2);
+    expect(planRestartAnnotation(b.newText, MANIFEST, 'b'.repeat(64)).changed).toBe(false);
+  });
+
+  it('works on JSON manifests', () => {
+    const text = fixture('kube-apiserver.json');
+    const a = planRestartAnnotation(text, '/x/kube-apiserver.json', 'c'.repeat(64));
+    expect(JSON.parse(a.newText).metadata.annotations[CONFIG_HASH_ANNOTATION]).toBe('c'.repeat(64));
+  });
+});
