@@ -5,7 +5,7 @@
  * a bed left running when the process exits is killed and removed by an exit hook.
  */
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -70,7 +70,7 @@ export const DEFAULT_KUBE_VERSION = '1.32.6';
 export const SECRET_NAMESPACES = ['default', 'kube-system', 'team-a', 'team-b'];
 
 /** The repository root (holding package.json), from src or from a bundle under dist/. */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pkg = join(dir, 'package.json');
@@ -81,10 +81,38 @@ function repoRoot(): string {
   }
 }
 
-export function apiserverScript(): string {
-  const script = join(repoRoot(), 'dist/test/bed/bin/apiserver.js');
-  if (!existsSync(script)) throw new Error(`${script} is missing: run \`npm run build\` first`);
-  return script;
+/**
+ * A private copy of the built bundles (the apiserver stand-in and its chunks) for one bed: pods
+ * restart from it, so a `npm run build` elsewhere in the tree (which empties dist/) cannot break a
+ * running bed. Dependencies resolve through a node_modules link.
+ */
+async function snapshotBundles(bedDir: string): Promise<string> {
+  const root = repoRoot();
+  const script = 'dist/test/bed/bin/apiserver.js';
+  for (let attempt = 0; ; attempt++) {
+    if (!existsSync(join(root, script))) {
+      if (attempt >= 20) throw new Error(`${join(root, script)} is missing: run \`npm run build\` first`);
+      await sleep(250); // a build may be under way
+      continue;
+    }
+    try {
+      const files = (await readdir(join(root, 'dist'), { recursive: true })).filter((f) => f.endsWith('.js'));
+      await Promise.all(
+        files.map(async (f) => {
+          await mkdir(dirname(join(bedDir, 'dist', f)), { recursive: true });
+          await copyFile(join(root, 'dist', f), join(bedDir, 'dist', f));
+        }),
+      );
+      break;
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await rm(join(bedDir, 'dist'), { recursive: true, force: true });
+      await sleep(250);
+    }
+  }
+  await writeFile(join(bedDir, 'package.json'), '{ "type": "module" }\n');
+  await symlink(join(root, 'node_modules'), join(bedDir, 'node_modules'));
+  return join(bedDir, script);
 }
 
 // Last-resort cleanup when a test process ends without stop(): kill pods, remove temp dirs.
@@ -150,7 +178,6 @@ export async function startBed(opts: BedOptions = {}): Promise<Bed> {
   const kubeVersion = (opts.kubeVersion ?? DEFAULT_KUBE_VERSION).replace(/^v/, '');
   parseKubeVersion(kubeVersion);
   const nodeCount = opts.nodes ?? 1;
-  const script = apiserverScript();
   const dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-bed-'));
   const kubelets: Kubelet[] = [];
   const apis: TestApi[] = [];
@@ -172,7 +199,7 @@ export async function startBed(opts: BedOptions = {}): Promise<Bed> {
 
   try {
     const sharedPki = join(dir, 'pki');
-    const pki = await generatePki(sharedPki);
+    const [script, pki] = await Promise.all([snapshotBundles(dir), generatePki(sharedPki)]);
     etcd = await startEtcd({
       tls: { caFile: pki.etcdCaCrt, certFile: pki.etcdServerCrt, keyFile: pki.etcdServerKey },
       dataDir: join(dir, 'etcd'),
