@@ -170,6 +170,20 @@ async function missingDirs(path: string): Promise<string[]> {
   return missing;
 }
 
+/** Whether a config is already at `path` (a directory there is an error, not a file). */
+async function isExistingFile(path: string): Promise<boolean> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw fsError('check', path, err);
+  }
+  if (st.isDirectory()) throw usageError(`${path} is a directory`, 'give --out a file path');
+  return true;
+}
+
 export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
   const provider = parseProvider(opts.provider);
   const out = resolve(opts.out ?? ctx.paths.config);
@@ -179,17 +193,7 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
   const { input, generated } = await gatherInput(ctx, opts, provider);
   const plan = planWriteConfig(input);
 
-  let exists = false;
-  try {
-    const st = await stat(out);
-    if (st.isDirectory()) throw usageError(`${out} is a directory`, 'give --out a file path');
-    exists = true;
-  } catch (err) {
-    if (err instanceof CliError) throw err;
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') {
-      throw fsError('check', out, err);
-    }
-  }
+  const exists = await isExistingFile(out);
   if (exists && !opts.force) {
     throw new CliError(`${out} already exists; refusing to overwrite it (its keys may be the only way to read what is stored)`, {
       exitCode: ExitCode.Refused,

@@ -142,7 +142,7 @@ export function withReader(cfg: EncryptionConfiguration, element: ProviderConfig
       }
       if (p.kms && p.kms.name === element.kms!.name) {
         if (sameProvider(p, element)) return rule;
-        throw refused(`resources[${i}] already has a KMS provider named "${p.kms.name}" with other settings`, 'choose another --kms-name');
+        throw refused(`resources[${i}] already has a KMS provider named "${p.kms.name}" with other settings`, 'choose another KMS provider name');
       }
     }
     const providers = [...rule.providers];
@@ -168,7 +168,7 @@ export function withPromoted(cfg: EncryptionConfiguration, name: string): Encryp
   return mapRules(cfg, (rule, i) => {
     const at = rule.providers.findIndex((p) => namesOf(p).includes(name));
     if (at < 0) {
-      throw refused(`"${name}" is not a key or KMS provider of resources[${i}]`, 'add it as a reader first (withReader)');
+      throw refused(`"${name}" is not a key or KMS provider of resources[${i}]`, 'it must first be added as a reader on every control plane');
     }
     const providers = [...rule.providers];
     let el = providers.splice(at, 1)[0]!;
