@@ -121,7 +121,10 @@ export class Store {
   }
 
   private async readOne(key: string): Promise<IKeyValue | undefined> {
-    const res = await this.etcd.kv.range({ key: toBuf(key) });
+    // Serializable: no ReadIndex round trip through raft. The txn that follows compares the mod
+    // revision, so a stale read can only turn into a conflict, never into a lost update (the real
+    // apiserver reads this state from its watch cache, not from etcd, for the same reason).
+    const res = await this.etcd.kv.range({ key: toBuf(key), serializable: true });
     return res.kvs[0];
   }
 
@@ -143,7 +146,7 @@ export class Store {
   }
 
   async exists(info: ResourceInfo, namespace: string | undefined, name: string): Promise<boolean> {
-    const res = await this.etcd.kv.range({ key: toBuf(this.key(info, namespace, name)), count_only: true });
+    const res = await this.etcd.kv.range({ key: toBuf(this.key(info, namespace, name)), count_only: true, serializable: true });
     return Number(res.count) > 0;
   }
 
