@@ -121,7 +121,9 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 
     api = await localApiserverClient(paths.kubeconfig, manifestText, manifestPath);
     const kv = await kubeVersionOf(api, flags.kubeVersionFromImage);
-    if (!kv.reachable && !opts.dryRun) {
+    // A resumed run may find the apiserver restarting (killed while waiting for it): its wait step
+    // copes with that; a fresh run changes nothing while the apiserver is down.
+    if (!kv.reachable && !opts.dryRun && !resuming) {
       throw new CliError(`this node's apiserver (${api.server}) is not reachable${kv.why ? `: ${kv.why}` : ''}`, {
         exitCode: ExitCode.Cluster,
         hint: 'init changes nothing while the apiserver is down: fix it first (crictl ps -a --name kube-apiserver)',

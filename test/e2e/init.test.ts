@@ -1,0 +1,193 @@
+// `k8s-encrypt init` through the built CLI against the bed: the whole flow on one node with a few
+// hundred Secrets, --dry-run that writes nothing, a second run with nothing to do, rollback when the
+// apiserver crashes with the new flag, and kill -9 mid-run then a resume that keeps the same key.
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { parse } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
+import { startBed, type Bed, type TestApi } from '../bed/index';
+import { BIN, jsonOf, runCli } from '../helpers/cli';
+
+const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
+const JOURNAL_REL = 'var/lib/k8s-encrypt/journals/init.json';
+
+/** sha256 over every file (path, mode, bytes) under root, except the pods' logs (they grow). */
+async function hashTree(root: string): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(dir, e.name);
+      const rel = relative(root, p);
+      if (rel === 'var/log' || rel.startsWith('bed')) continue;
+      const st = await stat(p);
+      h.update(`${rel}\0${st.mode}\0`);
+      if (e.isDirectory()) await walk(p);
+      else if (e.isFile()) h.update(await readFile(p));
+    }
+  };
+  await walk(root);
+  return h.digest('hex');
+}
+
+const keyOf = (configText: string) => parse(configText).resources[0].providers[0].aescbc.keys[0].secret as string;
+
+describe('init on one control plane with a few hundred Secrets', () => {
+  let bed: Bed;
+  let api: TestApi;
+  let before: Map<string, string>;
+  beforeAll(async () => {
+    bed = await startBed({ secrets: 300 });
+    api = await bed.api();
+    before = await secretHashes(api);
+  }, 120_000);
+  afterAll(() => bed?.stop());
+
+  it('--dry-run prints the whole plan with the key redacted and writes nothing', async () => {
+    const n = bed.nodes[0]!;
+    const h0 = await hashTree(n.root);
+    const r = await runCli([...n.cliArgs, '--json', 'init', '--dry-run']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j).toMatchObject({ ok: true, dryRun: true, mode: 'single', provider: 'aescbc', kubeadmConfig: { status: 'would update' } });
+    expect(j.config.text).toContain('secret: <redacted>');
+    expect(j.manifest.diff).toContain('+        - --encryption-provider-config=');
+    expect(j.steps.map((s: { name: string }) => s.name)).toEqual(['write-config', 'patch-manifest', 'wait-apiserver', 'prove', 'kubeadm-config', 'rewrite']);
+    expect(await hashTree(n.root)).toBe(h0);
+    expect(n.apiserverStarts()).toBe(1);
+  });
+
+  it('init --yes encrypts every Secret, proves it from etcd and leaves the data as it was', async () => {
+    const n = bed.nodes[0]!;
+    const original = await readFile(n.manifest, 'utf8');
+    const r = await runCli([...n.cliArgs, '--yes', '--json', 'init']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j).toMatchObject({ ok: true, state: 'done', mode: 'single', provider: 'aescbc', proof: { method: 'etcd', weaker: false } });
+    expect(['mirror-pod', 'config-info-metric']).toContain(j.evidence.evidence);
+    expect(j.rewrite).toMatchObject({ failed: 0 });
+    expect(j.rewrite.rewritten).toBeGreaterThanOrEqual(300);
+
+    const configText = await readFile(join(n.root, CONFIG_REL), 'utf8');
+    const key = keyOf(configText);
+    expect(String(r.stdout) + String(r.stderr)).not.toContain(key);
+    expect((await stat(join(n.root, CONFIG_REL))).mode & 0o777).toBe(0o600);
+    expect(await readFile(join(n.root, JOURNAL_REL), 'utf8')).not.toContain(key);
+
+    const prefix = `k8s:enc:aescbc:v1:${j.keyName}`;
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [prefix]: before.size });
+    const after = await secretHashes(api);
+    expect([...after.keys()].filter((k) => k.includes('k8s-encrypt-canary'))).toEqual([]);
+    expect(after).toEqual(before);
+
+    // The manifest gained the flag and the mount, nothing else.
+    const now = parse(await readFile(n.manifest, 'utf8'));
+    const c = now.spec.containers[0];
+    c.command = c.command.filter((f: string) => !f.startsWith('--encryption-provider-config='));
+    c.volumeMounts = c.volumeMounts.filter((m: { name: string }) => m.name !== 'encryption-config');
+    now.spec.volumes = now.spec.volumes.filter((v: { name: string }) => v.name !== 'encryption-config');
+    expect(now).toEqual(parse(original));
+    expect(await readFile(j.manifestBackup, 'utf8')).toBe(original);
+
+    const cm = await api.get('/api/v1/namespaces/kube-system/configmaps/kubeadm-config');
+    expect(cm.body.data.ClusterConfiguration).toContain(`encryption-provider-config`);
+    expect(cm.body.data.ClusterConfiguration).toContain(join(n.root, 'etc/kubernetes/encryption'));
+  });
+
+  it('a second init has nothing to do (exit 0) and changes nothing', async () => {
+    const n = bed.nodes[0]!;
+    const starts = n.apiserverStarts();
+    const r = await runCli([...n.cliArgs, '--yes', 'init']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stdout)).toMatch(/nothing to do/);
+    expect(n.apiserverStarts()).toBe(starts);
+  });
+
+  it('without our journal, an encrypted node is refused (exit 6) and pointed at status/rotate-key', async () => {
+    const n = bed.nodes[0]!;
+    const r = await runCli([...n.cliArgs, '--state-dir', join(bed.dir, 'other-state'), '--yes', 'init']);
+    expect(r.exitCode).toBe(6);
+    expect(String(r.stderr)).toMatch(/already configured.*rotate-key/s);
+  });
+});
+
+describe('init rollback and resume', () => {
+  let bed: Bed;
+  beforeAll(async () => {
+    bed = await startBed({ secrets: 20 });
+  }, 120_000);
+  afterAll(() => bed?.stop());
+
+  it('an apiserver that crashes with the new flag is rolled back: exit 5, old manifest, healthy, key kept in a backup', async () => {
+    const n = bed.nodes[0]!;
+    const original = await readFile(n.manifest, 'utf8');
+    await n.setKnobs({ crashOnStartIfFlag: '--encryption-provider-config' });
+    const r = await runCli([...n.cliArgs, '--yes', '--json', 'init', '--timeout', '8s']);
+    expect(r.exitCode, String(r.stderr)).toBe(5);
+    const j = jsonOf(r);
+    expect(j.error.kind).toBe('rolled-back');
+    expect(j.error.message).toMatch(/waited 8 s.*rolled back.*from .*kube-apiserver\.yaml.*removed .*config\.yaml \(kept as .*\).*healthy again/);
+    expect(j.error.hint).toContain('crictl logs');
+    expect(await readFile(n.manifest, 'utf8')).toBe(original);
+    expect(existsSync(join(n.root, CONFIG_REL))).toBe(false);
+    const kept = /kept as (\S+?)\)/.exec(j.error.message)![1]!;
+    expect((await stat(kept)).mode & 0o777).toBe(0o600);
+    const readyz = await (await bed.api()).get('/readyz');
+    expect(readyz.status).toBe(200);
+    await n.setKnobs({});
+  }, 90_000);
+
+  it('after a rollback, init starts over and succeeds', async () => {
+    const n = bed.nodes[0]!;
+    const r = await runCli([...n.cliArgs, '--yes', '--json', 'init']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(jsonOf(r).state).toBe('done');
+  }, 90_000);
+});
+
+describe('kill -9 mid-run, then a re-run', () => {
+  let bed: Bed;
+  beforeAll(async () => {
+    // A slow restart leaves time to kill the CLI while it waits for the apiserver.
+    bed = await startBed({ secrets: 40, knobs: { startDelayMs: 4000 } });
+  }, 120_000);
+  afterAll(() => bed?.stop());
+
+  it('resumes at the first unfinished step with the same key', async () => {
+    const n = bed.nodes[0]!;
+    const before = await secretHashes(await bed.api());
+    const child = spawn(process.execPath, [BIN, ...n.cliArgs, '--yes', 'init'], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
+    const exited = new Promise<void>((res) => child.on('exit', () => res()));
+    const journal = join(n.root, JOURNAL_REL);
+    const deadline = Date.now() + 30_000;
+    let steps: string[] = [];
+    while (Date.now() < deadline) {
+      try {
+        steps = JSON.parse(await readFile(journal, 'utf8')).steps.map((s: { name: string }) => s.name);
+      } catch {
+        steps = [];
+      }
+      if (steps.includes('patch-manifest')) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    child.kill('SIGKILL');
+    await exited;
+    expect(steps).toContain('patch-manifest');
+    expect(steps).not.toContain('wait-apiserver');
+    const keyBefore = keyOf(await readFile(join(n.root, CONFIG_REL), 'utf8'));
+
+    const r = await runCli([...n.cliArgs, '--yes', '--json', 'init']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j.state).toBe('done');
+    expect(j.warnings.join('\n')).toContain('stale lock');
+    expect(keyOf(await readFile(join(n.root, CONFIG_REL), 'utf8'))).toBe(keyBefore);
+    const rec = JSON.parse(await readFile(journal, 'utf8'));
+    expect(rec.status).toBe('done');
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: before.size });
+    expect(await secretHashes(await bed.api())).toEqual(before);
+  }, 120_000);
+});
