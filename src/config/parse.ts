@@ -76,7 +76,8 @@ function zodProblems(issues: readonly z.core.$ZodIssue[]): Finding[] {
  * instead of throwing. Semantic rules are ./validate.ts's job.
  */
 export function parseConfigText(text: string): ParseResult {
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true });
+  // YAML 1.1, as the apiserver's decoder (sigs.k8s.io/yaml) reads it: `name: on` is a boolean there.
+  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true, version: '1.1' });
   const list = Array.isArray(docs) ? docs : [docs];
   const nonEmpty = list.filter((d) => d.contents !== null || d.errors.length > 0);
   if (nonEmpty.length === 0) {

@@ -43,7 +43,8 @@ export function canonicalConfig(cfg: EncryptionConfiguration): EncryptionConfigu
 
 /** YAML text of a config, stable key order, with a header saying it holds keys. Pure. */
 export function renderEncryptionConfig(cfg: EncryptionConfiguration): string {
-  const body = stringify(canonicalConfig(cfg), { lineWidth: 0, indent: 2, indentSeq: true });
+  // YAML 1.1 quoting, so that the apiserver reads a key named `on` or `yes` as a string.
+  const body = stringify(canonicalConfig(cfg), { lineWidth: 0, indent: 2, indentSeq: true, version: '1.1' });
   return `${CONFIG_HEADER}\n${body}`;
 }
 

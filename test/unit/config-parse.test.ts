@@ -54,6 +54,7 @@ describe('parseEncryptionConfig', () => {
     ['wrong kind', 'apiVersion: apiserver.config.k8s.io/v1\nkind: Pod\nresources: []\n', 'kind', /expected "EncryptionConfiguration"/],
     ['wrong apiVersion', 'apiVersion: v1\nkind: EncryptionConfiguration\nresources: []\n', 'apiVersion', /apiserver.config.k8s.io\/v1/],
     ['not a mapping', '- a\n- b\n', '', /expected object/],
+    ['a YAML 1.1 boolean as a key name, as the apiserver reads it', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: on\n              secret: abcd\n`, 'resources[0].providers[0].aescbc.keys[0].name', /expected string, received boolean/],
   ])('reports a shape error with its document path: %s', (_name, text, path, message) => {
     const r = parseConfigText(text);
     expect(r.ok).toBe(false);

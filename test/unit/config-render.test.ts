@@ -48,6 +48,15 @@ describe('buildEncryptionConfig + renderEncryptionConfig', () => {
     expect(renderEncryptionConfig(a)).toMatch(/apiVersion: apiserver[^]*kind: EncryptionConfiguration[^]*resources:[^]*- resources:[^]*providers:[^]*apiVersion: v2\n\s+name: k\n\s+endpoint: unix:\/\/\/s\n\s+timeout: 2s/);
   });
 
+  it('quotes key names that YAML 1.1 would read as booleans or numbers', () => {
+    for (const keyName of ['on', 'yes', 'n', '0755', '1:20']) {
+      const cfg = buildEncryptionConfig({ provider: 'aescbc', keyName, key: K32, resources: ['secrets'] });
+      const text = renderEncryptionConfig(cfg);
+      expect(text).toContain(`name: "${keyName}"`);
+      expect(parseEncryptionConfig(text, 'x')).toEqual(cfg);
+    }
+  });
+
   it('produces text whose secret the redactor hides', () => {
     const text = renderEncryptionConfig(buildEncryptionConfig(builds[0]![1]));
     expect(text).toContain(K32);
