@@ -1,0 +1,102 @@
+// The staged path on two control planes sharing one etcd: identity first with the new key as
+// reader on every node, then the key first, then the rewrite; each stage advances only when both
+// nodes report it, and a re-run while the other node lags is refused.
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
+import { startBed, type Bed } from '../bed/index';
+import { jsonOf, runCli } from '../helpers/cli';
+
+const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
+
+let bed: Bed;
+let copies: string;
+let before: Map<string, string>;
+
+beforeAll(async () => {
+  bed = await startBed({ nodes: 2, secrets: 60 });
+  copies = await mkdtemp(join(tmpdir(), 'k8s-encrypt-copies-'));
+  before = await secretHashes(await bed.api(0));
+}, 120_000);
+afterAll(async () => {
+  await bed?.stop();
+  if (copies) await rm(copies, { recursive: true, force: true });
+});
+
+const init = (node: number, ...extra: string[]) => runCli([...bed.nodes[node]!.cliArgs, '--yes', '--json', 'init', ...extra]);
+const stageOf = async (node: string) => (await (await bed.api(0)).get(`/api/v1/nodes/${node}`)).body.metadata.annotations?.['k8s-encrypt.io/stage'];
+const firstProvider = async (node: number) => Object.keys(parse(await readFile(join(bed.nodes[node]!.root, CONFIG_REL), 'utf8')).resources[0].providers[0])[0];
+
+/** Every Secret readable from both apiservers with its original data. */
+async function readableFromBoth(): Promise<void> {
+  for (const i of [0, 1]) expect(await secretHashes(await bed.api(i))).toEqual(before);
+}
+
+describe('init on two control planes', () => {
+  it('node 0 goes to the reader stage (identity first) and pauses for the other node', async () => {
+    const r = await init(0);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { controlPlanes: 2, stage: 'reader' } });
+    expect(j.multiNode.nodes).toEqual([{ node: 'cp-1', reports: 'nothing yet' }]);
+    expect(j.multiNode.next).toContain('--from-config');
+    expect(await firstProvider(0)).toBe('identity');
+    expect(await stageOf('cp-0')).toMatch(/^reader:sha256:[0-9a-f]{64}$/);
+    // Nothing is encrypted yet: identity still writes.
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ plaintext: before.size });
+    await readableFromBoth();
+  }, 90_000);
+
+  it('a re-run on node 0 while node 1 is not configured is refused (exit 6) and changes nothing', async () => {
+    const starts = bed.nodes[0]!.apiserverStarts();
+    const r = await init(0);
+    expect(r.exitCode).toBe(6);
+    expect(jsonOf(r).error.message).toMatch(/not every control plane runs stage "reader".*cp-1: nothing yet/);
+    expect(bed.nodes[0]!.apiserverStarts()).toBe(starts);
+    expect(await firstProvider(0)).toBe('identity');
+  }, 60_000);
+
+  it('node 1 installs the same file with --from-config and records the same stage and hash', async () => {
+    const copy = join(copies, 'reader.yaml');
+    await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), copy);
+    const r = await init(1, '--from-config', copy);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(jsonOf(r)).toMatchObject({ state: 'done', mode: 'from-config', multiNode: { stage: 'reader' } });
+    expect(await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8')).toBe(await readFile(copy, 'utf8'));
+    expect(await stageOf('cp-1')).toBe(await stageOf('cp-0'));
+  }, 90_000);
+
+  it('node 0 then promotes the key (key first) and pauses again for node 1', async () => {
+    const r = await init(0);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' }, proof: { method: 'etcd' } });
+    expect(await firstProvider(0)).toBe('aescbc');
+    expect(await stageOf('cp-0')).toMatch(/^write:/);
+    await readableFromBoth();
+    const again = await init(0);
+    expect(again.exitCode).toBe(6);
+  }, 90_000);
+
+  it('node 1 takes the key-first file; node 0 then rewrites everything', async () => {
+    const copy = join(copies, 'write.yaml');
+    await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), copy);
+    const r1 = await init(1, '--from-config', copy);
+    expect(r1.exitCode, String(r1.stderr)).toBe(0);
+    expect(jsonOf(r1)).toMatchObject({ state: 'done', multiNode: { stage: 'write' }, proof: { method: 'etcd' } });
+    expect(await stageOf('cp-1')).toBe(await stageOf('cp-0'));
+
+    const r0 = await init(0);
+    expect(r0.exitCode, String(r0.stderr)).toBe(0);
+    const j = jsonOf(r0);
+    expect(j).toMatchObject({ state: 'done', rewrite: { failed: 0 } });
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: before.size });
+    await readableFromBoth();
+    const done = await init(0);
+    expect(done.exitCode).toBe(0);
+    expect(jsonOf(done).nothingToDo).toBe(true);
+  }, 120_000);
+});
