@@ -7,7 +7,8 @@ import { patchManifestCommand } from './patch-manifest';
 import { kmsCommand } from './kms';
 import { initCommand } from './init';
 import { waitApiserverCommand } from './wait-apiserver';
+import { statusCommand } from './status';
 
 /** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
  * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
-export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand, kmsCommand, initCommand, waitApiserverCommand];
+export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand, kmsCommand, initCommand, waitApiserverCommand, statusCommand];

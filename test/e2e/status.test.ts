@@ -143,7 +143,7 @@ describe('k8s-encrypt status on the bed', () => {
     const raw = (await bed.etcdGet(key))!;
     expect(raw.subarray(0, 8).toString('latin1')).toBe('k8s:enc:');
     const corrupted = Buffer.from(raw);
-    for (let i = corrupted.length - 20; i < corrupted.length; i++) corrupted[i] ^= 0x5a;
+    for (let i = corrupted.length - 20; i < corrupted.length; i++) corrupted[i] = corrupted[i]! ^ 0x5a;
     await bed.etcdPut(key, corrupted);
 
     const plain = await statusJson('--exit-code');
