@@ -1,0 +1,139 @@
+// runInit in-process against the bed: a config the apiserver rejects is rolled back (manifest and
+// config restored, previous apiserver healthy, exit code RolledBack), and the proof falls back to
+// the apiserver's metrics, marked weaker, when etcd cannot be reached.
+import { existsSync } from 'node:fs';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ApiClient } from '../../src/cluster/api';
+import { resolveResources } from '../../src/cluster/discovery';
+import { proveEncryption } from '../../src/cluster/proof';
+import { rewriteAll } from '../../src/cluster/rewrite';
+import { localApiserverClient } from '../../src/cluster/wait';
+import { sha256Hex } from '../../src/config/parse';
+import { etcdConnectionFromFlags, openEtcd } from '../../src/etcd/client';
+import { planInit, type InitPlan } from '../../src/init/plan';
+import { runInit, type InitDeps, type InitJournalInputs } from '../../src/init/run';
+import { readApiserverFlags } from '../../src/manifest/manifest';
+import { Journal } from '../../src/state/journal';
+import { CliError, ExitCode } from '../../src/ui/errors';
+import { startBed, type Bed, type BedNode } from '../bed/index';
+
+let bed: Bed;
+let node: BedNode;
+let api: ApiClient;
+const KEY = Buffer.alloc(32, 3).toString('base64');
+
+beforeAll(async () => {
+  bed = await startBed({ secrets: 10 });
+  node = bed.nodes[0]!;
+  api = await localApiserverClient(node.kubeconfig, await readFile(node.manifest, 'utf8'), node.manifest);
+}, 120_000);
+afterAll(async () => {
+  api?.close();
+  await bed?.stop();
+});
+
+const paths = () => ({
+  config: join(node.root, 'etc/kubernetes/encryption/config.yaml'),
+  stateDir: join(node.root, 'var/lib/k8s-encrypt'),
+  backupDir: join(node.root, 'var/lib/k8s-encrypt/backups'),
+});
+
+async function planFor(timeoutMs: number): Promise<InitPlan> {
+  return planInit({
+    manifestText: await readFile(node.manifest, 'utf8'),
+    kubeVersion: bed.kubeVersion,
+    kubeVersionSource: 'test',
+    controlPlanes: 1,
+    key: KEY,
+    keyName: 'key1',
+    options: { provider: 'aescbc', resources: ['secrets'], configPath: paths().config, manifestPath: node.manifest, timeoutMs, kubeadmConfig: true, force: false },
+  });
+}
+
+async function deps(): Promise<InitDeps> {
+  const lines: string[] = [];
+  const sink = (m: string) => void lines.push(m);
+  return {
+    api,
+    now: () => new Date(),
+    out: { step: sink, info: sink, warn: sink, success: sink },
+    backupDir: paths().backupDir,
+    manifestsDir: join(node.manifest, '..'),
+    etcd: etcdConnectionFromFlags(readApiserverFlags(await readFile(node.manifest, 'utf8'), node.manifest).flags),
+    openEtcd: (c) => openEtcd(c),
+    rewrite: async (resources) => rewriteAll({ api, now: () => new Date() }, { resources: await resolveResources(api, resources) }),
+  };
+}
+
+async function journalFor(plan: InitPlan, timeoutMs: number): Promise<Journal<InitJournalInputs>> {
+  return Journal.start<InitJournalInputs>(
+    paths().stateDir,
+    'init',
+    {
+      mode: plan.mode, provider: plan.provider, keyName: plan.keyName, expectedPrefix: plan.expectedPrefix, resources: plan.resources,
+      configPath: plan.configPath, manifestPath: node.manifest, timeoutMs, kubeadmConfig: true, configSha256: plan.config.sha256,
+      writeConfigSha256: null, nodeName: node.name, hasNode: true, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
+    },
+    { forbidden: [KEY] },
+  );
+}
+
+describe('runInit', () => {
+  it('rolls back a config the apiserver rejects: old manifest, config removed (kept as a 0600 backup), apiserver healthy', async () => {
+    const original = await readFile(node.manifest, 'utf8');
+    const plan = await planFor(8000);
+    // A key the validator would refuse (5 bytes): only the apiserver sees this config.
+    const bad = plan.config.text.replace(KEY, Buffer.from('short').toString('base64'));
+    plan.config = { ...plan.config, text: bad, sha256: sha256Hex(bad) };
+    const journal = await journalFor(plan, 8000);
+    const startsBefore = node.apiserverStarts();
+
+    const err = await runInit(await deps(), plan, journal).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.exitCode).toBe(ExitCode.RolledBack);
+    expect(err.message).toMatch(/rolled back/);
+    expect(err.details.healthy).toBe(true);
+    expect(node.apiserverStarts()).toBeGreaterThan(startsBefore);
+    expect(await readFile(node.manifest, 'utf8')).toBe(original);
+    expect(existsSync(paths().config)).toBe(false);
+    const kept = (await readdir(paths().backupDir)).filter((f) => f.startsWith('config.yaml.'));
+    expect(kept).toHaveLength(1);
+    expect((await stat(join(paths().backupDir, kept[0]!))).mode & 0o777).toBe(0o600);
+    expect((await api.probe('/readyz')).status).toBe(200);
+    expect((await Journal.load(paths().stateDir, 'init'))!.status).toBe('rolled-back');
+    // The apiserver's log says why it refused (where the message tells the operator to look).
+    expect(node.apiserverLog(200)).toMatch(/secret|length|key/i);
+  }, 90_000);
+
+  it('a good plan runs to the end; the proof falls back to metrics (weaker) when etcd is unreachable', async () => {
+    const plan = await planFor(60_000);
+    const journal = await journalFor(plan, 60_000);
+    const r = await runInit(await deps(), plan, journal);
+    expect(r).toMatchObject({ state: 'done', proof: { method: 'etcd', weaker: false } });
+    expect(journal.status).toBe('done');
+
+    const notes: string[] = [];
+    const p = await proveEncryption(
+      { api, openEtcd: (c) => openEtcd(c, { callTimeoutMs: 1500 }), onProgress: (m) => notes.push(m) },
+      { expectedPrefix: plan.expectedPrefix, etcd: { endpoints: ['https://127.0.0.1:1'] } },
+    );
+    expect(p).toMatchObject({ method: 'metrics', weaker: true });
+    expect(notes.join()).toMatch(/etcd could not be read.*falling back/);
+    const left = await api.get<{ items: unknown[] }>('/api/v1/namespaces/kube-system/secrets', { query: { labelSelector: 'app.kubernetes.io/managed-by=k8s-encrypt' } });
+    expect(left.items).toEqual([]);
+  }, 90_000);
+
+  it('a canary stored under another prefix is a verification failure, and the canary is still deleted', async () => {
+    const err = await proveEncryption(
+      { api, openEtcd: (c) => openEtcd(c) },
+      { expectedPrefix: 'k8s:enc:secretbox:v1:other:', etcd: (await deps()).etcd },
+    ).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.exitCode).toBe(ExitCode.Verification);
+    expect(err.message).toMatch(/stored as "k8s:enc:aescbc:v1:key1:"/);
+    const left = await api.get<{ items: unknown[] }>('/api/v1/namespaces/kube-system/secrets', { query: { labelSelector: 'app.kubernetes.io/managed-by=k8s-encrypt' } });
+    expect(left.items).toEqual([]);
+  }, 60_000);
+});
