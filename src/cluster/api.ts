@@ -37,6 +37,10 @@ export interface LoadKubeconfigOptions {
  * commands that never reach the cluster (and `--help`) do not pay for loading it.
  */
 export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions = {}): Promise<ApiTarget> {
+  // client-node costs ~85 MB of RSS and a slow start: read the plain cases (client cert, token,
+  // basic auth, CA; kubeadm's admin.conf) ourselves, and hand exec/auth-provider users to it.
+  const light = await loadPlainKubeconfig(path, opts);
+  if (light) return light;
   const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
   try {
@@ -102,6 +106,71 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
     headers,
     refreshHeaders: async () => (await collect()).headers,
     source: `${path} (context ${kc.getCurrentContext()})`,
+  };
+}
+
+type Dict = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+
+/**
+ * The kubeconfig without client-node, for users without exec or auth-provider plugins; returns
+ * undefined when a plugin is needed (or the file is not plainly readable: client-node then gives
+ * its own error).
+ */
+async function loadPlainKubeconfig(path: string, opts: LoadKubeconfigOptions): Promise<ApiTarget | undefined> {
+  const [{ readFile }, { parse }, { dirname, isAbsolute, join }] = await Promise.all([
+    import('node:fs/promises'),
+    import('yaml'),
+    import('node:path'),
+  ]);
+  let doc: Dict;
+  try {
+    doc = parse(await readFile(path, 'utf8')) as Dict;
+  } catch {
+    return undefined;
+  }
+  if (!doc || typeof doc !== 'object') return undefined;
+  const named = (list: unknown, name: string | undefined, field: string): Dict | undefined => {
+    if (!Array.isArray(list) || !name) return undefined;
+    const e = list.find((x: Dict) => x?.name === name) as Dict | undefined;
+    return e && typeof e[field] === 'object' ? (e[field] as Dict) : undefined;
+  };
+  const ctxName = opts.context ?? str(doc['current-context']);
+  const context = named(doc.contexts, ctxName, 'context');
+  if (!context) return undefined; // client-node words the error
+  const cluster = named(doc.clusters, str(context.cluster), 'cluster');
+  const user = named(doc.users, str(context.user), 'user') ?? {};
+  if (!cluster || user.exec || user['auth-provider']) return undefined;
+  const base = dirname(path);
+  const file = async (p: string | undefined, what: string): Promise<Buffer | undefined> => {
+    if (!p) return undefined;
+    const abs = isAbsolute(p) ? p : join(base, p);
+    try {
+      return await readFile(abs);
+    } catch (err) {
+      const e = fsError(`read the ${what} named by kubeconfig ${path}:`, abs, err);
+      throw new CliError(e.message, { exitCode: ExitCode.Usage, hint: e.hint, cause: err });
+    }
+  };
+  const data = (v: unknown) => (str(v) ? Buffer.from(str(v)!, 'base64') : undefined);
+  const server = opts.server ?? str(cluster.server);
+  if (!server) return undefined;
+  checkServerUrl(server, opts.server ? '--server' : `kubeconfig ${path}`);
+  const headers: Record<string, string> = {};
+  const token = str(user.token) ?? (await file(str(user.tokenFile), 'token file'))?.toString('utf8').trim();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  else if (str(user.username)) {
+    headers.Authorization = `Basic ${Buffer.from(`${str(user.username)}:${str(user.password) ?? ''}`).toString('base64')}`;
+  }
+  return {
+    server,
+    ca: data(cluster['certificate-authority-data']) ?? (await file(str(cluster['certificate-authority']), 'CA file')),
+    cert: data(user['client-certificate-data']) ?? (await file(str(user['client-certificate']), 'client certificate')),
+    key: data(user['client-key-data']) ?? (await file(str(user['client-key']), 'client key')),
+    insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
+    ...(str(cluster['tls-server-name']) ? { tlsServerName: str(cluster['tls-server-name']) } : {}),
+    headers,
+    source: `${path} (context ${ctxName})`,
   };
 }
 

@@ -129,6 +129,47 @@ current-context: admin@lb
     expect((await loadKubeconfig(join(dir, 'admin.conf'))).server).toBe('https://10.0.0.1:6443');
   });
 
+  it('hands exec-plugin users to client-node, which runs the plugin for a token', async () => {
+    const cred = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: 'from-exec' } });
+    await writeFile(
+      join(dir, 'exec.conf'),
+      `apiVersion: v1
+kind: Config
+clusters: [{ name: lb, cluster: { server: 'https://10.0.0.1:6443' } }]
+users:
+- name: ex
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: sh
+      args: ['-c', ${JSON.stringify(`echo '${cred}'`)}]
+      interactiveMode: Never
+contexts: [{ name: c, context: { cluster: lb, user: ex } }]
+current-context: c
+`,
+    );
+    const t = await loadKubeconfig(join(dir, 'exec.conf'));
+    expect(t.headers?.Authorization).toBe('Bearer from-exec');
+  });
+
+  it('reads client certificate files relative to the kubeconfig without client-node', async () => {
+    await writeFile(join(dir, 'admin.crt'), 'CERT');
+    await writeFile(join(dir, 'admin.key'), 'KEY');
+    await writeFile(
+      join(dir, 'certs.conf'),
+      `apiVersion: v1
+kind: Config
+clusters: [{ name: lb, cluster: { server: 'https://10.0.0.1:6443', certificate-authority-data: ${Buffer.from('CA2').toString('base64')} } }]
+users: [{ name: a, user: { client-certificate: admin.crt, client-key: admin.key } }]
+contexts: [{ name: c, context: { cluster: lb, user: a } }]
+current-context: c
+`,
+    );
+    const t = await loadKubeconfig(join(dir, 'certs.conf'));
+    expect([String(t.ca), String(t.cert), String(t.key)]).toEqual(['CA2', 'CERT', 'KEY']);
+    expect(t.headers).toEqual({});
+  });
+
   it.each([
     [{ context: 'nope' }, /has no context "nope"/],
     [{ server: 'not a url' }, /is not a URL/],
