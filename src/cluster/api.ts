@@ -270,7 +270,7 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
         cert: target.cert,
         key: target.key,
         rejectUnauthorized: !target.insecureSkipTlsVerify,
-        servername: target.tlsServerName,
+        ...(target.tlsServerName ? { servername: target.tlsServerName } : {}),
       })
     : new HttpAgent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
   const defaultTimeout = opts.timeoutMs ?? 30_000;
