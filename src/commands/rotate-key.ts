@@ -1,0 +1,40 @@
+import { Option } from 'commander';
+import { intOption, type CommandModule } from './types';
+
+/**
+ * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
+ * through the staged transition: add-reader (several control planes only), promote, rewrite +
+ * verify, prune. Journaled: a re-run continues where it stopped. Further control planes install
+ * the first node's file per stage with --from-config.
+ */
+export const rotateKeyCommand: CommandModule = {
+  register(program, wrap) {
+    program
+      .command('rotate-key')
+      .description('rotate the write key (or change provider) through safe stages: add-reader, promote, rewrite, prune')
+      .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms (default: the current write provider)')
+      .option('--key-file <file>', 'read the new base64 key from this file (default: generate one)')
+      .option('--key-stdin', 'read the new base64 key from standard input')
+      .option('--key-name <name>', 'name of the new key (default key-<UTC timestamp>)')
+      .option('--kms-name <name>', 'KMS provider name (--provider kms)')
+      .option('--kms-endpoint <url>', 'KMS plugin socket, unix:///path (--provider kms)')
+      .addOption(new Option('--kms-api-version <v>', 'KMS API version (--provider kms)').choices(['v1', 'v2']).default('v2'))
+      .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
+      .option('--if-older-than <age>', 'only rotate when the write key is older than this (e.g. 90d); otherwise exit 0')
+      .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune')
+      .option('--from-config <file>', "further control planes: install the first node's config for the current stage")
+      .option('--config <path>', 'the EncryptionConfiguration (default: the manifest\'s --encryption-provider-config)')
+      .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
+      .option('--timeout <duration>', 'how long the apiserver may take to run each new config', '5m')
+      .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
+      .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)")
+      .option('--force', 'advance although control planes disagree, or remove a key etcd still holds objects under', false)
+      .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
+      .action(
+        wrap<Record<string, unknown>>(async (ctx, opts) => {
+          const { runTransitionCommand } = await import('../transition/command');
+          await runTransitionCommand(ctx, { kind: 'rotate', operation: 'rotate-key' }, { kubeadmConfig: true, ...(opts as object) } as never);
+        }),
+      );
+  },
+};

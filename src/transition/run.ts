@@ -1,0 +1,591 @@
+import { randomBytes } from 'node:crypto';
+import { readdir, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type { ApiClient } from '../cluster/api';
+import { updateKubeadmConfig } from '../cluster/kubeadm-config';
+import { convergence, discoverControlPlanes, notConvergedError, readStages, recordStage, type Convergence } from '../cluster/nodes';
+import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption } from '../cluster/proof';
+import type { RewriteSummary } from '../cluster/rewrite';
+import { mirrorPodHash, waitForApiserver, WaitTimeoutError } from '../cluster/wait';
+import { parseEncryptionConfig, sha256Hex } from '../config/parse';
+import type { EncryptionConfiguration } from '../config/schema';
+import type { EtcdConnection, EtcdReader } from '../etcd/client';
+import { planRestartAnnotation } from '../init/restart';
+import { writeManifestPlan } from '../manifest/apply';
+import { readApiserverFlags } from '../manifest/manifest';
+import { CONFIG_FLAG, planManifestUnpatch, RELOAD_FLAG } from '../manifest/patch';
+import { backupFile, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
+import type { Journal, JsonObject } from '../state/journal';
+import { CliError, ExitCode } from '../ui/errors';
+import { stepsOf, unreadableLabels, type PlannedStage, type StageConfig, type StageName, type TransitionPlan } from './plan';
+
+/**
+ * Applies a TransitionPlan stage by stage on this control plane. Every step is journaled before it
+ * is considered done; the config write is the commit point, with a journal entry before (`begin`:
+ * the backup) and after (`write`), so kill -9 anywhere leaves either the old or the new file and a
+ * re-run that finds out which from the file's sha256. Everything outside the process is passed in.
+ */
+
+export interface TransitionReporter {
+  step(msg: string): void;
+  info(msg: string): void;
+  warn(msg: string): void;
+  success(msg: string): void;
+}
+
+export interface TransitionDeps {
+  /** A client for THIS node's apiserver. */
+  api: ApiClient;
+  now: () => Date;
+  out: TransitionReporter;
+  signal?: AbortSignal;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  manifestPath: string;
+  manifestsDir: string;
+  configPath: string;
+  backupDir: string;
+  /** Previous configs kept in backupDir (the oldest go first). */
+  keepBackups: number;
+  nodeName: string;
+  hasNode: boolean;
+  timeoutMs: number;
+  force: boolean;
+  kubeadmConfig: boolean;
+  etcd: EtcdConnection;
+  openEtcd: (conn: EtcdConnection) => Promise<EtcdReader>;
+  /** Rewrites every object of the resources (the re-encrypt-all engine, resumable). */
+  rewrite: (resources: string[]) => Promise<RewriteSummary>;
+  /** The command the other control planes run, e.g. `k8s-encrypt rotate-key --from-config FILE`. */
+  followCommand: string;
+}
+
+/** What the executor needs of a journal: the persistent one, or an in-memory one for a follower. */
+export type StepJournal = Pick<Journal<JsonObject>, 'done' | 'output' | 'complete' | 'forget' | 'setStatus' | 'status' | 'message'>;
+
+export interface StageOutcome {
+  stage: StageName;
+  evidence?: string;
+  proof?: string;
+  rewrite?: { rewritten: number; unchanged: number; deleted: number; failed: number };
+  verified?: string;
+}
+
+export interface TransitionResult {
+  state: 'done' | 'waiting' | 'stopped';
+  /** The last stage this node completed. */
+  stage: StageName | null;
+  sha256: string | null;
+  stages: StageOutcome[];
+  lagging: { node: string; reports: string }[];
+  next: string | null;
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** A journal kept in memory: followers are idempotent by the file's sha256 instead. */
+export class MemoryJournal implements StepJournal {
+  private steps = new Map<string, JsonObject>();
+  status: 'running' | 'waiting' | 'done' | 'rolled-back' = 'running';
+  message: string | undefined;
+  done(step: string): boolean {
+    return this.steps.has(step);
+  }
+  output<T extends JsonObject = JsonObject>(step: string): T | undefined {
+    return this.steps.get(step) as T | undefined;
+  }
+  async complete(step: string, output: JsonObject = {}): Promise<void> {
+    this.steps.set(step, output);
+  }
+  async forget(steps: readonly string[]): Promise<void> {
+    for (const s of steps) this.steps.delete(s);
+  }
+  async setStatus(status: MemoryJournal['status'], message?: string): Promise<void> {
+    this.status = status;
+    this.message = message;
+  }
+}
+
+async function once(j: StepJournal, name: string, fn: () => Promise<JsonObject>): Promise<JsonObject> {
+  if (j.done(name)) return j.output(name)!;
+  const out = await fn();
+  await j.complete(name, out);
+  return out;
+}
+
+const checkAbort = (deps: TransitionDeps) => {
+  if (deps.signal?.aborted) throw deps.signal.reason;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Backups with a retention limit.
+
+/** Backs up the config (0600) and keeps only the newest `keep` copies of it. */
+export async function backupConfig(deps: Pick<TransitionDeps, 'configPath' | 'backupDir' | 'now' | 'keepBackups'>): Promise<string> {
+  const path = await backupFile(deps.configPath, deps.backupDir, deps.now());
+  await pruneBackups(deps.backupDir, basename(deps.configPath), deps.keepBackups);
+  return path;
+}
+
+/** Backups of a file, newest first (NAME.TIMESTAMP[-N].bak sorts by time). */
+export async function listBackups(backupDir: string, fileName: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(backupDir);
+  } catch {
+    return [];
+  }
+  const re = new RegExp(`^${fileName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d{8}T\\d{6}Z)(?:-(\\d+))?\\.bak$`);
+  return names
+    .map((n) => ({ n, m: re.exec(n) }))
+    .filter((x) => x.m)
+    .sort((a, b) => (a.m![1]! === b.m![1]! ? Number(b.m![2] ?? 0) - Number(a.m![2] ?? 0) : a.m![1]! < b.m![1]! ? 1 : -1))
+    .map((x) => join(backupDir, x.n));
+}
+
+export async function pruneBackups(backupDir: string, fileName: string, keep: number): Promise<string[]> {
+  const all = await listBackups(backupDir, fileName);
+  const gone = all.slice(Math.max(1, keep));
+  for (const p of gone) await unlink(p).catch(() => {});
+  return gone;
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcd: what is stored under which label.
+
+export interface LabelCounts {
+  resource: string;
+  counts: Record<string, number>;
+  /** A few objects per label, `ns/name`. */
+  examples: Record<string, string[]>;
+  writeLabel: string;
+  stale: number;
+}
+
+export async function scanLabels(
+  deps: Pick<TransitionDeps, 'etcd' | 'openEtcd' | 'signal'>,
+  cfg: EncryptionConfiguration,
+  resources: readonly string[],
+): Promise<LabelCounts[]> {
+  const [{ scanEncryptionState, etcdPrefixFor }, { transformersForResource }, { etcdError }] = await Promise.all([
+    import('../etcd/scan'),
+    import('../etcd/codec'),
+    import('../etcd/client'),
+  ]);
+  if (resources.length === 0) return [];
+  const reader = await deps.openEtcd(deps.etcd);
+  try {
+    const report = await scanEncryptionState(reader, {
+      prefix: deps.etcd.prefix,
+      resources: resources.map((r) => ({ resource: r, etcdPrefix: etcdPrefixFor(r, deps.etcd.prefix) })),
+      transformersFor: (r) => transformersForResource(cfg, r),
+      listLimit: 20,
+      ...(deps.signal ? { signal: deps.signal } : {}),
+    });
+    return report.resources.map((r) => {
+      const examples: Record<string, string[]> = {};
+      for (const o of r.stale.items) (examples[o.label] ??= []).length < 5 && examples[o.label]!.push(o.namespace ? `${o.namespace}/${o.name}` : o.name);
+      return { resource: r.resource, counts: r.counts, examples, writeLabel: r.writeLabel, stale: r.stale.count };
+    });
+  } catch (err) {
+    throw etcdError(deps.etcd, 'scan', err);
+  } finally {
+    reader.close();
+  }
+}
+
+/** The refusal to remove what etcd still holds objects under (unless --force). */
+export function assertNothingUnder(
+  scan: LabelCounts[],
+  target: EncryptionConfiguration,
+  what: string,
+  force: boolean,
+  out: TransitionReporter,
+): JsonObject {
+  const bad = unreadableLabels(target, scan);
+  if (bad.length === 0) return { unreadable: [] };
+  const list = bad.map((b) => {
+    const ex = scan.find((s) => s.resource === b.resource)?.examples[b.label] ?? [];
+    return `${b.count} ${b.resource} under ${b.label}${ex.length ? ` (e.g. ${ex.join(', ')})` : ''}`;
+  });
+  if (force) {
+    out.warn(`--force: ${what} although etcd still holds ${list.join('; ')}: those objects become unreadable`);
+    return { unreadable: bad as unknown as JsonObject[], forced: true };
+  }
+  throw new CliError(`refusing to ${what}: etcd still holds ${list.join('; ')}`, {
+    exitCode: ExitCode.Refused,
+    hint: 'rewrite them first ("k8s-encrypt re-encrypt-all --verify", or re-run this command), or pass --force if they may be lost',
+    details: { unreadable: bad },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Installing one config on this node: backup, write, restart (or reload), wait, prove, record.
+
+export interface InstallOptions {
+  stage: StageName | string;
+  config: StageConfig;
+  /** Record the stage for this node in the cluster (default true). */
+  record?: boolean;
+}
+
+/**
+ * The per-node half of a stage. Idempotent by sha256: a file that already holds the planned bytes
+ * is not written again, an annotation already there is not changed (the wait then dates the
+ * change by the manifest's mtime). A wait that fails puts the previous config back.
+ */
+export async function installConfig(deps: TransitionDeps, j: StepJournal, o: InstallOptions): Promise<StageOutcome> {
+  const s = o.stage;
+  const cfg = o.config;
+  await once(j, `${s}:begin`, async () => {
+    const exists = await fileExists(deps.configPath);
+    const current = exists ? sha256Hex(await readText(deps.configPath, 'read config')) : null;
+    if (current === cfg.sha256) return { from: current, backup: null };
+    const backup = exists ? await backupConfig(deps) : null;
+    return { from: current, backup };
+  });
+  checkAbort(deps);
+  const written = await once(j, `${s}:write`, async () => {
+    const at = deps.now();
+    const exists = await fileExists(deps.configPath);
+    if (exists && sha256Hex(await readText(deps.configPath, 'read config')) === cfg.sha256) {
+      return { at: (await stat(deps.configPath)).mtime.toISOString(), changed: false };
+    }
+    await writeFileAtomic(deps.configPath, cfg.text, { mode: SECRET_FILE_MODE });
+    deps.out.step(`wrote ${deps.configPath} (0600, sha256 ${cfg.sha256.slice(0, 12)}…) for stage ${s}`);
+    return { at: at.toISOString(), changed: true };
+  });
+  checkAbort(deps);
+  const applied = await once(j, `${s}:apply`, async () => {
+    const text = await readText(deps.manifestPath, 'read manifest');
+    const flags = readApiserverFlags(text, deps.manifestPath).flags;
+    if (flags.get(CONFIG_FLAG) === undefined) {
+      throw new CliError(`${deps.manifestPath} has no --${CONFIG_FLAG}: encryption at rest is not on here`, {
+        exitCode: ExitCode.Refused,
+        hint: 'turn it on with "k8s-encrypt init" (or "init --from-config FILE" on further control planes)',
+      });
+    }
+    if (flags.get(RELOAD_FLAG) === 'true') {
+      return { mode: 'reload', since: str(written.at)!, mirrorHashBefore: null, backup: null };
+    }
+    const plan = planRestartAnnotation(text, deps.manifestPath, cfg.sha256);
+    if (!plan.changed) {
+      // Annotated before an interruption: the change happened when the manifest was written.
+      return { mode: 'restart', since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, backup: null };
+    }
+    const mirrorHashBefore = (await mirrorPodHash(deps.api, deps.nodeName)) ?? null;
+    const since = deps.now().toISOString();
+    const w = await writeManifestPlan(
+      { now: deps.now },
+      { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir },
+      text,
+      { changed: true, newText: plan.newText, diff: plan.diff, actions: ['annotate the pod with the config sha256 (restarts it)'], notes: [], mounts: [] },
+    );
+    deps.out.step(`annotated ${deps.manifestPath} with the config sha256: the kubelet restarts the apiserver`);
+    return { mode: 'restart', since, mirrorHashBefore, backup: w.backup ?? null };
+  });
+  checkAbort(deps);
+  const waited = await once(j, `${s}:wait`, async () => {
+    const mode = applied.mode === 'reload' ? 'reload' : 'restart';
+    deps.out.step(`waiting for this node's apiserver to ${mode === 'reload' ? 'reload' : 'restart with'} the ${s} config (up to ${Math.round(deps.timeoutMs / 1000)} s)`);
+    try {
+      const r = await waitForApiserver(
+        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => deps.out.info(`  … ${m}`) },
+        {
+          since: new Date(str(applied.since)!),
+          configSha256: cfg.sha256,
+          mode,
+          timeoutMs: deps.timeoutMs,
+          nodeName: deps.nodeName,
+          ...(str(applied.mirrorHashBefore) ? { expectMirrorPodHashChange: str(applied.mirrorHashBefore)! } : {}),
+        },
+      );
+      deps.out.success(`the apiserver runs the ${s} config (${r.evidence}: ${r.detail})`);
+      return { evidence: r.evidence, detail: r.detail };
+    } catch (err) {
+      if (deps.signal?.aborted) throw err;
+      if (!(err instanceof CliError) || err.exitCode !== ExitCode.Cluster) throw err;
+      throw await restorePrevious(deps, j, s, err);
+    }
+  });
+  checkAbort(deps);
+  const proof = await once(j, `${s}:prove`, async () => proveWrites(deps, cfg));
+  if (o.record !== false) {
+    await once(j, `${s}:record`, async () => {
+      const where = await recordStage(deps.api, deps.nodeName, deps.hasNode, { stage: String(s), sha256: cfg.sha256 });
+      deps.out.step(`recorded stage "${s}" (sha256 ${cfg.sha256.slice(0, 12)}…) for ${deps.nodeName} (${where})`);
+      return { where };
+    });
+  }
+  return { stage: s as StageName, evidence: `${String(waited.evidence)}: ${String(waited.detail)}`, proof: String(proof.detail) };
+}
+
+/** A canary Secret must land in etcd the way the config writes (encrypted prefix, or plaintext). */
+async function proveWrites(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
+  if (!cfg.writePrefix) return provePlaintext(deps);
+  const p = await proveEncryption(
+    { api: deps.api, openEtcd: deps.openEtcd, onProgress: (m) => deps.out.warn(m) },
+    { expectedPrefix: cfg.writePrefix, etcd: deps.etcd, ...(deps.etcd.prefix ? { etcdKeyPrefix: deps.etcd.prefix } : {}) },
+  );
+  deps.out.success(p.detail);
+  return { method: p.method, weaker: p.weaker, detail: p.detail };
+}
+
+/**
+ * identity writes: a canary must be stored without any `k8s:enc:` prefix. No metrics fallback
+ * here: plaintext leaves no transformer count to look at, so etcd must be readable.
+ */
+async function provePlaintext(deps: TransitionDeps): Promise<JsonObject> {
+  const ns = 'kube-system';
+  const name = `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
+  const key = `${(deps.etcd.prefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  await deps.api.post(`/api/v1/namespaces/${ns}/secrets`, {
+    apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: ns, labels: { ...MANAGED_BY } }, data: { canary: randomBytes(16).toString('base64') },
+  });
+  try {
+    const reader = await deps.openEtcd(deps.etcd);
+    let raw: Uint8Array | undefined;
+    try {
+      raw = await reader.get(key);
+    } finally {
+      reader.close();
+    }
+    const observed = raw ? observedPrefix(raw) : 'missing';
+    if (!observed.startsWith('plaintext')) {
+      throw new CliError(`a Secret written now is stored as "${observed}", not as plaintext`, {
+        exitCode: ExitCode.Verification,
+        hint: 'the apiserver does not run the identity-first config: check "k8s-encrypt status"',
+      });
+    }
+    const detail = `canary ${ns}/${name} is stored in etcd as ${observed}`;
+    deps.out.success(detail);
+    return { method: 'etcd', weaker: false, detail };
+  } finally {
+    await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => deps.out.warn(`could not delete the canary ${ns}/${name}; delete it by hand`));
+  }
+}
+
+/** The apiserver did not come up with the stage config: put the previous one back and wait for it. */
+async function restorePrevious(deps: TransitionDeps, j: StepJournal, s: string, cause: CliError): Promise<CliError> {
+  const backup = str(j.output(`${s}:begin`)?.backup);
+  const restored: string[] = [];
+  let healthy = false;
+  deps.out.warn(`${cause.message}: putting the previous config back`);
+  if (backup) {
+    const text = await readText(backup, 'read backup');
+    await writeFileAtomic(deps.configPath, text, { mode: SECRET_FILE_MODE });
+    restored.push(`${deps.configPath} from ${backup}`);
+    const manifest = await readText(deps.manifestPath, 'read manifest');
+    const plan = planRestartAnnotation(manifest, deps.manifestPath, sha256Hex(text));
+    const since = deps.now();
+    if (plan.changed && readApiserverFlags(manifest, deps.manifestPath).flags.get(RELOAD_FLAG) !== 'true') {
+      await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, manifest, {
+        changed: true, newText: plan.newText, diff: plan.diff, actions: [], notes: [], mounts: [],
+      });
+    }
+    try {
+      await waitForApiserver(
+        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}) },
+        { since, configSha256: sha256Hex(text), mode: readApiserverFlags(manifest, deps.manifestPath).flags.get(RELOAD_FLAG) === 'true' ? 'reload' : 'restart', timeoutMs: deps.timeoutMs, nodeName: deps.nodeName },
+      );
+      healthy = true;
+    } catch (err) {
+      if (deps.signal?.aborted) throw err;
+    }
+  }
+  await j.forget([`${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`]);
+  await j.setStatus('waiting', `stage ${s} rolled back`);
+  const tried = cause instanceof WaitTimeoutError ? `the apiserver did not run the ${s} config within ${Math.round(cause.waitedMs / 1000)} s` : cause.message;
+  return new CliError(`${tried}; rolled back: ${restored.join('; ') || 'no backup to restore (the file was already in place)'}${healthy ? '; the previous apiserver is healthy again' : ''}`, {
+    exitCode: ExitCode.RolledBack,
+    hint: 'see why in the apiserver log (crictl logs $(crictl ps -a --name kube-apiserver -q | head -1)), then re-run to retry the stage',
+    cause,
+    details: { restored, healthy },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gates: a stage advances only when every control plane reports it.
+
+async function gate(deps: TransitionDeps, j: StepJournal, step: string, stage: string, sha256: string): Promise<Convergence | undefined> {
+  if (j.done(step)) return undefined;
+  const c = convergence(await readStages(deps.api, await discoverControlPlanes(deps.api)), { stage, sha256 });
+  if (c.agreed || deps.force) {
+    if (!c.agreed) deps.out.warn(`--force: advancing although ${c.lagging.map((l) => `${l.node} reports ${l.reports}`).join(', ')}`);
+    await j.complete(step, { forced: !c.agreed });
+    if (j.status === 'waiting') await j.setStatus('running');
+    return undefined;
+  }
+  if (j.status === 'waiting' && j.message === step) throw notConvergedError({ stage, sha256 }, c, deps.followCommand);
+  await j.setStatus('waiting', step);
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export interface RunOptions {
+  /** Run only this stage (the ones before it must be done); stop after it, before its gate. */
+  only?: StageName;
+}
+
+export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, j: StepJournal, o: RunOptions = {}): Promise<TransitionResult> {
+  const result: TransitionResult = { state: 'done', stage: null, sha256: null, stages: [], lagging: [], next: null };
+  let current: { cfg: EncryptionConfiguration; sha256: string } = { cfg: parseEncryptionConfig(plan.base.text, deps.configPath), sha256: plan.base.sha256 };
+  if (o.only) {
+    const idx = plan.stages.findIndex((st) => st.name === o.only);
+    if (idx < 0) throw new CliError(`this ${plan.kind} has no stage "${o.only}"`, { exitCode: ExitCode.Usage, hint: `its stages: ${plan.stages.map((x) => x.name).join(', ')}` });
+    const missing = plan.stages.slice(0, idx).find((st) => stepsOf(st, plan.controlPlanes).some((x) => !j.done(x)));
+    if (missing) {
+      throw new CliError(`stage "${o.only}" comes after "${missing.name}", which is not done yet`, {
+        exitCode: ExitCode.Refused,
+        hint: `run "--stage ${missing.name}" first (or run without --stage to do every stage in turn)`,
+      });
+    }
+  }
+
+  for (const stage of plan.stages) {
+    const steps = stepsOf(stage, plan.controlPlanes);
+    if (o.only && stage.name !== o.only) {
+      if (stage.config) current = { cfg: parseEncryptionConfig(stage.config.text, deps.configPath), sha256: stage.config.sha256 };
+      if (steps.every((x) => j.done(x))) {
+        result.stage = stage.name;
+        result.sha256 = stage.config?.sha256 ?? result.sha256;
+      }
+      continue;
+    }
+    checkAbort(deps);
+    const outcome = await runStage(deps, plan, j, stage, current);
+    result.stages.push(outcome);
+    if (stage.config) current = { cfg: parseEncryptionConfig(stage.config.text, deps.configPath), sha256: stage.config.sha256 };
+    result.stage = stage.name;
+    result.sha256 = stage.unpatch ? sha256Hex('') : current.sha256;
+
+    if (o.only) {
+      result.state = 'stopped';
+      result.next = plan.controlPlanes > 1 && stage.name !== 'rewrite' ? `run ${deps.followCommand} (stage ${stage.name}) on every other control plane` : null;
+      return result;
+    }
+    const gateStep = steps.find((x) => x.endsWith(':gate'));
+    if (gateStep) {
+      const c = await gate(deps, j, gateStep, stage.name, result.sha256);
+      if (c) {
+        result.state = 'waiting';
+        result.lagging = c.lagging;
+        result.next = stage.unpatch
+          ? `run "k8s-encrypt ${plan.kind} --stage prune" on each of them (${c.lagging.map((l) => l.node).join(', ')}), then re-run this command here`
+          : `copy ${deps.configPath} to ${c.lagging.map((l) => l.node).join(', ')} and run ${deps.followCommand} there, then re-run this command here`;
+        return result;
+      }
+    }
+  }
+  await j.setStatus('done');
+  return result;
+}
+
+async function runStage(
+  deps: TransitionDeps,
+  plan: TransitionPlan,
+  j: StepJournal,
+  stage: PlannedStage,
+  current: { cfg: EncryptionConfiguration; sha256: string },
+): Promise<StageOutcome> {
+  const s = stage.name;
+  if (s === 'rewrite') return rewriteStage(deps, plan, j, current.cfg);
+  if ((stage.removes.length || stage.unpatch) && !j.done(`${s}:check`)) {
+    deps.out.step(`checking etcd: nothing may remain under ${stage.removes.join(', ')} before stage ${s}`);
+    const scan = await scanLabels(deps, current.cfg, plan.resources);
+    const target = stage.config ? parseEncryptionConfig(stage.config.text, deps.configPath) : ({ ...current.cfg, resources: [] } as EncryptionConfiguration);
+    const checked = assertNothingUnder(scan, target, stage.unpatch ? 'turn encryption off' : `remove ${stage.removes.join(', ')}`, deps.force, deps.out);
+    await j.complete(`${s}:check`, checked);
+  }
+  if (stage.unpatch) return unpatchStage(deps, j, current.cfg);
+  return installConfig(deps, j, { stage: s, config: stage.config! });
+}
+
+async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJournal, cfg: EncryptionConfiguration): Promise<StageOutcome> {
+  const run = await once(j, 'rewrite:run', async () => {
+    deps.out.step(`rewriting every object of ${plan.resources.join(', ')} with the new writer`);
+    const summary = await deps.rewrite(plan.resources);
+    if (summary.failed > 0) {
+      throw new CliError(`${summary.failed} object(s) could not be rewritten (${summary.rewritten} were)`, {
+        exitCode: ExitCode.Verification,
+        hint: 're-run the command: it continues where it stopped',
+        details: { failures: summary.failures.slice(0, 20) },
+      });
+    }
+    deps.out.success(`rewrote ${summary.rewritten} object(s) (${summary.unchanged} already current, ${summary.deleted} deleted meanwhile)`);
+    return { rewritten: summary.rewritten, unchanged: summary.unchanged, deleted: summary.deleted, failed: summary.failed };
+  });
+  const verify = await once(j, 'rewrite:verify', async () => {
+    const scan = await scanLabels(deps, cfg, plan.resources);
+    const stale = scan.filter((r) => r.stale > 0);
+    if (stale.length) {
+      const list = stale.map((r) => `${r.resource}: ${r.stale} not under ${r.writeLabel} (${Object.entries(r.examples).map(([l, ex]) => `${l}: ${ex.join(', ')}`).join('; ')})`);
+      await j.forget(['rewrite:run']);
+      throw new CliError(`after the rewrite, etcd still holds objects under other labels: ${list.join('; ')}`, {
+        exitCode: ExitCode.Verification,
+        hint: 'an apiserver may still write with an older config ("k8s-encrypt status"); re-run the command to rewrite again',
+        details: { stale: scan as unknown as JsonObject[] },
+      });
+    }
+    const total = scan.reduce((n, r) => n + Object.values(r.counts).reduce((a, b) => a + b, 0), 0);
+    const line = `etcd: all ${total} object(s) of ${plan.resources.join(', ')} are under ${plan.target.label}`;
+    deps.out.success(line);
+    return { detail: line };
+  });
+  return { stage: 'rewrite', rewrite: run as unknown as StageOutcome['rewrite'], verified: String(verify.detail) };
+}
+
+/** disable's last stage on this node: flag and mount out, wait, kubeadm-config, the file to a backup. */
+export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: EncryptionConfiguration | undefined): Promise<StageOutcome> {
+  const kmsDirs = (cfg?.resources ?? []).flatMap((r) => r.providers.filter((p) => p.kms).map((p) => p.kms!.endpoint.replace(/^unix:\/\//, ''))).map((p) => dirname(p));
+  const unpatched = await once(j, 'prune:unpatch', async () => {
+    const text = await readText(deps.manifestPath, 'read manifest');
+    const inPod = readApiserverFlags(text, deps.manifestPath).flags.get(CONFIG_FLAG) ?? deps.configPath;
+    const plan = planManifestUnpatch(text, deps.manifestPath, { configPath: inPod, extraMountDirs: [...new Set(kmsDirs)] });
+    if (!plan.changed) return { since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, configPathInPod: inPod, volumeName: null, changed: false, backup: null };
+    const mirrorHashBefore = (await mirrorPodHash(deps.api, deps.nodeName)) ?? null;
+    const since = deps.now().toISOString();
+    const w = await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, text, plan);
+    deps.out.step(`${deps.manifestPath}: ${plan.actions.join('; ')} (backup ${w.backup})`);
+    return { since, mirrorHashBefore, configPathInPod: inPod, volumeName: plan.volumeName ?? null, changed: true, backup: w.backup ?? null };
+  });
+  const waited = await once(j, 'prune:wait', async () => {
+    deps.out.step(`waiting for this node's apiserver to restart without encryption (up to ${Math.round(deps.timeoutMs / 1000)} s)`);
+    const r = await waitForApiserver(
+      { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => deps.out.info(`  … ${m}`) },
+      {
+        since: new Date(str(unpatched.since)!),
+        mode: 'restart',
+        timeoutMs: deps.timeoutMs,
+        nodeName: deps.nodeName,
+        ...(str(unpatched.mirrorHashBefore) ? { expectMirrorPodHashChange: str(unpatched.mirrorHashBefore)! } : {}),
+      },
+    );
+    deps.out.success(`the apiserver runs without --${CONFIG_FLAG} (${r.evidence}: ${r.detail})`);
+    return { evidence: r.evidence, detail: r.detail };
+  });
+  await once(j, 'prune:kubeadm-config', async () => {
+    if (!deps.kubeadmConfig) return { status: 'skipped', reason: '--no-kubeadm-config' };
+    const r = await updateKubeadmConfig(deps.api, {
+      configPath: str(unpatched.configPathInPod) ?? deps.configPath,
+      mountDir: dirname(deps.configPath),
+      volumeName: str(unpatched.volumeName) ?? 'encryption-config',
+      ...(kmsDirs.length ? { extraVolumes: [...new Set(kmsDirs)].map((d, i) => ({ name: i === 0 ? 'kms-socket' : `kms-socket-${i + 1}`, dir: d, pathType: 'Directory' as const })) } : {}),
+      remove: true,
+    });
+    deps.out.step(`kube-system/kubeadm-config ${r.status}${r.reason ? ` (${r.reason})` : ''}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
+    return { status: r.status, ...(r.reason ? { reason: r.reason } : {}) };
+  });
+  const removed = await once(j, 'prune:remove-config', async () => {
+    if (!(await fileExists(deps.configPath))) return { backup: null };
+    const backup = await backupConfig(deps);
+    await unlink(deps.configPath);
+    deps.out.step(`removed ${deps.configPath} (kept as ${backup}, 0600)`);
+    return { backup };
+  });
+  await once(j, 'prune:record', async () => {
+    const where = await recordStage(deps.api, deps.nodeName, deps.hasNode, { stage: 'prune', sha256: sha256Hex('') });
+    return { where };
+  });
+  return { stage: 'prune', evidence: `${String(waited.evidence)}: ${String(waited.detail)}`, proof: `config kept as ${String(removed.backup)}` };
+}

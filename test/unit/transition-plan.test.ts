@@ -1,0 +1,183 @@
+import { describe, expect, it } from 'vitest';
+import { parseEncryptionConfig } from '../../src/config/parse';
+import { buildEncryptionConfig, renderEncryptionConfig } from '../../src/config/render';
+import type { EncryptionConfiguration, ProviderConfig } from '../../src/config/schema';
+import { CliError, ExitCode } from '../../src/ui/errors';
+import {
+  allSteps,
+  planTransition,
+  printableTransition,
+  readersOf,
+  resumePoint,
+  stageOfSha,
+  stepsOf,
+  unreadableLabels,
+  type TransitionInput,
+} from '../../src/transition/plan';
+
+const K1 = Buffer.alloc(32, 1).toString('base64');
+const K2 = Buffer.alloc(32, 2).toString('base64');
+const K3 = Buffer.alloc(32, 3).toString('base64');
+
+const baseCfg = (provider: 'aescbc' | 'secretbox' = 'aescbc', name = 'key-20260101T000000Z', key = K1): EncryptionConfiguration =>
+  buildEncryptionConfig({ provider, keyName: name, key, resources: ['secrets'] });
+const text = (c: EncryptionConfiguration) => renderEncryptionConfig(c);
+const el = (kind: 'aescbc' | 'secretbox' | 'aesgcm', name: string, secret: string): ProviderConfig => ({ [kind]: { keys: [{ name, secret }] } });
+
+const input = (o: Partial<TransitionInput>): TransitionInput => ({
+  kind: 'rotate',
+  baseText: text(baseCfg()),
+  configPath: '/etc/kubernetes/encryption/config.yaml',
+  element: el('aescbc', 'key-20260301T000000Z', K2),
+  controlPlanes: 1,
+  kubeVersion: '1.32.6',
+  ...o,
+});
+
+describe('planTransition: stages per shape', () => {
+  const rows: { name: string; in: Partial<TransitionInput>; stages: string[]; writes: (string | undefined)[]; removes: string[][] }[] = [
+    {
+      name: 'rotate, one control plane: no add-reader',
+      in: {},
+      stages: ['promote', 'rewrite', 'prune'],
+      writes: ['aescbc:key-20260301T000000Z', undefined, 'aescbc:key-20260301T000000Z'],
+      removes: [[], [], ['aescbc:key-20260101T000000Z', 'plaintext']],
+    },
+    {
+      name: 'rotate, two control planes: add-reader first, old key still writes',
+      in: { controlPlanes: 2 },
+      stages: ['add-reader', 'promote', 'rewrite', 'prune'],
+      writes: ['aescbc:key-20260101T000000Z', 'aescbc:key-20260301T000000Z', undefined, 'aescbc:key-20260301T000000Z'],
+      removes: [[], [], [], ['aescbc:key-20260101T000000Z', 'plaintext']],
+    },
+    {
+      name: 'provider change aescbc → secretbox, two control planes',
+      in: { controlPlanes: 2, element: el('secretbox', 'key-20260301T000000Z', K3) },
+      stages: ['add-reader', 'promote', 'rewrite', 'prune'],
+      writes: ['aescbc:key-20260101T000000Z', 'secretbox:key-20260301T000000Z', undefined, 'secretbox:key-20260301T000000Z'],
+      removes: [[], [], [], ['aescbc:key-20260101T000000Z', 'plaintext']],
+    },
+    {
+      name: 'disable, one control plane: identity first, then unpatch',
+      in: { kind: 'disable', element: undefined },
+      stages: ['promote', 'rewrite', 'prune'],
+      writes: ['plaintext', undefined, undefined],
+      removes: [[], [], ['aescbc:key-20260101T000000Z']],
+    },
+    {
+      name: 'disable, two control planes, identity already a reader: no add-reader',
+      in: { kind: 'disable', element: undefined, controlPlanes: 2 },
+      stages: ['promote', 'rewrite', 'prune'],
+      writes: ['plaintext', undefined, undefined],
+      removes: [[], [], ['aescbc:key-20260101T000000Z']],
+    },
+    {
+      name: 'disable, two control planes, no identity reader: add it first',
+      in: {
+        kind: 'disable',
+        element: undefined,
+        controlPlanes: 2,
+        baseText: text({ ...baseCfg(), resources: [{ resources: ['secrets'], providers: [el('aescbc', 'k1', K1)] }] }),
+      },
+      stages: ['add-reader', 'promote', 'rewrite', 'prune'],
+      writes: ['aescbc:k1', 'plaintext', undefined, undefined],
+      removes: [[], [], [], ['aescbc:k1']],
+    },
+  ];
+  it.each(rows)('$name', (row) => {
+    const plan = planTransition(input(row.in));
+    expect(plan.stages.map((s) => s.name)).toEqual(row.stages);
+    expect(plan.stages.map((s) => s.config?.writeLabel)).toEqual(row.writes);
+    expect(plan.stages.map((s) => s.removes)).toEqual(row.removes);
+    // Every stage config reads what the one before it writes: nothing becomes unreadable mid-way.
+    let prev = parseEncryptionConfig(plan.base.text, 'base');
+    for (const s of plan.stages.filter((x) => x.config)) {
+      const next = parseEncryptionConfig(s.config!.text, s.name);
+      if (!s.removes.length) expect(readersOf(next, 'secrets')).toContain(readersOf(prev, 'secrets')[0]);
+      prev = next;
+    }
+  });
+});
+
+describe('planTransition: the configs themselves', () => {
+  it('add-reader puts the new key second, promote first, prune keeps only it', () => {
+    const plan = planTransition(input({ controlPlanes: 2 }));
+    const [add, promote, , prune] = plan.stages.map((s) => (s.config ? parseEncryptionConfig(s.config.text, s.name) : undefined));
+    expect(readersOf(add!, 'secrets')).toEqual(['aescbc:key-20260101T000000Z', 'aescbc:key-20260301T000000Z', 'plaintext']);
+    expect(readersOf(promote!, 'secrets')).toEqual(['aescbc:key-20260301T000000Z', 'aescbc:key-20260101T000000Z', 'plaintext']);
+    expect(readersOf(prune!, 'secrets')).toEqual(['aescbc:key-20260301T000000Z']);
+    expect(plan.kept).toEqual(['aescbc "key-20260301T000000Z" (the write key)']);
+  });
+
+  it('keeps identity at prune where a wildcard rule may cover unlisted plaintext, and says why', () => {
+    const cfg: EncryptionConfiguration = { ...baseCfg(), resources: [{ resources: ['secrets'], providers: [el('aescbc', 'k1', K1), { identity: {} }] }, { resources: ['*.*'], providers: [el('aescbc', 'k0', K3), { identity: {} }] }] };
+    const plan = planTransition(input({ baseText: text(cfg) }));
+    const prune = parseEncryptionConfig(plan.stages.at(-1)!.config!.text, 'prune');
+    expect(readersOf(prune, 'secrets')).toEqual(['aescbc:key-20260301T000000Z', 'plaintext']);
+    expect(plan.kept[0]).toMatch(/identity stays.*wildcard/);
+    expect(plan.resources).toEqual(['secrets']);
+  });
+
+  it('is deterministic (a resumed run recognises its files by sha256) and redacts every key', () => {
+    const a = planTransition(input({ controlPlanes: 2 }));
+    const b = planTransition(input({ controlPlanes: 2 }));
+    expect(a.stages.map((s) => s.config?.sha256)).toEqual(b.stages.map((s) => s.config?.sha256));
+    const printed = JSON.stringify(printableTransition(a));
+    for (const k of [K1, K2]) expect(printed).not.toContain(k);
+    expect(printed).toContain('<redacted>');
+    expect(a.stages[0]!.diff).toMatch(/^\+.*key-20260301T000000Z/m);
+  });
+
+  it.each([
+    ['rotating a config that writes plaintext', { baseText: text({ ...baseCfg(), resources: [{ resources: ['secrets'], providers: [{ identity: {} }, el('aescbc', 'k1', K1)] }] }) }],
+    ['a new key under a name already there', { element: el('aescbc', 'key-20260101T000000Z', K2) }],
+    ['disabling a config with nothing but identity', { kind: 'disable' as const, element: undefined, baseText: text({ ...baseCfg(), resources: [{ resources: ['secrets'], providers: [{ identity: {} }] }] }) }],
+  ])('refuses %s', (_, o) => {
+    try {
+      planTransition(input(o));
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Refused);
+    }
+  });
+});
+
+describe('resumption from each journal state', () => {
+  const plan = planTransition(input({ controlPlanes: 2 }));
+  const steps = allSteps(plan);
+  it('lists the steps of each stage in order, the commit point bracketed', () => {
+    expect(stepsOf(plan.stages[0]!, 2)).toEqual(['add-reader:begin', 'add-reader:write', 'add-reader:apply', 'add-reader:wait', 'add-reader:prove', 'add-reader:record', 'add-reader:gate']);
+    expect(stepsOf(plan.stages[2]!, 2)).toEqual(['rewrite:run', 'rewrite:verify']);
+    expect(stepsOf(plan.stages[3]!, 1)[0]).toBe('prune:check');
+    expect(stepsOf(plan.stages[3]!, 1)).not.toContain('prune:gate');
+  });
+  it.each(steps.map((s, i) => [s, i] as const))('after everything before %s, the run continues there', (step, i) => {
+    const at = resumePoint(plan, steps.slice(0, i));
+    expect(at.step).toBe(step);
+    expect(at.stage).toBe(step.split(':')[0]);
+    expect(at.done).toEqual(plan.stages.filter((s) => stepsOf(s, 2).every((x) => steps.indexOf(x) < i)).map((s) => s.name));
+  });
+  it('with every step done there is nothing left', () => {
+    expect(resumePoint(plan, steps)).toEqual({ done: ['add-reader', 'promote', 'rewrite', 'prune'] });
+  });
+  it('names the stage a config file stands for', () => {
+    expect(stageOfSha(plan, plan.base.sha256)).toBe('base');
+    expect(stageOfSha(plan, plan.stages[1]!.config!.sha256)).toBe('promote');
+    expect(stageOfSha(plan, 'f'.repeat(64))).toBeUndefined();
+  });
+});
+
+describe('unreadableLabels: what a config could no longer read', () => {
+  const cfg = parseEncryptionConfig(text(baseCfg()), 'c');
+  it.each([
+    [{ 'aescbc:key-20260101T000000Z': 5, plaintext: 2 }, []],
+    [{ 'aescbc:old': 3 }, [{ resource: 'secrets', label: 'aescbc:old', count: 3 }]],
+    [{ 'secretbox:key-20260101T000000Z': 1, 'aescbc:old': 0 }, [{ resource: 'secrets', label: 'secretbox:key-20260101T000000Z', count: 1 }]],
+  ])('%j', (counts, want) => {
+    expect(unreadableLabels(cfg, [{ resource: 'secrets', counts }])).toEqual(want);
+  });
+  it('a resource no rule covers reads plaintext only', () => {
+    expect(unreadableLabels(cfg, [{ resource: 'configmaps', counts: { plaintext: 4, 'aescbc:x': 1 } }])).toEqual([{ resource: 'configmaps', label: 'aescbc:x', count: 1 }]);
+  });
+});
