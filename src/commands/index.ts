@@ -8,7 +8,10 @@ import { kmsCommand } from './kms';
 import { initCommand } from './init';
 import { waitApiserverCommand } from './wait-apiserver';
 import { statusCommand } from './status';
+import { rotateKeyCommand } from './rotate-key';
+import { disableCommand } from './disable';
+import { rollbackCommand } from './rollback';
 
 /** Every subcommand, in the order `--help` lists them. Command modules stay light: heavy code
  * (Kubernetes client, etcd, gRPC) is imported inside their actions. */
-export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand, kmsCommand, initCommand, waitApiserverCommand, statusCommand];
+export const commands: CommandModule[] = [generateKeyCommand, writeConfigCommand, validateConfigCommand, reEncryptAllCommand, patchManifestCommand, kmsCommand, initCommand, waitApiserverCommand, statusCommand, rotateKeyCommand, disableCommand, rollbackCommand];
