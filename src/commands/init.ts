@@ -17,7 +17,7 @@ export interface Opts {
   keyName?: string;
   keyFile?: string;
   keyStdin?: boolean;
-  timeout: string;
+  timeout?: string;
   kubeadmConfig: boolean;
   dryRun?: boolean;
   fromConfig?: string;
@@ -41,7 +41,7 @@ export const initCommand: CommandModule = {
       .option('--key-stdin', 'read the base64 key from standard input')
       .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--config <path>', 'where the EncryptionConfiguration goes (default ROOT/etc/kubernetes/encryption/config.yaml)')
-      .option('--timeout <duration>', 'how long the apiserver may take to come back before the change is rolled back', '5m')
+      .option('--timeout <duration>', 'how long the apiserver may take to come back before the change is rolled back (default 5m)')
       .option('--no-kubeadm-config', 'do not record the flag and mount in kube-system/kubeadm-config')
       .option('--dry-run', 'print the whole plan (key redacted, config, manifest diff, kubeadm-config diff, later steps); change nothing', false)
       .option('--from-config <file>', 'other control planes: install exactly this config (copied from the first node) and record the stage')

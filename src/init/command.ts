@@ -21,6 +21,7 @@ import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions
 import { runInit, type InitJournalInputs, type InitResult } from './run';
 
 export const INIT_OPERATION = 'init';
+export const DEFAULT_TIMEOUT = '5m';
 
 export function parseTimeoutMs(v: string, flag = '--timeout'): number {
   const ns = parseGoDuration(/^\d+$/.test(v) ? `${v}s` : v);
@@ -79,9 +80,24 @@ function checkOptions(opts: Opts): void {
   if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
 }
 
+async function freshKey(
+  ctx: Context,
+  opts: Opts,
+  provider: Provider,
+  fromConfig: boolean,
+): Promise<{ key: string | undefined; keySource: InitJournalInputs['keySource'] }> {
+  if (fromConfig) return { key: undefined, keySource: 'from-config' };
+  if (!isLocalProvider(provider)) return { key: undefined, keySource: 'kms' };
+  if (opts.keyFile) {
+    return { key: decodeKey(provider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64'), keySource: 'file' };
+  }
+  if (opts.keyStdin) return { key: decodeKey(provider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64'), keySource: 'stdin' };
+  return { key: generateKey(provider), keySource: 'generated' };
+}
+
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   checkOptions(opts);
-  const timeoutMs = parseTimeoutMs(opts.timeout);
+  const timeoutMs = parseTimeoutMs(opts.timeout ?? DEFAULT_TIMEOUT);
   const paths = ctx.paths;
   const manifestPath = paths.manifest;
   const configPath = paths.config;
@@ -100,10 +116,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   let lock: Lock | undefined;
   let api: ApiClient | undefined;
   try {
-    if (!opts.dryRun) {
-      await assertWritable([manifestPath, configPath, paths.stateDir, paths.backupDir]);
-      lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
-    }
+    // Everything up to the lock only reads; bad input leaves the disk exactly as it was.
+    if (!opts.dryRun) await assertWritable([manifestPath, configPath, paths.stateDir, paths.backupDir]);
 
     let journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
     if (journal && journal.status === 'done') {
@@ -117,7 +131,21 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       }
     }
     const resuming = journal !== undefined && !isFinished(journal.status);
-    if (resuming) ctx.out.info(`continuing the interrupted ${journal!.id} (${journal!.status})`);
+    if (resuming) {
+      ctx.out.info(`continuing the interrupted ${journal!.id} (${journal!.status}) where it stopped`);
+      const j = journal!.inputs;
+      const ignored = [
+        opts.provider !== 'aescbc' && opts.provider !== j.provider ? '--provider' : '',
+        opts.resources !== 'secrets' && opts.resources !== j.resources.join(',') ? '--resources' : '',
+        opts.keyName && opts.keyName !== j.keyName ? '--key-name' : '',
+        opts.keyFile && !j.keyFile ? '--key-file' : '',
+        opts.fromConfig && resolve(opts.fromConfig) !== j.fromConfig ? '--from-config' : '',
+      ].filter(Boolean);
+      if (ignored.length) ctx.out.warn(`${ignored.join(', ')} ignored: the interrupted run's plan is continued (move ${journal!.path} away to start over)`);
+    }
+
+    // A fresh run's key is read (and checked) before anything reaches out to the cluster.
+    const fresh = resuming ? undefined : await freshKey(ctx, opts, provider, fromConfigText !== undefined);
 
     api = await localApiserverClient(paths.kubeconfig, manifestText, manifestPath);
     const kv = await kubeVersionOf(api, flags.kubeVersionFromImage);
@@ -174,7 +202,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
           resources: j.resources,
           configPath: j.configPath,
           manifestPath: j.manifestPath,
-          timeoutMs: opts.timeout === '5m' ? j.timeoutMs : timeoutMs,
+          // A resumed run keeps the first run's timeout unless this run gives one.
+          timeoutMs: opts.timeout !== undefined ? timeoutMs : j.timeoutMs,
           kubeadmConfig: j.kubeadmConfig,
           force: Boolean(opts.force),
           ...(j.kms ? { kms: { name: j.kms.name, endpoint: j.kms.endpoint, apiVersion: j.kms.apiVersion, ...(j.kms.timeout ? { timeout: j.kms.timeout } : {}) } } : {}),
@@ -194,18 +223,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         provider === 'kms' && !fromConfigText
           ? { name: opts.kmsName!, endpoint: opts.kmsEndpoint!, apiVersion: opts.kmsApiVersion, ...(opts.kmsTimeout ? { timeout: opts.kmsTimeout } : {}) }
           : undefined;
-      if (fromConfigText !== undefined) keySource = 'from-config';
-      else if (provider === 'kms') keySource = 'kms';
-      else if (opts.keyFile) {
-        keySource = 'file';
-        key = decodeKey(provider as LocalProvider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64');
-      } else if (opts.keyStdin) {
-        keySource = 'stdin';
-        key = decodeKey(provider as LocalProvider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64');
-      } else {
-        keySource = 'generated';
-        key = generateKey(provider as LocalProvider);
-      }
+      ({ key, keySource } = fresh!);
       input = {
         options: {
           provider,
@@ -246,6 +264,16 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     }
 
     for (const w of plan.warnings) ctx.out.warn(w);
+    lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    // The plan was made from the journal as read before the lock: it must still be what is there.
+    const seen = journal?.record.updatedAt;
+    const now = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
+    if (now?.record.updatedAt !== seen) {
+      throw new CliError('another k8s-encrypt run changed the init journal meanwhile', {
+        exitCode: ExitCode.Refused,
+        hint: 're-run init: it plans again from the journal as it is now',
+      });
+    }
     if (!resuming) {
       await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'reader' ? 'reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
       journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, me.name, hasNode, keySource!, opts), {

@@ -4,7 +4,9 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { join, relative } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,4 +192,43 @@ describe('kill -9 mid-run, then a re-run', () => {
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: before.size });
     expect(await secretHashes(await bed.api())).toEqual(before);
   }, 120_000);
+});
+
+describe('bad input: one clear line, exit 2, nothing changed on disk', () => {
+  let root: string;
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'k8s-encrypt-init-bad-'));
+    await mkdir(join(root, 'etc/kubernetes/manifests'), { recursive: true });
+    await copyFile(fileURLToPath(new URL('../fixtures/manifests/kubeadm-1.32.yaml', import.meta.url)), join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'));
+    await writeFile(join(root, 'not-base64.key'), 'this is not a key!\n');
+    await writeFile(join(root, 'short.key'), `${Buffer.alloc(16, 1).toString('base64')}\n`);
+    await writeFile(join(root, 'bad.yaml'), 'kind: [unclosed\n');
+  });
+  afterAll(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  const cases: { name: string; args: (r: string) => string[]; msg: RegExp }[] = [
+    { name: 'missing manifest', args: (r) => ['--manifest', join(r, 'nope.yaml')], msg: /cannot read manifest .*nope\.yaml: it does not exist/ },
+    { name: 'manifest that does not parse', args: (r) => ['--manifest', join(r, 'bad.yaml')], msg: /bad\.yaml/ },
+    { name: 'key that is not base64', args: (r) => ['--key-file', join(r, 'not-base64.key')], msg: /not valid base64/ },
+    { name: 'key of the wrong length', args: (r) => ['--provider', 'secretbox', '--key-file', join(r, 'short.key')], msg: /16 bytes; a secretbox key must be 32 bytes/ },
+    { name: 'unknown provider', args: () => ['--provider', 'rot13'], msg: /unknown provider "rot13"/ },
+    { name: 'kms without its endpoint', args: () => ['--provider', 'kms', '--kms-name', 'k'], msg: /needs --kms-name and --kms-endpoint/ },
+    { name: '--from-config with a key option', args: (r) => ['--from-config', join(r, 'bad.yaml'), '--key-file', join(r, 'short.key')], msg: /--from-config installs the given file as is/ },
+    { name: 'a timeout that is not a duration', args: () => ['--timeout', 'soon'], msg: /--timeout "soon" is not a positive duration/ },
+    { name: 'no kubeconfig', args: () => [], msg: /kubeconfig/ },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const h0 = await hashTree(root);
+      const r = await runCli(['--root', root, '--yes', 'init', ...c.args(root)]);
+      expect(r.exitCode, String(r.stderr)).toBe(2);
+      const lines = String(r.stderr).trim().split('\n').filter((l) => !/DeprecationWarning|trace-deprecation/.test(l));
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(c.msg);
+      expect(await hashTree(root)).toBe(h0);
+      expect(existsSync(join(root, 'var'))).toBe(false);
+    });
+  }
 });
