@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { convergence, formatStage, identifyThisNode, notConvergedError, parseStage, type ControlPlane, type NodeStage } from '../../src/cluster/nodes';
+import { ExitCode } from '../../src/ui/errors';
+
+const A = 'a'.repeat(64);
+const B = 'b'.repeat(64);
+
+describe('stage records', () => {
+  it('round-trip STAGE:sha256:HEX and reject anything else', () => {
+    expect(formatStage({ stage: 'reader', sha256: A })).toBe(`reader:sha256:${A}`);
+    expect(parseStage(`write:sha256:${B}`)).toEqual({ stage: 'write', sha256: B });
+    for (const bad of [undefined, '', 'reader', `reader:sha256:${A.slice(1)}`, `reader:md5:${A}`, `Reader:sha256:${A}`]) {
+      expect(parseStage(bad)).toBeUndefined();
+    }
+  });
+
+  const stages = (...s: [string, string | undefined][]): NodeStage[] =>
+    s.map(([node, v]) => ({ node, where: 'node-annotation' as const, ...(v ? { record: parseStage(v)! } : {}) }));
+
+  const cases: { name: string; s: NodeStage[]; agreed: boolean; lagging: string[] }[] = [
+    { name: 'all at the wanted stage and hash', s: stages(['cp-0', `reader:sha256:${A}`], ['cp-1', `reader:sha256:${A}`]), agreed: true, lagging: [] },
+    { name: 'one node has nothing yet', s: stages(['cp-0', `reader:sha256:${A}`], ['cp-1', undefined]), agreed: false, lagging: ['cp-1'] },
+    { name: 'same stage, another config', s: stages(['cp-0', `reader:sha256:${A}`], ['cp-1', `reader:sha256:${B}`]), agreed: false, lagging: ['cp-1'] },
+    { name: 'same config, another stage', s: stages(['cp-0', `reader:sha256:${A}`], ['cp-1', `write:sha256:${A}`]), agreed: false, lagging: ['cp-1'] },
+  ];
+  for (const c of cases) {
+    it(`convergence: ${c.name}`, () => {
+      const r = convergence(c.s, { stage: 'reader', sha256: A });
+      expect(r.agreed).toBe(c.agreed);
+      expect(r.lagging.map((l) => l.node)).toEqual(c.lagging);
+    });
+  }
+
+  it('the refusal names every lagging node and exits Refused', () => {
+    const c = convergence(stages(['cp-0', `reader:sha256:${A}`], ['cp-1', undefined], ['cp-2', `reader:sha256:${B}`]), { stage: 'reader', sha256: A });
+    const err = notConvergedError({ stage: 'reader', sha256: A }, c, 'init --from-config');
+    expect(err.exitCode).toBe(ExitCode.Refused);
+    expect(err.message).toMatch(/cp-1: nothing yet; cp-2: reader \(sha256 bbbbbbbbbbbb…\)/);
+  });
+});
+
+describe('identifyThisNode', () => {
+  const cmd = (port: number) => ['kube-apiserver', `--secure-port=${port}`, '--etcd-servers=https://127.0.0.1:2379'];
+  const cps: ControlPlane[] = [
+    { name: 'cp-0', hasNode: true, hasMirrorPod: true, command: cmd(6443) },
+    { name: 'cp-1', hasNode: true, hasMirrorPod: true, command: cmd(6444) },
+  ];
+  const cases: { name: string; cps: ControlPlane[]; args: string[]; given?: string; host: string; want: string }[] = [
+    { name: '--node-name wins', cps, args: cmd(6443), given: 'manual', host: 'x', want: 'manual' },
+    { name: 'the mirror pod running this manifest', cps, args: ['/usr/local/bin/kube-apiserver', ...cmd(6444).slice(1)], host: 'cp-0', want: 'cp-1' },
+    { name: 'the host name when no command matches', cps, args: cmd(7000), host: 'CP-0.example.com', want: 'cp-0' },
+    { name: 'the only control plane', cps: [cps[0]!], args: cmd(7000), host: 'elsewhere', want: 'cp-0' },
+    { name: 'no control plane found: the host name', cps: [], args: cmd(7000), host: 'Node-9', want: 'node-9' },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      expect(identifyThisNode(c.cps, c.args, c.given, c.host).name).toBe(c.want);
+    });
+  }
+});
