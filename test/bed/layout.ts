@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { parseDocument, stringify, type YAMLMap, type YAMLSeq } from 'yaml';
 
 /**
  * The kubeadm layout of one bed node, rendered by pure functions: the kube-apiserver static pod
@@ -232,4 +232,34 @@ export function renderKubeadmConfigMap(i: ClusterConfigInput): Record<string, un
     metadata: { name: 'kubeadm-config', namespace: 'kube-system' },
     data: { ClusterConfiguration: stringify(cluster) },
   };
+}
+
+export interface EncryptionFlagEdit {
+  /** Path of the EncryptionConfiguration as the apiserver sees it. */
+  configFile: string;
+  /** Mount this directory (hostPath, same path inside the pod); omit to add the flag only. */
+  mountDir?: string;
+  volumeName?: string;
+}
+
+/**
+ * The documented manual edit of a kube-apiserver static pod manifest: the
+ * --encryption-provider-config flag plus a read-only hostPath volume and mount. Written for the
+ * bed's demo and the contract tests, independently of the CLI's own manifest patcher.
+ */
+export function addEncryptionConfigFlag(manifestText: string, e: EncryptionFlagEdit): string {
+  const doc = parseDocument(manifestText);
+  const containers = doc.getIn(['spec', 'containers']) as YAMLSeq<YAMLMap>;
+  const c = containers.items.find((x) => x.get('name') === 'kube-apiserver') ?? containers.items[0];
+  if (!c) throw new Error('the manifest has no container');
+  const list = (c.get('command') as YAMLSeq | undefined) ?? (c.get('args') as YAMLSeq);
+  list.add(`--encryption-provider-config=${e.configFile}`);
+  if (e.mountDir) {
+    const name = e.volumeName ?? 'encryption-config';
+    if (!c.get('volumeMounts')) c.set('volumeMounts', doc.createNode([]));
+    (c.get('volumeMounts') as YAMLSeq).add(doc.createNode({ mountPath: e.mountDir, name, readOnly: true }));
+    if (!doc.getIn(['spec', 'volumes'])) doc.setIn(['spec', 'volumes'], doc.createNode([]));
+    (doc.getIn(['spec', 'volumes']) as YAMLSeq).add(doc.createNode({ hostPath: { path: e.mountDir, type: 'DirectoryOrCreate' }, name }));
+  }
+  return doc.toString();
 }

@@ -7,7 +7,8 @@ import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseDocument, parse } from 'yaml';
+import { parse } from 'yaml';
+import { addEncryptionConfigFlag } from '../layout';
 import { writeFileAtomic } from '../../../src/state/atomic';
 import { repoRoot, startBed, type Bed } from '../index';
 import type { TestApi } from '../api';
@@ -78,15 +79,9 @@ async function manualSteps(bed: Bed, commands: Set<string>): Promise<void> {
   }
 
   say(`editing ${node.manifest}: --encryption-provider-config plus a hostPath volume and mount`);
-  const doc = parseDocument(await readFile(node.manifest, 'utf8'));
-  const container = (doc.getIn(['spec', 'containers', 0]) as any);
-  container.get('command').add(`--encryption-provider-config=${config}`);
-  container.get('volumeMounts').add(doc.createNode({ mountPath: configDir, name: 'encryption-config', readOnly: true }));
-  (doc.getIn(['spec', 'volumes']) as any).add(
-    doc.createNode({ hostPath: { path: configDir, type: 'DirectoryOrCreate' }, name: 'encryption-config' }),
-  );
+  const manifest = addEncryptionConfigFlag(await readFile(node.manifest, 'utf8'), { configFile: config, mountDir: configDir });
   const before = node.apiserverStarts();
-  await writeFileAtomic(node.manifest, doc.toString(), { mode: 0o600 });
+  await writeFileAtomic(node.manifest, manifest, { mode: 0o600 });
 
   say('waiting for the kubelet to restart kube-apiserver');
   await node.kubelet.readyAfterStart(before + 1);
