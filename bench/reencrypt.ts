@@ -257,10 +257,36 @@ async function runKubectlBench(node: BedNode, n: number): Promise<Measured | { s
   return { name: 'kubectl get -A -o json | kubectl replace -f -', seconds, objects: n, peakRssMb: rss };
 }
 
-/** The ceiling: list everything into memory, then PUT with 32 in flight, no retries. */
+/**
+ * The ceiling in its own process (as the other two run), so it does not share an event loop with
+ * the bed's kubelet stand-in: this script re-run with --raw-put-child KUBECONFIG.
+ */
 async function runRawBench(node: BedNode, n: number): Promise<Measured> {
-  const api = createApiClient(await loadKubeconfig(node.kubeconfig), { maxSockets: 32 });
   const t0 = performance.now();
+  const p = spawn(process.execPath, [fileURLToPath(import.meta.url), '--raw-put-child', node.kubeconfig], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, K8S_ENCRYPT_BENCH_COPY: '1' },
+  });
+  const peak = watchPeak(() => (p.pid ? [p.pid] : []));
+  let out = '';
+  p.stdout!.on('data', (c) => (out += c));
+  const code = await waitExit(p);
+  const seconds = (performance.now() - t0) / 1000;
+  const rss = peak.stop();
+  if (code !== 0) throw new Error(`raw PUT loop exited ${code}`);
+  const r = JSON.parse(out) as { errors: number; objects: number };
+  return {
+    name: 'raw PUT loop (32 in flight, in memory)',
+    seconds,
+    objects: n,
+    peakRssMb: rss,
+    note: `${r.objects} PUT${r.errors ? `, ${r.errors} errors` : ''}`,
+  };
+}
+
+/** The raw loop itself: list everything into memory, then PUT with 32 in flight, no retries. */
+async function rawPutChild(kubeconfig: string): Promise<void> {
+  const api = createApiClient(await loadKubeconfig(kubeconfig), { maxSockets: 32 });
   const all: any[] = [];
   let cont: string | undefined;
   do {
@@ -277,9 +303,8 @@ async function runRawBench(node: BedNode, n: number): Promise<Measured> {
     }
   };
   await Promise.all(Array.from({ length: 32 }, worker));
-  const seconds = (performance.now() - t0) / 1000;
   api.close();
-  return { name: 'raw PUT loop (32 in flight, in memory)', seconds, objects: n, note: errors ? `${errors} errors` : undefined };
+  process.stdout.write(`${JSON.stringify({ objects: all.length, errors })}\n`);
 }
 
 function parseArgs(argv: string[]) {
@@ -318,6 +343,8 @@ async function reexecFromPrivateCopy(): Promise<number | undefined> {
 }
 
 async function main(): Promise<void> {
+  const child = process.argv.indexOf('--raw-put-child');
+  if (child >= 0) return rawPutChild(process.argv[child + 1]!);
   const code = await reexecFromPrivateCopy();
   if (code !== undefined) {
     process.exitCode = code;
