@@ -18,7 +18,8 @@ import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions } from './plan';
-import { runInit, type InitJournalInputs, type InitResult } from './run';
+import { runInit, type InitJournalInputs, type InitReporter, type InitResult } from './run';
+import type { Output } from '../ui/output';
 
 export const INIT_OPERATION = 'init';
 export const DEFAULT_TIMEOUT = '5m';
@@ -285,12 +286,54 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       if (!journal!.done('write-config')) await journal!.updateInputs({ configSha256: plan.config.sha256, writeConfigSha256: plan.writeConfig?.sha256 ?? null });
     }
 
-    const result = await runInit(await initDeps(ctx, api, manifestText, opts), plan, journal!);
+    const reporter = initReporter(ctx.out);
+    let result: InitResult;
+    try {
+      result = await runInit({ ...(await initDeps(ctx, api, manifestText, opts)), out: reporter }, plan, journal!);
+    } finally {
+      reporter.close();
+    }
     printResult(ctx, result, journal!.id);
   } finally {
     api?.close();
     await lock?.release();
   }
+}
+
+/** Step lines; on a terminal the waits show a spinner with what they currently see. */
+function initReporter(out: Output): InitReporter & { close(): void } {
+  const plain = { step: (m: string) => out.step(m), info: (m: string) => out.info(m), warn: (m: string) => out.warn(m), success: (m: string) => out.success(m) };
+  if (!out.interactive) return { ...plain, progress: (m) => out.info(`  … ${m}`), close() {} };
+  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+  let text = '';
+  let frame = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const draw = () => void out.stderr.write(`\r\x1b[K${out.c.cyan(frames[frame++ % frames.length]!)} ${text}`);
+  const close = () => {
+    if (!timer) return;
+    clearInterval(timer);
+    timer = undefined;
+    out.stderr.write('\r\x1b[K');
+  };
+  const cleared = (f: (m: string) => void) => (m: string) => {
+    close();
+    f(m);
+  };
+  return {
+    step: cleared(plain.step),
+    info: cleared(plain.info),
+    warn: cleared(plain.warn),
+    success: cleared(plain.success),
+    progress(m) {
+      text = m;
+      if (!timer) {
+        timer = setInterval(draw, 100);
+        timer.unref();
+      }
+      draw();
+    },
+    close,
+  };
 }
 
 function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNode: boolean, keySource: InitJournalInputs['keySource'], opts: Opts): InitJournalInputs {

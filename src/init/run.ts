@@ -50,6 +50,8 @@ export interface InitReporter {
   info(msg: string): void;
   warn(msg: string): void;
   success(msg: string): void;
+  /** What a long wait currently sees (a spinner line on a terminal, plain lines otherwise). */
+  progress?(msg: string): void;
 }
 
 export interface InitDeps {
@@ -278,7 +280,7 @@ async function waitStep(
     deps.out.step(`waiting for this node's apiserver to run the new config (up to ${Math.round(journal.inputs.timeoutMs / 1000)} s)`);
     try {
       const r = await waitForApiserver(
-        { api: deps.api, now: deps.now, signal: deps.signal, ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => deps.out.info(`  … ${m}`) },
+        { api: deps.api, now: deps.now, signal: deps.signal, ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => (deps.out.progress ? deps.out.progress(m) : deps.out.info(`  … ${m}`)) },
         {
           since,
           configSha256: cfg.sha256,
