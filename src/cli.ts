@@ -101,6 +101,7 @@ export function buildProgram(): Command {
       };
       try {
         await fn(ctx, cmd.opts() as never, cmd.args);
+        process.exitCode = out.exitCode;
       } catch (err) {
         process.exitCode = report(out, err);
       }

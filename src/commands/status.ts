@@ -50,7 +50,7 @@ export async function runStatus(ctx: Context, opts: Opts): Promise<void> {
   });
   const report = buildStatusReport(input);
   ctx.out.result({ ...report, ok: report.healthy }, (c) => renderStatus(report, c, { listLimit: ctx.out.verbose ? opts.listLimit : 10 }));
-  if (opts.exitCode && !report.healthy) process.exitCode = ExitCode.Verification;
+  if (opts.exitCode && !report.healthy) ctx.out.exitCode = ExitCode.Verification;
 }
 
 export const statusCommand: CommandModule = {

@@ -56,7 +56,7 @@ export async function runValidateConfig(ctx: Context, opts: Opts, path: string |
   // The findings are the result (also when there are errors), so they go to stdout; the exit code
   // tells CI whether the apiserver would take the file.
   ctx.out.result({ ok: result.valid, ...result }, (c) => renderValidation(result, c));
-  if (!result.valid) process.exitCode = ExitCode.Usage;
+  if (!result.valid) ctx.out.exitCode = ExitCode.Usage;
 }
 
 export const validateConfigCommand: CommandModule = {

@@ -22,6 +22,9 @@ export class Output {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
   private readonly warnings: string[] = [];
+  /** A command whose result is itself a failure verdict (validate-config, status --exit-code)
+   * sets this; src/cli.ts turns it into the process exit code. */
+  exitCode = 0;
 
   constructor(opts: OutputOptions) {
     this.json = opts.json;
