@@ -433,7 +433,8 @@ export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, 
   if (o.only) {
     const idx = plan.stages.findIndex((st) => st.name === o.only);
     if (idx < 0) throw new CliError(`this ${plan.kind} has no stage "${o.only}"`, { exitCode: ExitCode.Usage, hint: `its stages: ${plan.stages.map((x) => x.name).join(', ')}` });
-    const missing = plan.stages.slice(0, idx).find((st) => stepsOf(st, plan.controlPlanes).some((x) => !j.done(x)));
+    // Gates are checked below, where --force applies to them.
+    const missing = plan.stages.slice(0, idx).find((st) => stepsOf(st, plan.controlPlanes).some((x) => !x.endsWith(':gate') && !j.done(x)));
     if (missing) {
       throw new CliError(`stage "${o.only}" comes after "${missing.name}", which is not done yet`, {
         exitCode: ExitCode.Refused,
@@ -446,13 +447,21 @@ export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, 
     const steps = stepsOf(stage, plan.controlPlanes);
     if (o.only && stage.name !== o.only) {
       if (stage.config) current = { cfg: parseEncryptionConfig(stage.config.text, deps.configPath), sha256: stage.config.sha256 };
-      if (steps.every((x) => j.done(x))) {
+      if (steps.every((x) => x.endsWith(':gate') || j.done(x))) {
         result.stage = stage.name;
         result.sha256 = stage.config?.sha256 ?? result.sha256;
       }
       continue;
     }
     checkAbort(deps);
+    if (o.only) {
+      const prev = plan.stages[plan.stages.indexOf(stage) - 1];
+      const prevGate = prev && stepsOf(prev, plan.controlPlanes).find((x) => x.endsWith(':gate'));
+      if (prev && prevGate) {
+        const c = await gate(deps, j, prevGate, prev.name, prev.unpatch ? sha256Hex('') : current.sha256);
+        if (c) return { ...result, state: 'waiting', lagging: c.lagging, next: `run ${deps.followCommand} (stage ${prev.name}) on ${c.lagging.map((l) => l.node).join(', ')}, then re-run this command here` };
+      }
+    }
     const outcome = await runStage(deps, plan, j, stage, current);
     result.stages.push(outcome);
     if (stage.config) current = { cfg: parseEncryptionConfig(stage.config.text, deps.configPath), sha256: stage.config.sha256 };
