@@ -118,21 +118,32 @@ async function snapshotBundles(bedDir: string): Promise<string> {
 // Last-resort cleanup when a test process ends without stop(): kill pods, remove temp dirs.
 const liveBeds = new Set<{ kubelets: Kubelet[]; dir: string }>();
 let exitHook = false;
-function installExitHook(): void {
-  if (exitHook) return;
-  exitHook = true;
-  process.on('exit', () => {
-    for (const b of liveBeds) {
-      for (const k of b.kubelets) for (const pid of k.pids()) {
+function killAndRemoveSync(): void {
+  for (const b of liveBeds) {
+    for (const k of b.kubelets) {
+      for (const pid of k.pids()) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {
           // already gone
         }
       }
-      rmSync(b.dir, { recursive: true, force: true });
     }
-  });
+    rmSync(b.dir, { recursive: true, force: true });
+  }
+}
+function installExitHook(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', killAndRemoveSync);
+  // A signal ends the process without 'exit': clean up, then let the signal do its work unless
+  // someone else (npm run bed) handles it.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      killAndRemoveSync();
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+    });
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

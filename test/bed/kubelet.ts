@@ -156,6 +156,8 @@ class StaticPod {
   private probeTimer?: NodeJS.Timeout;
   private probeFailures = 0;
   private removed = false;
+  private reportedReady?: boolean;
+  private readyChangedAt = new Date().toISOString();
 
   constructor(
     readonly spec: ParsedPod,
@@ -318,7 +320,12 @@ class StaticPod {
       : this.waitingReason
         ? { waiting: { reason: this.waitingReason } }
         : { terminated: { exitCode: this.lastExitCode ?? 0, finishedAt: this.lastExitAt } };
-    const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastProbeTime: null, lastTransitionTime: now });
+    if (this.reportedReady !== this.ready) {
+      this.reportedReady = this.ready;
+      this.readyChangedAt = now;
+    }
+    const since = (ok: boolean) => (ok === this.ready ? this.readyChangedAt : this.startedAt ?? now);
+    const cond = (type: string, ok: boolean) => ({ type, status: ok ? 'True' : 'False', lastProbeTime: null, lastTransitionTime: since(ok) });
     return {
       apiVersion: 'v1',
       kind: 'Pod',

@@ -62,8 +62,14 @@ async function main(): Promise<void> {
   );
   console.log(lines.join('\n'));
   await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
+    const done = () => {
+      // Stay alive through the signal the etcd helper re-raises while we stop.
+      process.on('SIGINT', () => {});
+      process.on('SIGTERM', () => {});
+      resolve();
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
   });
   console.log('\nstopping the bed...');
   await bed.stop();
