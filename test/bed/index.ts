@@ -290,7 +290,11 @@ export async function startBed(opts: BedOptions = {}): Promise<Bed> {
     await Promise.all(kubelets.map((k) => k.start()));
     await Promise.all(
       nodes.map((n) =>
-        withTimeout(n.kubelet.readyAfterStart(1), 30_000, () => `${n.name}: kube-apiserver did not become ready; its log:\n${n.apiserverLog()}`),
+        withTimeout(
+          n.kubelet.readyAfterStart(1),
+          30_000,
+          () => `${n.name}: kube-apiserver did not become ready; kubelet:\n${n.kubelet.events.slice(-5).join('\n')}\nits log:\n${n.apiserverLog()}`,
+        ),
       ),
     );
 
