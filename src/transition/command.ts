@@ -140,14 +140,24 @@ async function readNode(ctx: Context, opts: TransitionOptions, nodeName?: string
   const api = await localApiserverClient(ctx.paths.kubeconfig, manifestText, manifestPath);
   try {
     let version: string | undefined;
-    try {
-      const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
-      version = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '')?.[1];
-    } catch (err) {
-      throw new CliError(`this node's apiserver (${api.server}) is not reachable: ${describeError(err)}`, {
-        exitCode: ExitCode.Cluster,
-        hint: 'nothing was changed; fix the apiserver first (crictl ps -a --name kube-apiserver)',
-      });
+    // A run interrupted mid-restart leaves the kubelet restarting the apiserver: give it a while.
+    const deadline = ctx.now().getTime() + Math.min(parseTimeoutMs(opts.timeout), 60_000);
+    for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
+        version = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '')?.[1];
+        break;
+      } catch (err) {
+        if (ctx.signal.aborted) throw ctx.signal.reason;
+        if (ctx.now().getTime() >= deadline) {
+          throw new CliError(`this node's apiserver (${api.server}) is not reachable: ${describeError(err)}`, {
+            exitCode: ExitCode.Cluster,
+            hint: 'nothing was changed; fix the apiserver first (crictl ps -a --name kube-apiserver)',
+          });
+        }
+        if (delay === 250) ctx.out.info(`waiting for this node's apiserver (${api.server}) to answer: ${describeError(err)}`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
     const cps = await discoverControlPlanes(api);
     const me = nodeName ? { name: nodeName } : identifyThisNode(cps, parsed.args, opts.nodeName);

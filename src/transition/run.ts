@@ -308,7 +308,10 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     }
   });
   checkAbort(deps);
-  const proof = await once(j, `${s}:prove`, async () => proveWrites(deps, cfg));
+  const proof = await once(j, `${s}:prove`, async () => {
+    await removeLeftoverCanaries(deps);
+    return proveWrites(deps, cfg);
+  });
   if (o.record !== false) {
     await once(j, `${s}:record`, async () => {
       const where = await recordStage(deps.api, deps.nodeName, deps.hasNode, { stage: String(s), sha256: cfg.sha256 });
@@ -317,6 +320,27 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     });
   }
   return { stage: s as StageName, evidence: `${String(waited.evidence)}: ${String(waited.detail)}`, proof: String(proof.detail) };
+}
+
+/** A run killed between creating and deleting its canary leaves it behind: delete such leftovers. */
+async function removeLeftoverCanaries(deps: TransitionDeps): Promise<void> {
+  let items: { metadata?: { name?: string } }[] = [];
+  try {
+    const list = await deps.api.list<{ items?: typeof items }>('/api/v1/namespaces/kube-system/secrets', {
+      query: { labelSelector: Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`).join(',') },
+    });
+    items = list.items ?? [];
+  } catch {
+    return; // not worth failing a stage over; status lists leftovers too
+  }
+  for (const it of items) {
+    const name = it.metadata?.name;
+    if (!name?.startsWith(CANARY_PREFIX)) continue;
+    await deps.api.delete(`/api/v1/namespaces/kube-system/secrets/${name}`).then(
+      () => deps.out.info(`deleted the canary kube-system/${name} an interrupted run left behind`),
+      () => undefined,
+    );
+  }
 }
 
 /** A canary Secret must land in etcd the way the config writes (encrypted prefix, or plaintext). */
