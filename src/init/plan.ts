@@ -3,7 +3,7 @@ import { buildEncryptionConfig, renderEncryptionConfig } from '../config/render'
 import { isLocalProvider, type Provider } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, validateEncryptionConfig, warningsOf } from '../config/validate';
-import { CONFIG_FLAG, planManifestPatch, type ExtraMount, type ManifestPlan } from '../manifest/patch';
+import { CONFIG_FLAG, RELOAD_FLAG, planManifestPatch, type ExtraMount, type ManifestPlan } from '../manifest/patch';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CliError, ExitCode } from '../ui/errors';
 import { redactConfigText } from '../ui/redact';
@@ -98,6 +98,9 @@ export interface InitPlan {
   manifest: ManifestPlan;
   /** The annotation that restarts the pod when only the config changes (flag already there). */
   restart?: RestartPlan;
+  /** --encryption-provider-config-automatic-reload=true: a config change behind an unchanged
+   * manifest is reloaded, not restarted (no restart annotation, the wait watches the reload). */
+  reload: boolean;
   kubeadmConfig: boolean;
   /** The KMS plugin the config uses (health-checked before the switch). */
   kms?: KmsOptions;
@@ -257,8 +260,9 @@ export function planInit(input: InitInput): InitPlan {
   }
   const manifest = planManifestPatch(input.manifestText, o.manifestPath, { configPath: o.configPath, extraMounts });
   // With the flag already in place, only an annotation change makes the kubelet load a new file.
+  const reload = flags.get(RELOAD_FLAG) === 'true';
   const restart =
-    currentFlag !== undefined && (mode === 'from-config' || replacesConfig)
+    currentFlag !== undefined && !reload && (mode === 'from-config' || replacesConfig)
       ? planRestartAnnotation(manifest.newText, o.manifestPath, config.sha256)
       : undefined;
 
@@ -307,6 +311,7 @@ export function planInit(input: InitInput): InitPlan {
     replacesConfig,
     manifest,
     ...(restart ? { restart } : {}),
+    reload,
     kubeadmConfig: o.kubeadmConfig,
     ...(element.kms
       ? { kms: { name: element.kms.name, endpoint: element.kms.endpoint, apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', ...(element.kms.timeout ? { timeout: element.kms.timeout } : {}) } as KmsOptions }

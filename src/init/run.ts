@@ -5,7 +5,7 @@ import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { convergence, discoverControlPlanes, notConvergedError, readStages, recordStage, type Convergence } from '../cluster/nodes';
 import { proveEncryption, type RawReader } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
-import { mirrorPodHash, waitForApiserver, WaitTimeoutError, type WaitResult } from '../cluster/wait';
+import { mirrorPodHash, waitForApiserver, waitForReady, WaitTimeoutError, type WaitResult } from '../cluster/wait';
 import { sha256Hex } from '../config/parse';
 import type { EtcdConnection } from '../etcd/client';
 import { writeManifestPlan } from '../manifest/apply';
@@ -131,6 +131,7 @@ export async function runInit(deps: InitDeps, plan: InitPlan, journal: Journal<I
     rollback: [STEP.writeConfig, STEP.patchManifest],
     configStep: STEP.writeConfig,
     staged: false,
+    reload: plan.reload,
   });
   result.evidence = firstWait;
   checkAbort();
@@ -168,12 +169,14 @@ export async function runInit(deps: InitDeps, plan: InitPlan, journal: Journal<I
     }
     await configStep(deps, journal, STEP.writeConfigWrite, plan.configPath, writeConfig);
     checkAbort();
-    const restartPlan = restartManifestPlan(await readText(manifest, 'read manifest'), manifest, writeConfig.sha256);
+    const current = await readText(manifest, 'read manifest');
+    const restartPlan = plan.reload ? unchangedManifest(current) : restartManifestPlan(current, manifest, writeConfig.sha256);
     const restarted = await manifestStep(deps, journal, STEP.restartWrite, manifest, restartPlan, inputs.nodeName);
     result.evidence = await waitStep(deps, journal, STEP.waitWrite, writeConfig, restarted, {
       rollback: [STEP.writeConfigWrite, STEP.restartWrite],
       configStep: STEP.writeConfigWrite,
       staged: true,
+      reload: plan.reload,
     });
     result.configSha256 = writeConfig.sha256;
     result.proof = await proveStep(deps, journal, plan, writeConfig.writesPrefix!);
@@ -209,6 +212,10 @@ function combinedManifestPlan(plan: InitPlan): ManifestPlan {
   };
 }
 
+function unchangedManifest(text: string): ManifestPlan {
+  return { changed: false, newText: text, diff: '', actions: [], notes: [], mounts: [] };
+}
+
 function restartManifestPlan(text: string, path: string, sha: string): ManifestPlan {
   const r = planRestartAnnotation(text, path, sha);
   return { changed: r.changed, newText: r.newText, diff: r.diff, actions: r.changed ? ['annotate the pod with the config sha256 (restarts it)'] : [], notes: [], mounts: [] };
@@ -223,21 +230,27 @@ async function configStep(deps: InitDeps, journal: Journal<InitJournalInputs>, n
         // Written by this run before an interruption: nothing to do, and no second key.
         deps.out.step(`${path} already holds the planned config (sha256 ${cfg.sha256.slice(0, 12)}…)`);
         const prior = journal.output(STEP.writeConfig);
-        return { sha256: cfg.sha256, created: prior ? prior.created ?? false : false, backup: prior?.backup ?? null };
+        const mtime = (await stat(path)).mtime.toISOString();
+        return { sha256: cfg.sha256, created: prior ? prior.created ?? false : false, backup: prior?.backup ?? null, writtenAt: mtime };
       }
     }
     const backup = exists ? await backupFile(path, deps.backupDir, deps.now()) : null;
+    const writtenAt = deps.now().toISOString();
     await writeFileAtomic(path, cfg.text, { mode: SECRET_FILE_MODE });
     deps.out.step(`wrote ${path} (0600, sha256 ${cfg.sha256.slice(0, 12)}…)${backup ? `; the previous file is kept in ${backup}` : ''}`);
-    return { sha256: cfg.sha256, created: !exists, backup };
+    return { sha256: cfg.sha256, created: !exists, backup, writtenAt };
   });
 }
 
-async function latestBackup(backupDir: string, file: string): Promise<string | null> {
+/** The newest backup of `file` made since `since` (by this run), or null. */
+async function latestBackup(backupDir: string, file: string, since: string): Promise<string | null> {
   const base = `${basename(file)}.`;
   try {
     const names = (await readdir(backupDir)).filter((n) => n.startsWith(base) && n.endsWith('.bak')).sort();
-    return names.length ? join(backupDir, names[names.length - 1]!) : null;
+    const newest = names.length ? join(backupDir, names[names.length - 1]!) : null;
+    if (!newest) return null;
+    // Backup names carry whole seconds: compare at that precision.
+    return (await stat(newest)).mtimeMs >= Math.floor(Date.parse(since) / 1000) * 1000 ? newest : null;
   } catch {
     return null;
   }
@@ -257,7 +270,7 @@ async function manifestStep(
       // Patched by this run before an interruption (or nothing to patch): the change time is the
       // file's mtime, the backup the newest one.
       const mtime = (await stat(manifest)).mtime;
-      return { changed: false, changedAt: mtime.toISOString(), backup: await latestBackup(deps.backupDir, manifest), mirrorHashBefore: null };
+      return { changed: false, changedAt: mtime.toISOString(), backup: await latestBackup(deps.backupDir, manifest, journal.record.createdAt), mirrorHashBefore: null };
     }
     const mirrorHashBefore = (await mirrorPodHash(deps.api, nodeName)) ?? null;
     const changedAt = deps.now();
@@ -273,18 +286,23 @@ async function waitStep(
   name: string,
   cfg: ConfigFilePlan,
   manifestOut: StepOut,
-  rb: { rollback: string[]; configStep: string; staged: boolean },
+  rb: { rollback: string[]; configStep: string; staged: boolean; reload: boolean },
 ): Promise<WaitResult> {
   const out = await journal.step(name, async () => {
-    const since = new Date(str(manifestOut.changedAt) ?? deps.now().toISOString());
-    deps.out.step(`waiting for this node's apiserver to run the new config (up to ${Math.round(journal.inputs.timeoutMs / 1000)} s)`);
+    // An unchanged manifest with automatic reload on: the apiserver reloads the file, no restart.
+    const reload = rb.reload && manifestOut.changed !== true;
+    const configOut = journal.output(rb.configStep) ?? {};
+    const since = new Date((reload ? str(configOut.writtenAt) : str(manifestOut.changedAt)) ?? deps.now().toISOString());
+    deps.out.step(
+      `waiting for this node's apiserver to ${reload ? 'reload' : 'run'} the new config (up to ${Math.round(journal.inputs.timeoutMs / 1000)} s)`,
+    );
     try {
       const r = await waitForApiserver(
         { api: deps.api, now: deps.now, signal: deps.signal, ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => (deps.out.progress ? deps.out.progress(m) : deps.out.info(`  … ${m}`)) },
         {
           since,
           configSha256: cfg.sha256,
-          mode: 'restart',
+          mode: reload ? 'reload' : 'restart',
           timeoutMs: journal.inputs.timeoutMs,
           nodeName: journal.inputs.nodeName,
           ...(str(manifestOut.mirrorHashBefore) ? { expectMirrorPodHashChange: str(manifestOut.mirrorHashBefore)! } : {}),
@@ -310,7 +328,7 @@ async function rollBack(
   deps: InitDeps,
   journal: Journal<InitJournalInputs>,
   cause: CliError,
-  rb: { rollback: string[]; configStep: string; staged: boolean },
+  rb: { rollback: string[]; configStep: string; staged: boolean; reload: boolean },
 ): Promise<CliError> {
   const inputs = journal.inputs;
   const manifestOut = journal.output(rb.rollback[1]!) ?? {};
@@ -319,9 +337,17 @@ async function rollBack(
   const problems: string[] = [];
   deps.out.warn(`${cause.message}: rolling back`);
 
+  const manifestChanged = manifestOut.changed === true;
   const manifestBackup = str(manifestOut.backup);
   const restoredAt = deps.now();
-  if (manifestBackup) {
+  if (!manifestChanged) {
+    // Nothing to put back in the manifest: the config was reloaded (or a resumed run had
+    // already patched it and its backup is the newest one).
+    if (manifestBackup && !rb.reload) {
+      await writeFileAtomic(inputs.manifestPath, await readText(manifestBackup, 'read backup'), { mode: (await stat(inputs.manifestPath)).mode & 0o7777 });
+      restored.push(`${inputs.manifestPath} from ${manifestBackup}`);
+    }
+  } else if (manifestBackup) {
     try {
       const mode = (await stat(inputs.manifestPath)).mode & 0o7777;
       await writeFileAtomic(inputs.manifestPath, await readText(manifestBackup, 'read backup'), { mode });
@@ -349,13 +375,18 @@ async function rollBack(
   }
 
   let healthy = false;
-  if (manifestBackup && problems.length === 0) {
+  const manifestRestored = restored.some((r) => r.startsWith(inputs.manifestPath));
+  if (problems.length === 0) {
     deps.out.step('waiting for the previous apiserver to be healthy again');
+    const waitDeps = { api: deps.api, now: deps.now, signal: deps.signal, ...(deps.sleep ? { sleep: deps.sleep } : {}) };
     try {
-      await waitForApiserver(
-        { api: deps.api, now: deps.now, signal: deps.signal, ...(deps.sleep ? { sleep: deps.sleep } : {}) },
-        { since: restoredAt, mode: 'restart', timeoutMs: inputs.timeoutMs, nodeName: inputs.nodeName },
-      );
+      // A restored manifest restarts the pod: wait for that new process. Otherwise (a failed
+      // reload) the previous configuration is still running and only readiness matters.
+      if (manifestRestored) {
+        await waitForApiserver(waitDeps, { since: restoredAt, mode: 'restart', timeoutMs: inputs.timeoutMs, nodeName: inputs.nodeName });
+      } else {
+        await waitForReady(waitDeps, inputs.timeoutMs);
+      }
       healthy = true;
     } catch (err) {
       if (deps.signal?.aborted) throw err;

@@ -137,3 +137,73 @@ describe('runInit', () => {
     expect(left.items).toEqual([]);
   }, 60_000);
 });
+
+describe('runInit with automatic reload on (--from-config behind an unchanged manifest)', () => {
+  const KEY2 = Buffer.alloc(32, 9).toString('base64');
+  const configWith = (write: [string, string], read: [string, string]) =>
+    [
+      'apiVersion: apiserver.config.k8s.io/v1',
+      'kind: EncryptionConfiguration',
+      'resources:',
+      '  - resources: [secrets]',
+      '    providers:',
+      `      - aescbc: {keys: [{name: ${write[0]}, secret: "${write[1]}"}, {name: ${read[0]}, secret: "${read[1]}"}]}`,
+      '      - identity: {}',
+      '',
+    ].join('\n');
+
+  async function fromConfigRun(text: string, timeoutMs: number) {
+    const plan = planInit({
+      manifestText: await readFile(node.manifest, 'utf8'),
+      kubeVersion: bed.kubeVersion,
+      kubeVersionSource: 'test',
+      controlPlanes: 1,
+      keyName: 'unused',
+      configText: text,
+      configSource: 'from-config',
+      existingConfigText: await readFile(paths().config, 'utf8'),
+      options: { provider: 'aescbc', resources: ['secrets'], configPath: paths().config, manifestPath: node.manifest, timeoutMs, kubeadmConfig: false, force: false },
+    });
+    const journal = await journalFor(plan, timeoutMs);
+    return { plan, journal };
+  }
+
+  it('waits for the reload (no restart) and proves the new write key', async () => {
+    // Turn automatic reload on (the operator's choice; init never adds it).
+    const { planSetFlag } = await import('../../src/manifest/patch');
+    const { writeFileAtomic } = await import('../../src/state/atomic');
+    const text = await readFile(node.manifest, 'utf8');
+    const since = new Date();
+    await writeFileAtomic(node.manifest, planSetFlag(text, node.manifest, 'encryption-provider-config-automatic-reload', 'true').newText, { mode: 0o600 });
+    const { waitForApiserver } = await import('../../src/cluster/wait');
+    await waitForApiserver({ api }, { since, mode: 'restart', timeoutMs: 30_000 });
+
+    const { plan, journal } = await fromConfigRun(configWith(['key2', KEY2], ['key1', KEY]), 30_000);
+    expect(plan.reload).toBe(true);
+    expect(plan.restart).toBeUndefined();
+    const starts = node.apiserverStarts();
+    const r = await runInit(await deps(), plan, journal);
+    expect(r.evidence?.evidence).toBe('reload-metric');
+    expect(r.proof).toMatchObject({ method: 'etcd', observed: 'k8s:enc:aescbc:v1:key2:' });
+    expect(node.apiserverStarts()).toBe(starts);
+  }, 90_000);
+
+  it('a reload the apiserver rejects fails fast and puts the previous config back, without a restart', async () => {
+    const previous = await readFile(paths().config, 'utf8');
+    const { plan, journal } = await fromConfigRun(configWith(['key3', KEY2], ['key2', KEY2]), 60_000);
+    // Only the apiserver sees the 5-byte key: the validator would have refused it.
+    const bad = plan.config.text.replace(`key3, secret: "${KEY2}"`, `key3, secret: "${Buffer.from('short').toString('base64')}"`);
+    expect(bad).not.toBe(plan.config.text);
+    plan.config = { ...plan.config, text: bad, sha256: sha256Hex(bad) };
+    const starts = node.apiserverStarts();
+    const t0 = Date.now();
+    const err = await runInit(await deps(), plan, journal).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.exitCode).toBe(ExitCode.RolledBack);
+    expect(err.message).toMatch(/tried to reload the new config .* and failed/);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+    expect(await readFile(paths().config, 'utf8')).toBe(previous);
+    expect(node.apiserverStarts()).toBe(starts);
+    expect(err.details.healthy).toBe(true);
+  }, 90_000);
+});
