@@ -12,6 +12,7 @@ import { newKeyName } from '../config/render';
 import { parseGoDuration, parseKubeVersion } from '../config/validate';
 import { etcdConnectionFromFlags } from '../etcd/client';
 import { readApiserverFlags } from '../manifest/manifest';
+import { CONFIG_FLAG } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
 import { Journal, isFinished } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
@@ -123,7 +124,9 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     let journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
     if (journal && journal.status === 'done') {
       const newFromConfig = fromConfigText !== undefined && sha256Hex(fromConfigText) !== journal.inputs.configSha256;
-      if (!newFromConfig) {
+      // Encryption turned off since (disable removed the flag): a new init starts afresh.
+      const stillOn = flags.flags.has(CONFIG_FLAG);
+      if (!newFromConfig && stillOn) {
         ctx.out.result(
           { nothingToDo: true, journal: journal.id, config: journal.inputs.configPath, provider: journal.inputs.provider, keyName: journal.inputs.keyName },
           () => `nothing to do: init ${journal!.id} finished; encryption is on (${journal!.inputs.provider}, key ${journal!.inputs.keyName}). See "k8s-encrypt status"; "k8s-encrypt rotate-key" changes the key.`,
@@ -265,6 +268,9 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     }
 
     for (const w of plan.warnings) ctx.out.warn(w);
+    if (!resuming) {
+      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'reader' ? 'reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
+    }
     lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
     // The plan was made from the journal as read before the lock: it must still be what is there.
     const seen = journal?.record.updatedAt;
@@ -276,7 +282,6 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       });
     }
     if (!resuming) {
-      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'reader' ? 'reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
       journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, me.name, hasNode, keySource!, opts), {
         now: ctx.now,
         forbidden: secrets,

@@ -123,6 +123,15 @@ describe('init rollback and resume', () => {
   }, 120_000);
   afterAll(() => bed?.stop());
 
+  it('without --yes and without a terminal it asks for confirmation (exit 2) and changes nothing', async () => {
+    const n = bed.nodes[0]!;
+    const h0 = await hashTree(n.root);
+    const r = await runCli([...n.cliArgs, 'init']);
+    expect(r.exitCode).toBe(2);
+    expect(String(r.stderr)).toMatch(/confirmation needed: turn on encryption at rest on cp-0 .*--yes/s);
+    expect(await hashTree(n.root)).toBe(h0);
+  });
+
   it('an apiserver that crashes with the new flag is rolled back: exit 5, old manifest, healthy, key kept in a backup', async () => {
     const n = bed.nodes[0]!;
     const original = await readFile(n.manifest, 'utf8');
