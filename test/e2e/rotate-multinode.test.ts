@@ -1,90 +1,30 @@
 // Two control planes on one etcd, driven the way an operator would: the first node runs each stage
 // and pauses, the second installs the first node's file with --from-config. A reader polls BOTH
 // apiservers during the whole rotation: no Secret may ever fail to read or read back wrong.
-import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
-import { startBed, type Bed, type TestApi } from '../bed/index';
+import { startBed, type Bed } from '../bed/index';
 import { jsonOf, runCli } from '../helpers/cli';
-
-const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
+import { CONFIG_REL, copyConfigFrom0, initTwoNodes, okJson, startReader } from './rotate-helpers';
 
 let bed: Bed;
 let copies: string;
 let before: Map<string, string>;
 
 const cli = (node: number, ...args: string[]) => runCli([...bed.nodes[node]!.cliArgs, '--yes', '--json', ...args]);
-const ok = (r: Awaited<ReturnType<typeof runCli>>) => {
-  expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
-  return jsonOf(r);
-};
+const ok = okJson;
 const configOf = async (node: number) => parse(await readFile(join(bed.nodes[node]!.root, CONFIG_REL), 'utf8'));
-async function copyFrom0(name: string): Promise<string> {
-  const p = join(copies, name);
-  await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), p);
-  return p;
-}
-
-/** Reads every Secret from both apiservers in a loop until stopped; counts what went wrong. */
-function startReader(apis: TestApi[]) {
-  const failures: string[] = [];
-  let rounds = 0;
-  let unavailable = 0;
-  let stop = false;
-  const loop = (async () => {
-    while (!stop) {
-      for (const [i, api] of apis.entries()) {
-        let r;
-        try {
-          r = await api.get('/api/v1/secrets?limit=1000');
-        } catch {
-          // Connection refused while the kubelet restarts that node's apiserver: the node is
-          // down, not serving unreadable data. Counted, not a failure.
-          unavailable++;
-          continue;
-        }
-        if (r.status === 429) continue;
-        if (r.status !== 200) {
-          failures.push(`node ${i}: HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
-          continue;
-        }
-        for (const s of r.body.items) {
-          const id = `${s.metadata.namespace}/${s.metadata.name}`;
-          const want = before.get(id);
-          if (!want) continue; // canaries
-          const h = createHash('sha256').update(JSON.stringify({ type: s.type, data: s.data ?? {} })).digest('hex');
-          if (h !== want) failures.push(`node ${i}: ${id} reads back different data`);
-        }
-        const seen = new Set(r.body.items.map((s: any) => `${s.metadata.namespace}/${s.metadata.name}`));
-        for (const id of before.keys()) if (!seen.has(id)) failures.push(`node ${i}: ${id} missing from the list`);
-      }
-      rounds++;
-      await new Promise((res) => setTimeout(res, 50));
-    }
-  })();
-  return {
-    async stop() {
-      stop = true;
-      await loop;
-      return { failures, rounds, unavailable };
-    },
-  };
-}
+const copyFrom0 = (name: string) => copyConfigFrom0(bed, copies, name);
 
 beforeAll(async () => {
   bed = await startBed({ nodes: 2, secrets: 150 });
   copies = await mkdtemp(join(tmpdir(), 'k8s-encrypt-rotate-copies-'));
   before = await secretHashes(await bed.api(0));
-  // Encryption on, the staged init way: reader on both, then key on both, then the rewrite.
-  expect(ok(await cli(0, 'init')).state).toBe('waiting');
-  ok(await cli(1, 'init', '--from-config', await copyFrom0('init-reader.yaml')));
-  expect(ok(await cli(0, 'init')).state).toBe('waiting');
-  ok(await cli(1, 'init', '--from-config', await copyFrom0('init-write.yaml')));
-  expect(ok(await cli(0, 'init')).state).toBe('done');
+  await initTwoNodes(bed, copies);
 }, 120_000);
 afterAll(async () => {
   await bed?.stop();
@@ -94,7 +34,7 @@ afterAll(async () => {
 describe('rotate-key on two control planes', () => {
   it('stage by stage, no Secret is ever unreadable from either apiserver', async () => {
     const oldName = (await configOf(0)).resources[0].providers[0].aescbc.keys[0].name;
-    const reader = startReader([await bed.api(0), await bed.api(1)]);
+    const reader = startReader([await bed.api(0), await bed.api(1)], before);
     try {
       // add-reader on node 0: the old key still writes; node 0 pauses for node 1.
       let j = ok(await cli(0, 'rotate-key'));
@@ -140,7 +80,7 @@ describe('rotate-key on two control planes', () => {
     expect(ok(await cli(0, 'rotate-key', '--stage', 'add-reader'))).toMatchObject({ state: 'stopped', stage: 'add-reader' });
     const j = ok(await cli(0, 'rotate-key', '--stage', 'promote', '--force'));
     expect(j).toMatchObject({ state: 'stopped', stage: 'promote' });
-    const reader = startReader([await bed.api(0), await bed.api(1)]);
+    const reader = startReader([await bed.api(0), await bed.api(1)], before);
     let seen;
     try {
       // The rewrite refuses to start past the lagging node too, unless forced again.

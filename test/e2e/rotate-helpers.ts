@@ -1,0 +1,78 @@
+// Shared by the rotate/disable e2e tests on two control planes.
+import { createHash } from 'node:crypto';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import type { Bed, TestApi } from '../bed/index';
+import { jsonOf, runCli } from '../helpers/cli';
+
+export const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
+
+export const okJson = (r: Awaited<ReturnType<typeof runCli>>) => {
+  expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+  return jsonOf(r);
+};
+
+/** Copies node 0's config into `dir` (what the operator copies to the other control plane). */
+export async function copyConfigFrom0(bed: Bed, dir: string, name: string): Promise<string> {
+  const p = join(dir, name);
+  await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), p);
+  return p;
+}
+
+/** Encryption on both nodes the staged init way: reader on both, key on both, then the rewrite. */
+export async function initTwoNodes(bed: Bed, dir: string): Promise<void> {
+  const cli = (node: number, ...args: string[]) => runCli([...bed.nodes[node]!.cliArgs, '--yes', '--json', ...args]);
+  expect(okJson(await cli(0, 'init')).state).toBe('waiting');
+  okJson(await cli(1, 'init', '--from-config', await copyConfigFrom0(bed, dir, 'init-reader.yaml')));
+  expect(okJson(await cli(0, 'init')).state).toBe('waiting');
+  okJson(await cli(1, 'init', '--from-config', await copyConfigFrom0(bed, dir, 'init-write.yaml')));
+  expect(okJson(await cli(0, 'init')).state).toBe('done');
+}
+
+/** Reads every Secret from both apiservers in a loop until stopped; counts what went wrong. */
+export function startReader(apis: TestApi[], before: Map<string, string>) {
+  const failures: string[] = [];
+  let rounds = 0;
+  let unavailable = 0;
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) {
+      for (const [i, api] of apis.entries()) {
+        let r;
+        try {
+          r = await api.get('/api/v1/secrets?limit=1000');
+        } catch {
+          // Connection refused while the kubelet restarts that node's apiserver: the node is
+          // down, not serving unreadable data. Counted, not a failure.
+          unavailable++;
+          continue;
+        }
+        if (r.status === 429) continue;
+        if (r.status !== 200) {
+          failures.push(`node ${i}: HTTP ${r.status} ${JSON.stringify(r.body).slice(0, 200)}`);
+          continue;
+        }
+        for (const s of r.body.items) {
+          const id = `${s.metadata.namespace}/${s.metadata.name}`;
+          const want = before.get(id);
+          if (!want) continue; // canaries
+          const h = createHash('sha256').update(JSON.stringify({ type: s.type, data: s.data ?? {} })).digest('hex');
+          if (h !== want) failures.push(`node ${i}: ${id} reads back different data`);
+        }
+        const seen = new Set(r.body.items.map((s: any) => `${s.metadata.namespace}/${s.metadata.name}`));
+        for (const id of before.keys()) if (!seen.has(id)) failures.push(`node ${i}: ${id} missing from the list`);
+      }
+      rounds++;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  })();
+  return {
+    async stop() {
+      stop = true;
+      await loop;
+      return { failures, rounds, unavailable };
+    },
+  };
+}
+
