@@ -84,6 +84,10 @@ describe('rotate-key, provider change and disable on one control plane', () => {
       expect(j.state).toBe('done');
       const now = await writeKey();
       expect(now).not.toBe(previous);
+      // The new key is in the file only: never in the output, the journal or the logs we print.
+      const secret = parse(await readFile(join(root(), CONFIG_REL), 'utf8')).resources[0].providers[0].aescbc.keys[0].secret;
+      expect(String(r.stdout) + String(r.stderr)).not.toContain(secret);
+      expect(await readFile(join(root(), 'var/lib/k8s-encrypt/journals/rotate-key.json'), 'utf8')).not.toContain(secret);
       expect(now).toBe(`k8s:enc:aescbc:v1:${j.target.name}`);
       await allUnder(now);
       // Pruned: only the new key is left.
@@ -100,12 +104,27 @@ describe('rotate-key, provider change and disable on one control plane', () => {
     expect(await hashTree()).toBe(tree);
   }, 30_000);
 
-  it('a provider change to secretbox', async () => {
-    const r = await cli('--yes', 'rotate-key', '--provider', 'secretbox');
+  it('--if-older-than rotates once the write key is older (dry run: the plan, nothing written)', async () => {
+    await new Promise((r) => setTimeout(r, 1100));
+    const tree = await hashTree();
+    const r = await cli('rotate-key', '--if-older-than', '1s', '--dry-run');
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(jsonOf(r)).toMatchObject({ dryRun: true, kind: 'rotate' });
+    expect(await hashTree()).toBe(tree);
+  }, 30_000);
+
+  it('a provider change to secretbox (under a name of the operator\'s choosing)', async () => {
+    const r = await cli('--yes', 'rotate-key', '--provider', 'secretbox', '--key-name', 'sb-one');
     expect(r.exitCode, String(r.stdout) + String(r.stderr)).toBe(0);
     const label = await writeKey();
-    expect(label).toMatch(/^k8s:enc:secretbox:v1:key-/);
+    expect(label).toBe('k8s:enc:secretbox:v1:sb-one');
     await allUnder(label);
+    // A key not named by k8s-encrypt: its age comes from the file's mtime, and the output says so.
+    const young = await cli('--yes', 'rotate-key', '--if-older-than', '90d');
+    expect(young.exitCode).toBe(0);
+    const j = jsonOf(young);
+    expect(j).toMatchObject({ rotated: false, writeKey: 'sb-one', ageSource: "the config file's mtime" });
+    expect(j.warnings.join('\n')).toMatch(/not named by k8s-encrypt.*modification time/);
   }, 60_000);
 
   it('disable without --yes and without a terminal is refused before anything changes', async () => {
