@@ -166,3 +166,37 @@ async function createCanary<C>(deps: ProofDeps<C>, ns: string, name: string): Pr
     });
   }
 }
+
+/**
+ * Deletes canaries an interrupted run (kill -9 between create and delete) left behind. Only those
+ * older than `olderThanMs` (default 2 min): a canary lives for seconds, so a younger one belongs
+ * to a proof running right now on another control plane. Returns the names deleted.
+ */
+export async function removeLeftoverCanaries(
+  api: Pick<ApiClient, 'list' | 'delete'>,
+  { namespace = 'kube-system', olderThanMs = 120_000, now = new Date() }: { namespace?: string; olderThanMs?: number; now?: Date } = {},
+): Promise<string[]> {
+  let items: { metadata?: { name?: string; creationTimestamp?: string } }[] = [];
+  try {
+    const list = await api.list<{ items?: typeof items }>(`/api/v1/namespaces/${namespace}/secrets`, {
+      query: { labelSelector: Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`).join(',') },
+    });
+    items = list.items ?? [];
+  } catch {
+    return []; // not worth failing a proof over; status lists leftovers too
+  }
+  const deleted: string[] = [];
+  for (const it of items) {
+    const name = it.metadata?.name;
+    const created = Date.parse(it.metadata?.creationTimestamp ?? '');
+    if (!name?.startsWith(CANARY_PREFIX)) continue;
+    if (!Number.isNaN(created) && now.getTime() - created < olderThanMs) continue;
+    try {
+      await api.delete(`/api/v1/namespaces/${namespace}/secrets/${name}`);
+      deleted.push(name);
+    } catch {
+      // already gone, or not ours to delete: leave it
+    }
+  }
+  return deleted;
+}

@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { convergence, discoverControlPlanes, notConvergedError, readStages, recordStage, type Convergence } from '../cluster/nodes';
-import { proveEncryption, type RawReader } from '../cluster/proof';
+import { proveEncryption, removeLeftoverCanaries, type RawReader } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
 import { mirrorPodHash, waitForApiserver, waitForReady, WaitTimeoutError, type WaitResult } from '../cluster/wait';
 import { sha256Hex } from '../config/parse';
@@ -415,6 +415,9 @@ async function rollBack(
 
 async function proveStep(deps: InitDeps, journal: Journal<InitJournalInputs>, plan: InitPlan, prefix: string): Promise<InitResult['proof']> {
   const out = await journal.step(STEP.prove, async () => {
+    for (const name of await removeLeftoverCanaries(deps.api, { now: deps.now() })) {
+      deps.out.info(`deleted the canary kube-system/${name} an interrupted run left behind`);
+    }
     deps.out.step(`proving it: writing a canary Secret and reading it back from etcd (expecting ${prefix})`);
     const p = await proveEncryption(
       { api: deps.api, openEtcd: deps.openEtcd, onProgress: (m) => deps.out.warn(m) },

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiClient } from '../../src/cluster/api';
 import { resolveResources } from '../../src/cluster/discovery';
-import { proveEncryption } from '../../src/cluster/proof';
+import { proveEncryption, removeLeftoverCanaries } from '../../src/cluster/proof';
 import { rewriteAll } from '../../src/cluster/rewrite';
 import { localApiserverClient } from '../../src/cluster/wait';
 import { sha256Hex } from '../../src/config/parse';
@@ -136,6 +136,19 @@ describe('runInit', () => {
     const left = await api.get<{ items: unknown[] }>('/api/v1/namespaces/kube-system/secrets', { query: { labelSelector: 'app.kubernetes.io/managed-by=k8s-encrypt' } });
     expect(left.items).toEqual([]);
   }, 60_000);
+});
+
+describe('removeLeftoverCanaries', () => {
+  it('deletes canaries an interrupted run left, but not one a proof may be using right now', async () => {
+    const name = 'k8s-encrypt-canary-leftover1';
+    await api.post('/api/v1/namespaces/kube-system/secrets', {
+      apiVersion: 'v1', kind: 'Secret', metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } }, data: { canary: 'eA==' },
+    });
+    expect(await removeLeftoverCanaries(api)).toEqual([]);
+    expect(await removeLeftoverCanaries(api, { now: new Date(Date.now() + 10 * 60_000) })).toEqual([name]);
+    const left = await api.get<{ items: unknown[] }>('/api/v1/namespaces/kube-system/secrets', { query: { labelSelector: 'app.kubernetes.io/managed-by=k8s-encrypt' } });
+    expect(left.items).toEqual([]);
+  });
 });
 
 describe('runInit with automatic reload on (--from-config behind an unchanged manifest)', () => {
