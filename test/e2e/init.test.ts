@@ -56,6 +56,7 @@ describe('init on one control plane with a few hundred Secrets', () => {
     const j = jsonOf(r);
     expect(j).toMatchObject({ ok: true, dryRun: true, mode: 'single', provider: 'aescbc', kubeadmConfig: { status: 'would update' } });
     expect(j.config.text).toContain('secret: <redacted>');
+    expect(String(r.stdout) + String(r.stderr)).not.toMatch(/secret"?: *"?(?!<redacted>)[A-Za-z0-9+/]{20,}/);
     expect(j.manifest.diff).toContain('+        - --encryption-provider-config=');
     expect(j.steps.map((s: { name: string }) => s.name)).toEqual(['write-config', 'patch-manifest', 'wait-apiserver', 'prove', 'kubeadm-config', 'rewrite']);
     expect(await hashTree(n.root)).toBe(h0);
