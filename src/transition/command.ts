@@ -503,6 +503,13 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
       return;
     }
     lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    if (current !== text) {
+      const { assertKmsHealthy } = await import('../kms/health');
+      for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) {
+        ctx.out.step(`checking the KMS plugin at ${k.endpoint}`);
+        await assertKmsHealthy(k.endpoint, { apiVersion: k.apiVersion === 'v1' ? 'v1' : 'v2' });
+      }
+    }
     if (currentCfg && current !== text) {
       const scan = await scanLabels(deps, currentCfg, resourcesOfBoth(currentCfg, cfg));
       assertNothingUnder(scan, cfg, `install ${file}`, deps.force, ctx.out);

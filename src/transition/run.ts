@@ -13,7 +13,7 @@ import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import { planRestartAnnotation } from '../init/restart';
 import { writeManifestPlan } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
-import { CONFIG_FLAG, planManifestUnpatch, RELOAD_FLAG } from '../manifest/patch';
+import { CONFIG_FLAG, planManifestPatch, planManifestUnpatch, RELOAD_FLAG, unifiedDiff } from '../manifest/patch';
 import { backupFile, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import type { Journal, JsonObject } from '../state/journal';
 import { CliError, ExitCode } from '../ui/errors';
@@ -218,6 +218,12 @@ export function assertNothingUnder(
   });
 }
 
+/** Host directories of the KMS plugins' unix sockets a config dials, once each. */
+export function kmsSocketDirs(cfg: EncryptionConfiguration): string[] {
+  const socks = cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms.endpoint.replace(/^unix:\/\//, '')] : [])));
+  return [...new Set(socks.map((p) => dirname(p)))];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Installing one config on this node: backup, write, restart (or reload), wait, prove, record.
 
@@ -264,10 +270,16 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
         hint: 'turn it on with "k8s-encrypt init" (or "init --from-config FILE" on further control planes)',
       });
     }
-    if (flags.get(RELOAD_FLAG) === 'true') {
+    // A KMS plugin's socket directory must be mounted before the apiserver can dial it.
+    const socketDirs = kmsSocketDirs(parseEncryptionConfig(cfg.text, deps.configPath));
+    const mounts = socketDirs.length
+      ? planManifestPatch(text, deps.manifestPath, { configPath: flags.get(CONFIG_FLAG)!, extraMounts: socketDirs.map((dir) => ({ dir, type: 'Directory' as const })) })
+      : undefined;
+    if (flags.get(RELOAD_FLAG) === 'true' && !mounts?.changed) {
       return { mode: 'reload', since: str(written.at)!, mirrorHashBefore: null, backup: null };
     }
-    const plan = planRestartAnnotation(text, deps.manifestPath, cfg.sha256);
+    const annotated = planRestartAnnotation(mounts?.newText ?? text, deps.manifestPath, cfg.sha256);
+    const plan = { ...annotated, changed: annotated.newText !== text, diff: unifiedDiff(text, annotated.newText, deps.manifestPath) };
     if (!plan.changed) {
       // Annotated before an interruption: the change happened when the manifest was written.
       return { mode: 'restart', since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, backup: null };
@@ -278,9 +290,9 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
       { now: deps.now },
       { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir },
       text,
-      { changed: true, newText: plan.newText, diff: plan.diff, actions: ['annotate the pod with the config sha256 (restarts it)'], notes: [], mounts: [] },
+      { changed: true, newText: plan.newText, diff: plan.diff, actions: [...(mounts?.actions ?? []), 'annotate the pod with the config sha256 (restarts it)'], notes: [], mounts: [] },
     );
-    deps.out.step(`annotated ${deps.manifestPath} with the config sha256: the kubelet restarts the apiserver`);
+    deps.out.step(`${deps.manifestPath}: ${[...(mounts?.actions ?? []), 'annotated with the config sha256'].join('; ')}: the kubelet restarts the apiserver`);
     return { mode: 'restart', since, mirrorHashBefore, backup: w.backup ?? null };
   });
   checkAbort(deps);
@@ -570,11 +582,11 @@ async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJ
 
 /** disable's last stage on this node: flag and mount out, wait, kubeadm-config, the file to a backup. */
 export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: EncryptionConfiguration | undefined): Promise<StageOutcome> {
-  const kmsDirs = (cfg?.resources ?? []).flatMap((r) => r.providers.filter((p) => p.kms).map((p) => p.kms!.endpoint.replace(/^unix:\/\//, ''))).map((p) => dirname(p));
+  const kmsDirs = cfg ? kmsSocketDirs(cfg) : [];
   const unpatched = await once(j, 'prune:unpatch', async () => {
     const text = await readText(deps.manifestPath, 'read manifest');
     const inPod = readApiserverFlags(text, deps.manifestPath).flags.get(CONFIG_FLAG) ?? deps.configPath;
-    const plan = planManifestUnpatch(text, deps.manifestPath, { configPath: inPod, extraMountDirs: [...new Set(kmsDirs)] });
+    const plan = planManifestUnpatch(text, deps.manifestPath, { configPath: inPod, extraMountDirs: kmsDirs });
     if (!plan.changed) return { since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, configPathInPod: inPod, volumeName: null, changed: false, backup: null };
     const mirrorHashBefore = (await mirrorPodHash(deps.api, deps.nodeName)) ?? null;
     const since = deps.now().toISOString();
@@ -603,7 +615,7 @@ export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: En
       configPath: str(unpatched.configPathInPod) ?? deps.configPath,
       mountDir: dirname(deps.configPath),
       volumeName: str(unpatched.volumeName) ?? 'encryption-config',
-      ...(kmsDirs.length ? { extraVolumes: [...new Set(kmsDirs)].map((d, i) => ({ name: i === 0 ? 'kms-socket' : `kms-socket-${i + 1}`, dir: d, pathType: 'Directory' as const })) } : {}),
+      ...(kmsDirs.length ? { extraVolumes: kmsDirs.map((d, i) => ({ name: i === 0 ? 'kms-socket' : `kms-socket-${i + 1}`, dir: d, pathType: 'Directory' as const })) } : {}),
       remove: true,
     });
     deps.out.step(`kube-system/kubeadm-config ${r.status}${r.reason ? ` (${r.reason})` : ''}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
