@@ -302,6 +302,10 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       ({ plan, secrets } = await resumePlan(ctx, j, node, opts));
     } else {
       if (node.flags.get(CONFIG_FLAG) === undefined) {
+        if (spec.kind === 'disable') {
+          ctx.out.result({ state: 'done', nothingToDo: true }, () => `nothing to do: ${ctx.paths.manifest} has no --${CONFIG_FLAG} (encryption at rest is off here)`);
+          return;
+        }
         throw refused(`${ctx.paths.manifest} has no --${CONFIG_FLAG}: encryption at rest is not on here`, 'turn it on with "k8s-encrypt init"');
       }
       if (!(await fileExists(node.configPath))) {
@@ -309,6 +313,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       }
       const baseText = await readText(node.configPath, 'read config');
       const base = parseEncryptionConfig(baseText, node.configPath);
+      if (node.controlPlanes > 1 && !opts.force) await assertNoTransitionElsewhere(node, sha256Hex(baseText), spec.operation);
       let element: ProviderConfig | undefined;
       let keySource: TransitionJournalInputs['keySource'] = 'none';
       if (spec.kind === 'rotate') {
@@ -388,6 +393,22 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   } finally {
     node.api.close();
     await lock?.release();
+  }
+}
+
+/**
+ * Another control plane mid-way through a transition (at add-reader or promote with a config this
+ * node does not run) was started elsewhere: a second one started here would fork the keys.
+ */
+async function assertNoTransitionElsewhere(node: NodeView, mySha: string, operation: string): Promise<void> {
+  const records = await readStages(node.api, await discoverControlPlanes(node.api));
+  const busy = records.filter((r) => r.node !== node.nodeName && r.record && ['add-reader', 'promote'].includes(r.record.stage) && r.record.sha256 !== mySha);
+  if (busy.length) {
+    throw refused(
+      `a transition is under way on ${busy.map((b) => `${b.node} (stage ${b.record!.stage})`).join(', ')}: starting another one here would fork the keys`,
+      `follow it on this node with "k8s-encrypt ${operation} --from-config FILE" (FILE: that node's config), or pass --force if it was abandoned`,
+      { nodes: busy },
+    );
   }
 }
 

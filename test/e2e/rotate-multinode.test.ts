@@ -49,6 +49,11 @@ describe('rotate-key on two control planes', () => {
       expect(jsonOf(again).error.message).toMatch(/not every control plane runs stage "add-reader".*cp-1/);
       expect(bed.nodes[0]!.apiserverStarts()).toBe(starts);
 
+      // Starting a second rotation on node 1 (instead of following) would fork the keys: refused.
+      const fork = await cli(1, 'rotate-key');
+      expect(fork.exitCode).toBe(6);
+      expect(jsonOf(fork).error.message).toMatch(/a transition is under way on cp-0 \(stage add-reader\)/);
+
       // Node 1 takes the same file; the stage is found from node 0's record.
       j = ok(await cli(1, 'rotate-key', '--from-config', await copyFrom0('add-reader.yaml')));
       expect(j).toMatchObject({ state: 'done', stage: 'add-reader' });
