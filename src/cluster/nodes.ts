@@ -92,8 +92,25 @@ export async function discoverControlPlanes(api: Api): Promise<ControlPlane[]> {
   } catch (err) {
     throw toCliError(err, 'list the control-plane nodes');
   }
+  if (byName.size === 0) {
+    // No mirror pods and no control-plane Nodes: the apiservers' identity leases (1.26+) still
+    // name every apiserver's host, so several control planes are not mistaken for one.
+    try {
+      const leases = await api.list<any>('/apis/coordination.k8s.io/v1/namespaces/kube-system/leases', {
+        query: { labelSelector: `${APISERVER_IDENTITY_LABEL}=kube-apiserver` },
+      });
+      for (const l of leases?.items ?? []) {
+        const host = l?.metadata?.labels?.['kubernetes.io/hostname'];
+        if (typeof host === 'string' && host) entry(host);
+      }
+    } catch {
+      // Older apiservers (or RBAC) without them: the caller warns that it found no control plane.
+    }
+  }
   return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
+
+export const APISERVER_IDENTITY_LABEL = 'apiserver.kubernetes.io/identity';
 
 /**
  * Which control plane this is: the --node-name given, else the one whose mirror pod runs exactly
@@ -221,4 +238,39 @@ export function notConvergedError(want: StageRecord, c: Convergence, nextCommand
       details: { want: formatStage(want), lagging: c.lagging },
     },
   );
+}
+
+/**
+ * Every control plane's stage, also where discovery falls short of the number the operator said
+ * there are (`expected`, e.g. no mirror pods, Nodes or identity leases): nodes that recorded
+ * themselves in the state ConfigMap and this node count too, and any still unaccounted for are
+ * reported as lagging, so a stage never advances on fewer control planes than there are.
+ */
+export async function stagesOfAll(
+  api: Api,
+  self: { name: string; hasNode: boolean },
+  expected = 1,
+): Promise<NodeStage[]> {
+  const cps = await discoverControlPlanes(api);
+  if (cps.length < expected || !cps.some((c) => c.name === self.name)) {
+    const known = new Set(cps.map((c) => c.name));
+    const extra = [self.name, ...(await stateConfigMapNodes(api))].filter((n) => !known.has(n) && (known.add(n), true));
+    cps.push(...extra.map((name) => ({ name, hasNode: name === self.name ? self.hasNode : false, hasMirrorPod: false })));
+  }
+  const stages = await readStages(api, cps);
+  for (let i = stages.length; i < expected; i++) {
+    stages.push({ node: `(control plane ${i + 1} of ${expected}, not reporting yet)`, where: 'state-configmap' });
+  }
+  return stages;
+}
+
+/** Node names with a record in kube-system/k8s-encrypt-state. */
+export async function stateConfigMapNodes(api: Pick<ApiClient, 'get'>): Promise<string[]> {
+  try {
+    const cm = await api.get<any>(`/api/v1/namespaces/kube-system/configmaps/${STATE_CONFIGMAP}`);
+    return Object.keys(cm?.data ?? {}).sort();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return [];
+    throw toCliError(err, `read kube-system/${STATE_CONFIGMAP}`);
+  }
 }

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import type { CommandModule } from './types';
+import { intOption, type CommandModule } from './types';
 
 /**
  * `k8s-encrypt init`: turn on encryption at rest on this control-plane node, prove it, rewrite
@@ -23,6 +23,7 @@ export interface Opts {
   fromConfig?: string;
   force?: boolean;
   nodeName?: string;
+  controlPlanes?: number;
   kmsName?: string;
   kmsEndpoint?: string;
   kmsApiVersion: 'v1' | 'v2';
@@ -46,6 +47,7 @@ export const initCommand: CommandModule = {
       .option('--dry-run', 'print the whole plan (key redacted, config, manifest diff, kubeadm-config diff, later steps); change nothing', false)
       .option('--from-config <file>', 'other control planes: install exactly this config (copied from the first node) and record the stage')
       .option('--force', 'replace an existing config file (backed up), or advance although control planes disagree', false)
+      .option('--control-planes <n>', 'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)', intOption('--control-planes'))
       .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod, else the host name)")
       .option('--kms-name <name>', 'KMS provider name (--provider kms)')
       .option('--kms-endpoint <url>', 'KMS plugin socket, unix:///path (--provider kms)')

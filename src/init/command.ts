@@ -167,6 +167,11 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 
     let controlPlanes: ControlPlane[] = [];
     if (kv.reachable) controlPlanes = await discoverControlPlanes(api);
+    if (kv.reachable && controlPlanes.length === 0 && !resuming && !fromConfigText && !opts.controlPlanes) {
+      ctx.out.warn(
+        'no control plane found (no kube-apiserver mirror pods, control-plane Nodes or apiserver identity leases): treating this node as the only one. With several control planes, pass --control-planes N (and --node-name on each)',
+      );
+    }
     const me = resuming
       ? { name: journal!.inputs.nodeName, how: 'the journal' }
       : identifyThisNode(controlPlanes, flags.args, opts.nodeName);
@@ -215,7 +220,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         manifestText,
         kubeVersion: kv.version,
         kubeVersionSource: kv.source,
-        controlPlanes: j.mode === 'staged' ? Math.max(2, controlPlanes.length) : 1,
+        controlPlanes: j.mode === 'staged' ? Math.max(2, j.controlPlanes ?? 2, controlPlanes.length) : 1,
         keyName: j.keyName,
         ...(key ? { key } : {}),
         ...(fromText !== undefined ? { configText: fromText, configSource: 'from-config' as const } : ours ? { configText: existingConfigText, configSource: 'resume' as const } : {}),
@@ -242,7 +247,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         manifestText,
         kubeVersion: kv.version,
         kubeVersionSource: kv.source,
-        controlPlanes: Math.max(1, controlPlanes.length),
+        controlPlanes: Math.max(1, controlPlanes.length, opts.controlPlanes ?? 0),
         keyName: opts.keyName ?? newKeyName(ctx.now()),
         ...(key ? { key } : {}),
         ...(fromConfigText !== undefined ? { configText: fromConfigText, configSource: 'from-config' as const } : {}),
@@ -357,6 +362,7 @@ function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNo
     writeConfigSha256: plan.writeConfig?.sha256 ?? null,
     nodeName,
     hasNode,
+    controlPlanes: plan.controlPlanes,
     keySource,
     keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
     fromConfig: opts.fromConfig ? resolve(opts.fromConfig) : null,

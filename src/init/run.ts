@@ -2,7 +2,7 @@ import { readdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
-import { convergence, discoverControlPlanes, notConvergedError, readStages, recordStage, type Convergence } from '../cluster/nodes';
+import { convergence, notConvergedError, recordStage, stagesOfAll, type Convergence } from '../cluster/nodes';
 import { proveEncryption, removeLeftoverCanaries, type RawReader } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
 import { mirrorPodHash, waitForApiserver, waitForReady, WaitTimeoutError, type WaitResult } from '../cluster/wait';
@@ -39,6 +39,8 @@ export interface InitJournalInputs extends JsonObject {
   writeConfigSha256: string | null;
   nodeName: string;
   hasNode: boolean;
+  /** How many control planes must agree before a stage advances (discovered, or --control-planes). */
+  controlPlanes: number;
   keySource: 'generated' | 'file' | 'stdin' | 'kms' | 'from-config';
   keyFile: string | null;
   fromConfig: string | null;
@@ -146,7 +148,7 @@ export async function runInit(deps: InitDeps, plan: InitPlan, journal: Journal<I
     result.kubeadmConfig = await kubeadmStep(deps, journal, plan, patchPlan);
     await stageStep(deps, journal, STEP.recordStage, plan.config.stage, plan.config.sha256);
     result.multiNode.stage = plan.config.stage;
-    const c = await currentConvergence(deps, plan.config.stage, plan.config.sha256);
+    const c = await currentConvergence(deps, journal, plan.config.stage, plan.config.sha256);
     result.multiNode.nodes = c.lagging;
     result.multiNode.next =
       plan.config.stage === 'reader'
@@ -455,9 +457,10 @@ async function stageStep(deps: InitDeps, journal: Journal<InitJournalInputs>, na
   });
 }
 
-async function currentConvergence(deps: InitDeps, stage: string, sha256: string): Promise<Convergence> {
-  const cps = await discoverControlPlanes(deps.api);
-  return convergence(await readStages(deps.api, cps), { stage, sha256 });
+async function currentConvergence(deps: InitDeps, journal: Journal<InitJournalInputs>, stage: string, sha256: string): Promise<Convergence> {
+  const i = journal.inputs;
+  const stages = await stagesOfAll(deps.api, { name: i.nodeName, hasNode: i.hasNode }, i.controlPlanes ?? 1);
+  return convergence(stages, { stage, sha256 });
 }
 
 /**
@@ -474,7 +477,7 @@ async function gateStep(
   configPath: string,
 ): Promise<Convergence | undefined> {
   if (journal.done(name)) return undefined;
-  const c = await currentConvergence(deps, stage, sha256);
+  const c = await currentConvergence(deps, journal, stage, sha256);
   if (c.agreed || deps.force) {
     if (!c.agreed) deps.out.warn(`--force: advancing although ${c.lagging.map((l) => `${l.node} reports ${l.reports}`).join(', ')}`);
     await journal.complete(name, { forced: !c.agreed });

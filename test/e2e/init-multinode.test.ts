@@ -100,3 +100,57 @@ describe('init on two control planes', () => {
     expect(jsonOf(done).nothingToDo).toBe(true);
   }, 120_000);
 });
+
+describe('two control planes that cannot be discovered (no mirror pods, no Node objects)', () => {
+  let bed2: Bed;
+  let dir: string;
+  beforeAll(async () => {
+    bed2 = await startBed({ nodes: 2, secrets: 30, mirrorPods: false });
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-copies-'));
+  }, 120_000);
+  afterAll(async () => {
+    await bed2?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const run = (node: number, ...extra: string[]) => runCli([...bed2.nodes[node]!.cliArgs, '--yes', '--json', 'init', '--node-name', `cp-${node}`, ...extra]);
+  const state = async () => (await (await bed2.api(0)).get('/api/v1/namespaces/kube-system/configmaps/k8s-encrypt-state')).body.data;
+
+  it('warns that it found no control plane; --control-planes 2 takes the staged path, records go to the state ConfigMap', async () => {
+    const dry = await runCli([...bed2.nodes[0]!.cliArgs, '--json', 'init', '--dry-run']);
+    expect(dry.exitCode, String(dry.stderr)).toBe(0);
+    expect(jsonOf(dry).mode).toBe('single');
+    expect(jsonOf(dry).warnings.join('\n')).toMatch(/no control plane found.*--control-planes/);
+
+    const r = await run(0, '--control-planes', '2');
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(jsonOf(r)).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { stage: 'reader' } });
+    expect(Object.keys(await state())).toEqual(['cp-0']);
+
+    const again = await run(0);
+    expect(again.exitCode).toBe(6);
+    expect(jsonOf(again).error.message).toMatch(/control plane 2 of 2, not reporting yet/);
+  }, 90_000);
+
+  it('the other node records itself with --from-config; the stages then advance to the rewrite', async () => {
+    const reader = join(dir, 'reader.yaml');
+    await copyFile(join(bed2.nodes[0]!.root, CONFIG_REL), reader);
+    expect((await run(1, '--from-config', reader)).exitCode).toBe(0);
+    const st = await state();
+    expect(st['cp-1']).toBe(st['cp-0']);
+
+    const promote = await run(0);
+    expect(promote.exitCode, String(promote.stderr)).toBe(0);
+    expect(jsonOf(promote)).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' } });
+
+    const write = join(dir, 'write.yaml');
+    await copyFile(join(bed2.nodes[0]!.root, CONFIG_REL), write);
+    expect((await run(1, '--from-config', write)).exitCode).toBe(0);
+    const done = await run(0);
+    expect(done.exitCode, String(done.stderr)).toBe(0);
+    const j = jsonOf(done);
+    expect(j).toMatchObject({ state: 'done', rewrite: { failed: 0 } });
+    const names = [...(await secretHashes(await bed2.api(0))).keys()];
+    expect(await etcdPrefixCounts(bed2, names)).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: names.length });
+  }, 120_000);
+});

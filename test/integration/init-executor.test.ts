@@ -74,7 +74,7 @@ async function journalFor(plan: InitPlan, timeoutMs: number): Promise<Journal<In
     {
       mode: plan.mode, provider: plan.provider, keyName: plan.keyName, expectedPrefix: plan.expectedPrefix, resources: plan.resources,
       configPath: plan.configPath, manifestPath: node.manifest, timeoutMs, kubeadmConfig: true, configSha256: plan.config.sha256,
-      writeConfigSha256: null, nodeName: node.name, hasNode: true, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
+      writeConfigSha256: null, nodeName: node.name, hasNode: true, controlPlanes: 1, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
     },
     { forbidden: [KEY] },
   );

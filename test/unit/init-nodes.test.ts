@@ -58,3 +58,47 @@ describe('identifyThisNode', () => {
     });
   }
 });
+
+describe('discoverControlPlanes', () => {
+  /** The few list calls discovery makes, answered from fixed data (an apiserver without mirror pods and Nodes). */
+  const fakeApi = (answers: Record<string, unknown>) => ({
+    list: async (path: string) => {
+      if (!(path in answers)) throw new Error(`unexpected ${path}`);
+      return answers[path];
+    },
+    get: async () => ({}),
+    patch: async () => ({}),
+    post: async () => ({}),
+  });
+
+  it('falls back to the apiserver identity leases when there are no mirror pods or Nodes', async () => {
+    const { discoverControlPlanes } = await import('../../src/cluster/nodes');
+    const lease = (host: string) => ({ metadata: { name: `apiserver-${host}`, labels: { 'apiserver.kubernetes.io/identity': 'kube-apiserver', 'kubernetes.io/hostname': host } } });
+    const api = fakeApi({
+      '/api/v1/namespaces/kube-system/pods': { items: [] },
+      '/api/v1/nodes': { items: [] },
+      '/apis/coordination.k8s.io/v1/namespaces/kube-system/leases': { items: [lease('m2'), lease('m1')] },
+    });
+    expect(await discoverControlPlanes(api as never)).toEqual([
+      { name: 'm1', hasNode: false, hasMirrorPod: false },
+      { name: 'm2', hasNode: false, hasMirrorPod: false },
+    ]);
+  });
+
+  it('mirror pods and control-plane Nodes are merged by node name; leases are not needed then', async () => {
+    const { discoverControlPlanes } = await import('../../src/cluster/nodes');
+    const api = fakeApi({
+      '/api/v1/namespaces/kube-system/pods': {
+        items: [
+          { metadata: { name: 'kube-apiserver-a', annotations: { 'kubernetes.io/config.hash': 'h' } }, spec: { nodeName: 'a', containers: [{ name: 'kube-apiserver', command: ['kube-apiserver', '--x=1'] }] } },
+          { metadata: { name: 'etcd-a' }, spec: { nodeName: 'a' } },
+        ],
+      },
+      '/api/v1/nodes': { items: [{ metadata: { name: 'a' } }, { metadata: { name: 'b' } }] },
+    });
+    expect(await discoverControlPlanes(api as never)).toEqual([
+      { name: 'a', hasNode: true, hasMirrorPod: true, command: ['kube-apiserver', '--x=1'], configHash: 'h' },
+      { name: 'b', hasNode: true, hasMirrorPod: false },
+    ]);
+  });
+});
