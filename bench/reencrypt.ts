@@ -119,7 +119,11 @@ export async function etcdPrefixCounts(bed: Bed, keys: string[]): Promise<Record
   return counts;
 }
 
-/** A Secret of realistic size: small opaque ones, some a few KB, some TLS-like. */
+/**
+ * A Secret of realistic size: small opaque ones, some a few KB, some TLS-like. One name pattern
+ * for all, so the kinds interleave in key order as they would in a cluster (a page of 1000
+ * TLS Secrets in a row is over gRPC's 4 MB message limit for the bed's etcd reads).
+ */
 export function realisticSecret(namespace: string, i: number) {
   const b64 = (n: number) => randomBytes(n).toString('base64');
   const kind = i % 10;
@@ -129,7 +133,7 @@ export function realisticSecret(namespace: string, i: number) {
     return {
       apiVersion: 'v1',
       kind: 'Secret',
-      metadata: { name: `tls-${i}`, namespace, labels: { app: `app-${i % 50}` } },
+      metadata: { name: `secret-${i}`, namespace, labels: { app: `app-${i % 50}` } },
       type: 'kubernetes.io/tls',
       data: { 'tls.crt': pem('CERTIFICATE', 1200), 'tls.key': pem('PRIVATE KEY', 1700) },
     };
@@ -138,7 +142,7 @@ export function realisticSecret(namespace: string, i: number) {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { name: `app-secret-${i}`, namespace, labels: { app: `app-${i % 50}` } },
+    metadata: { name: `secret-${i}`, namespace, labels: { app: `app-${i % 50}` } },
     type: 'Opaque',
     data: { username: Buffer.from(`user-${i}`).toString('base64'), password: b64(24), blob: b64(size) },
   };
