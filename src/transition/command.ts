@@ -344,6 +344,14 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         }
       }
       plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion });
+      // A new transition can only begin at its first stage: check before anything is journaled.
+      if (only && plan.stages[0]!.name !== only) {
+        const known = plan.stages.some((st) => st.name === only);
+        throw new CliError(
+          known ? `stage "${only}" comes after "${plan.stages[0]!.name}", which is not done yet` : `this ${spec.operation} has no stage "${only}" on ${node.controlPlanes} control plane(s)`,
+          { exitCode: known ? ExitCode.Refused : ExitCode.Usage, hint: `its stages: ${plan.stages.map((st) => st.name).join(', ')}` },
+        );
+      }
 
       if (opts.dryRun) return printDryRun(ctx, plan);
       if (element?.kms && !resuming) {

@@ -85,6 +85,15 @@ describe('rotate-key after kill -9 at stage boundaries', () => {
 });
 
 describe('refusals', () => {
+  it('a new rotation starts only at its first stage; a wrong --stage journals nothing', async () => {
+    const j0 = await journal();
+    for (const [stage, code] of [['add-reader', 2], ['prune', 6], ['nonsense', 2]] as const) {
+      const r = await cli('--yes', 'rotate-key', '--stage', stage);
+      expect(r.exitCode, `${stage}: ${r.stdout}`).toBe(code);
+    }
+    expect((await journal()).id).toBe(j0.id);
+  }, 30_000);
+
   it('prune is refused while etcd holds an object under the key it removes, and named', async () => {
     const oldLabel = await writeLabel();
     const [victim] = [...before.keys()];
