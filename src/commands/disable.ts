@@ -18,6 +18,7 @@ export const disableCommand: CommandModule = {
       .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
       .option('--no-kubeadm-config', 'leave kube-system/kubeadm-config alone')
       .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)")
+      .option('--control-planes <n>', 'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)', intOption('--control-planes'))
       .option('--force', 'advance although control planes disagree, or turn off although etcd still holds encrypted objects', false)
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(

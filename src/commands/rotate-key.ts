@@ -28,6 +28,7 @@ export const rotateKeyCommand: CommandModule = {
       .option('--timeout <duration>', 'how long the apiserver may take to run each new config', '5m')
       .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
       .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)")
+      .option('--control-planes <n>', 'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)', intOption('--control-planes'))
       .option('--force', 'advance although control planes disagree, or remove a key etcd still holds objects under', false)
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(

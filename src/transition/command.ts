@@ -69,6 +69,8 @@ export interface TransitionOptions {
   nodeName?: string;
   keepBackups: number;
   kubeadmConfig: boolean;
+  /** How many control planes there are, where discovery cannot see them all. */
+  controlPlanes?: number;
 }
 
 /** What a transition journal keeps (never key material: the key lives in the config file). */
@@ -168,7 +170,7 @@ async function readNode(ctx: Context, opts: TransitionOptions, nodeName?: string
       configPath,
       api,
       kubeVersion: version ?? parsed.kubeVersionFromImage ?? '',
-      controlPlanes: Math.max(1, cps.length),
+      controlPlanes: Math.max(1, cps.length, opts.controlPlanes ?? 0),
       nodeName: me.name,
       hasNode: cps.find((c) => c.name === me.name)?.hasNode ?? false,
     };

@@ -3,8 +3,8 @@ import { readdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
-import { convergence, discoverControlPlanes, notConvergedError, readStages, recordStage, type Convergence } from '../cluster/nodes';
-import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption } from '../cluster/proof';
+import { convergence, notConvergedError, recordStage, stagesOfAll, type Convergence } from '../cluster/nodes';
+import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption, removeLeftoverCanaries } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
 import { mirrorPodHash, waitForApiserver, WaitTimeoutError } from '../cluster/wait';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
@@ -321,7 +321,9 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
   });
   checkAbort(deps);
   const proof = await once(j, `${s}:prove`, async () => {
-    await removeLeftoverCanaries(deps);
+    for (const name of await removeLeftoverCanaries(deps.api, { now: deps.now() })) {
+      deps.out.info(`deleted the canary kube-system/${name} an interrupted run left behind`);
+    }
     return proveWrites(deps, cfg);
   });
   if (o.record !== false) {
@@ -332,27 +334,6 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     });
   }
   return { stage: s as StageName, evidence: `${String(waited.evidence)}: ${String(waited.detail)}`, proof: String(proof.detail) };
-}
-
-/** A run killed between creating and deleting its canary leaves it behind: delete such leftovers. */
-async function removeLeftoverCanaries(deps: TransitionDeps): Promise<void> {
-  let items: { metadata?: { name?: string } }[] = [];
-  try {
-    const list = await deps.api.list<{ items?: typeof items }>('/api/v1/namespaces/kube-system/secrets', {
-      query: { labelSelector: Object.entries(MANAGED_BY).map(([k, v]) => `${k}=${v}`).join(',') },
-    });
-    items = list.items ?? [];
-  } catch {
-    return; // not worth failing a stage over; status lists leftovers too
-  }
-  for (const it of items) {
-    const name = it.metadata?.name;
-    if (!name?.startsWith(CANARY_PREFIX)) continue;
-    await deps.api.delete(`/api/v1/namespaces/kube-system/secrets/${name}`).then(
-      () => deps.out.info(`deleted the canary kube-system/${name} an interrupted run left behind`),
-      () => undefined,
-    );
-  }
 }
 
 /** A canary Secret must land in etcd the way the config writes (encrypted prefix, or plaintext). */
@@ -442,9 +423,10 @@ async function restorePrevious(deps: TransitionDeps, j: StepJournal, s: string, 
 // ---------------------------------------------------------------------------------------------
 // Gates: a stage advances only when every control plane reports it.
 
-async function gate(deps: TransitionDeps, j: StepJournal, step: string, stage: string, sha256: string): Promise<Convergence | undefined> {
+async function gate(deps: TransitionDeps, j: StepJournal, step: string, stage: string, sha256: string, expected: number): Promise<Convergence | undefined> {
   if (j.done(step)) return undefined;
-  const c = convergence(await readStages(deps.api, await discoverControlPlanes(deps.api)), { stage, sha256 });
+  // Never advance on fewer control planes than the transition was planned for.
+  const c = convergence(await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, expected), { stage, sha256 });
   if (c.agreed || deps.force) {
     if (!c.agreed) deps.out.warn(`--force: advancing although ${c.lagging.map((l) => `${l.node} reports ${l.reports}`).join(', ')}`);
     await j.complete(step, { forced: !c.agreed });
@@ -494,7 +476,7 @@ export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, 
       const prev = plan.stages[plan.stages.indexOf(stage) - 1];
       const prevGate = prev && stepsOf(prev, plan.controlPlanes).find((x) => x.endsWith(':gate'));
       if (prev && prevGate) {
-        const c = await gate(deps, j, prevGate, prev.name, prev.unpatch ? sha256Hex('') : current.sha256);
+        const c = await gate(deps, j, prevGate, prev.name, prev.unpatch ? sha256Hex('') : current.sha256, plan.controlPlanes);
         if (c) return { ...result, state: 'waiting', lagging: c.lagging, next: `run ${deps.followCommand} (stage ${prev.name}) on ${c.lagging.map((l) => l.node).join(', ')}, then re-run this command here` };
       }
     }
@@ -511,7 +493,7 @@ export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, 
     }
     const gateStep = steps.find((x) => x.endsWith(':gate'));
     if (gateStep) {
-      const c = await gate(deps, j, gateStep, stage.name, result.sha256);
+      const c = await gate(deps, j, gateStep, stage.name, result.sha256, plan.controlPlanes);
       if (c) {
         result.state = 'waiting';
         result.lagging = c.lagging;
