@@ -143,7 +143,8 @@ function check(cfg: EncryptionConfiguration, kubeVersion: string, what: string, 
   }
   for (const w of warningsOf(findings)) {
     if (w.path?.endsWith('.identity')) continue; // identity first is the point of disable
-    const line = `${what}: ${w.path ? `${w.path}: ` : ''}${w.message}`;
+    // The same finding in several stage configs is one warning.
+    const line = `${w.path ? `${w.path}: ` : ''}${w.message}`;
     if (!warnings.includes(line)) warnings.push(line);
   }
 }
@@ -209,7 +210,8 @@ export function planTransition(input: TransitionInput): TransitionPlan {
     const pruned = withPruned(promoted, { names: [], identity: keepIdentity });
     if (keepIdentity) kept.push(`identity stays as the last reader: wildcard rules (${wildcards.join(', ')}) cover resources no rewrite can list, which may still be plaintext`);
     kept.push(`${kinds[0]} "${name}" (the write key)`);
-    push('prune', `remove the readers no longer needed`, pruned);
+    const dropped = [...labelsOf(promoted, resources)].filter((l) => !labelsOf(pruned, resources).has(l));
+    push('prune', `remove the readers no longer needed${dropped.length ? `: ${dropped.map((l) => (l === 'plaintext' ? 'identity' : l)).join(', ')}` : ''}`, pruned);
     if (wildcards.length) warnings.push(`wildcard rules (${wildcards.join(', ')}): the rewrite and the etcd checks cover only ${resources.join(', ') || 'no resource'}`);
     return { kind: 'rotate', controlPlanes: input.controlPlanes, configPath: input.configPath, resources, wildcards, base: baseStage, target: { provider: kinds[0]!, name, label }, stages, kept, warnings };
   }
