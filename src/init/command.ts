@@ -294,6 +294,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     } else {
       journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now, forbidden: secrets });
       if (!journal!.done('write-config')) await journal!.updateInputs({ configSha256: plan.config.sha256, writeConfigSha256: plan.writeConfig?.sha256 ?? null });
+      if (input.options.timeoutMs !== journal!.inputs.timeoutMs) await journal!.updateInputs({ timeoutMs: input.options.timeoutMs });
     }
 
     const reporter = initReporter(ctx.out);

@@ -154,3 +154,39 @@ describe('two control planes that cannot be discovered (no mirror pods, no Node 
     expect(await etcdPrefixCounts(bed2, names)).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: names.length });
   }, 120_000);
 });
+
+describe('a promotion the apiserver does not survive', () => {
+  let bed3: Bed;
+  let dir: string;
+  beforeAll(async () => {
+    bed3 = await startBed({ nodes: 2, secrets: 10 });
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-copies-'));
+  }, 120_000);
+  afterAll(async () => {
+    await bed3?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  const run = (node: number, ...extra: string[]) => runCli([...bed3.nodes[node]!.cliArgs, '--yes', '--json', 'init', ...extra]);
+
+  it('is rolled back to the reader stage (exit 5), and a re-run promotes again', async () => {
+    expect((await run(0)).exitCode).toBe(0);
+    const reader = join(dir, 'reader.yaml');
+    await copyFile(join(bed3.nodes[0]!.root, CONFIG_REL), reader);
+    expect((await run(1, '--from-config', reader)).exitCode).toBe(0);
+    const manifest = await readFile(bed3.nodes[0]!.manifest, 'utf8');
+
+    await bed3.nodes[0]!.setKnobs({ crashOnStart: true });
+    const r = await run(0, '--timeout', '6s');
+    await bed3.nodes[0]!.setKnobs({});
+    expect(r.exitCode, String(r.stderr)).toBe(5);
+    expect(jsonOf(r).error.message).toMatch(/rolled back: .*kube-apiserver\.yaml from .*; .*config\.yaml from /);
+    // Back at the reader stage: same config bytes and manifest as before the attempt.
+    expect(await readFile(join(bed3.nodes[0]!.root, CONFIG_REL), 'utf8')).toBe(await readFile(reader, 'utf8'));
+    expect(await readFile(bed3.nodes[0]!.manifest, 'utf8')).toBe(manifest);
+    expect(await bed3.etcdGet('/registry/secrets/default/bed-secret-0').then((v) => v?.subarray(0, 8).toString('latin1'))).not.toMatch(/^k8s:enc/);
+
+    const again = await run(0);
+    expect(again.exitCode, String(again.stderr)).toBe(0);
+    expect(jsonOf(again)).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' } });
+  }, 120_000);
+});
