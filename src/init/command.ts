@@ -3,8 +3,9 @@ import { dirname, resolve } from 'node:path';
 import type { Opts } from '../commands/init';
 import type { Context } from '../context';
 import type { ApiClient } from '../cluster/api';
-import { ApiError, describeError } from '../cluster/errors';
+import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
+import { readClusterConfiguration } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
 import { decodeKey, generateKey, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { sha256Hex } from '../config/parse';
@@ -179,6 +180,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     ctx.out.debug(`this node: ${me.name} (${me.how}); control planes: ${controlPlanes.map((c) => c.name).join(', ') || 'none found'}`);
 
     const existingConfigText = (await fileExists(configPath)) ? await readText(configPath, 'read config') : undefined;
+    const kubeadmOn = resuming ? journal!.inputs.kubeadmConfig : opts.kubeadmConfig;
+    const clusterConfiguration = kv.reachable && kubeadmOn ? ((await readClusterConfiguration(api)) ?? null) : undefined;
 
     // The inputs of the plan: a resumed run takes them from the journal and its key from the file.
     let input: InitInput;
@@ -225,6 +228,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         ...(key ? { key } : {}),
         ...(fromText !== undefined ? { configText: fromText, configSource: 'from-config' as const } : ours ? { configText: existingConfigText, configSource: 'resume' as const } : {}),
         ...(existingConfigText !== undefined ? { existingConfigText } : {}),
+        ...(clusterConfiguration !== undefined ? { clusterConfiguration } : {}),
         resuming: true,
       };
     } else {
@@ -252,6 +256,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         ...(key ? { key } : {}),
         ...(fromConfigText !== undefined ? { configText: fromConfigText, configSource: 'from-config' as const } : {}),
         ...(existingConfigText !== undefined ? { existingConfigText } : {}),
+        ...(clusterConfiguration !== undefined ? { clusterConfiguration } : {}),
       };
     }
 
@@ -259,7 +264,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     const secrets = key ? [key] : [];
 
     if (opts.dryRun) {
-      await printDryRun(ctx, api, plan, kv.reachable);
+      await printDryRun(ctx, plan);
       return;
     }
 
@@ -411,26 +416,9 @@ async function initDeps(ctx: Context, api: ApiClient, manifestText: string, opts
   };
 }
 
-async function printDryRun(ctx: Context, api: ApiClient, plan: InitPlan, reachable: boolean): Promise<void> {
-  let kubeadm: { status: string; diff: string; reason?: string } | undefined;
-  if (plan.kubeadmConfig && reachable) {
-    const { updateKubeadmConfig } = await import('../cluster/kubeadm-config');
-    try {
-      const r = await updateKubeadmConfig(
-        api,
-        {
-          configPath: plan.manifest.configPathInPod ?? plan.configPath,
-          ...(plan.manifest.volumeName ? { mountDir: dirname(plan.configPath), volumeName: plan.manifest.volumeName } : {}),
-        },
-        { dryRun: true },
-      );
-      kubeadm = { status: r.status === 'updated' ? 'would update' : r.status, diff: r.diff, ...(r.reason ? { reason: r.reason } : {}) };
-    } catch (err) {
-      if (!(err instanceof ApiError) && !(err instanceof CliError)) throw err;
-      kubeadm = { status: 'unknown', diff: '', reason: err.message };
-    }
-  }
-  const printable = { dryRun: true, ...printablePlan(plan), ...(kubeadm ? { kubeadmConfig: kubeadm } : {}) };
+async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
+  const kubeadm = plan.kubeadmChange;
+  const printable = { dryRun: true, ...printablePlan(plan) };
   for (const w of plan.warnings) ctx.out.warn(w);
   ctx.out.result(printable, (c) => {
     const lines = [
@@ -444,7 +432,11 @@ async function printDryRun(ctx: Context, api: ApiClient, plan: InitPlan, reachab
       ...(plan.restart?.changed ? ['', c.bold('restart annotation:'), plan.restart.diff.trimEnd()] : []),
       '',
       c.bold('kube-system/kubeadm-config:'),
-      !plan.kubeadmConfig ? 'skipped (--no-kubeadm-config)' : kubeadm ? `${kubeadm.status}${kubeadm.reason ? ` (${kubeadm.reason})` : ''}\n${kubeadm.diff.trimEnd()}` : 'not checked (apiserver unreachable)',
+      !kubeadm
+        ? 'not checked (apiserver unreachable)'
+        : kubeadm.status === 'skipped'
+          ? `skipped (${kubeadm.reason})`
+          : `${kubeadm.status === 'update' ? 'would update' : 'unchanged'}${kubeadm.diff ? `\n${kubeadm.diff.trimEnd()}` : ''}`,
       '',
       c.bold('steps:'),
       ...plan.steps.map((s, i) => `  ${i + 1}. ${s.title}`),

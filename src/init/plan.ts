@@ -3,8 +3,9 @@ import { buildEncryptionConfig, renderEncryptionConfig } from '../config/render'
 import { isLocalProvider, type Provider } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, validateEncryptionConfig, warningsOf } from '../config/validate';
-import { CONFIG_FLAG, RELOAD_FLAG, planManifestPatch, type ExtraMount, type ManifestPlan } from '../manifest/patch';
+import { CONFIG_FLAG, RELOAD_FLAG, planManifestPatch, unifiedDiff, type ExtraMount, type ManifestPlan } from '../manifest/patch';
 import { readApiserverFlags } from '../manifest/manifest';
+import { planKubeadmConfigPatch, type KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
 import { CliError, ExitCode } from '../ui/errors';
 import { redactConfigText } from '../ui/redact';
 import { planRestartAnnotation, type RestartPlan } from './restart';
@@ -64,7 +65,14 @@ export interface InitInput {
   existingConfigText?: string;
   /** The manifest's current --encryption-provider-config is ours (a resumed or staged run). */
   resuming?: boolean;
+  /** kube-system/kubeadm-config's ClusterConfiguration as read; null: there is none; undefined: not read. */
+  clusterConfiguration?: string | null;
 }
+
+/** What recording the flag and mount in kube-system/kubeadm-config would change. */
+export type KubeadmConfigChange =
+  | { status: 'update' | 'unchanged'; apiVersion: string; actions: string[]; diff: string }
+  | { status: 'skipped'; reason: string };
 
 export interface ConfigFilePlan {
   stage: InitStage;
@@ -102,6 +110,8 @@ export interface InitPlan {
    * manifest is reloaded, not restarted (no restart annotation, the wait watches the reload). */
   reload: boolean;
   kubeadmConfig: boolean;
+  /** The kubeadm-config change as planned from what was read (the executor re-reads and re-plans). */
+  kubeadmChange?: KubeadmConfigChange;
   /** The KMS plugin the config uses (health-checked before the switch). */
   kms?: KmsOptions;
   resources: string[];
@@ -293,6 +303,19 @@ export function planInit(input: InitInput): InitPlan {
     add(STEP.recordStage, `record stage "${config.stage}" on this control plane`);
   }
 
+  let kubeadmChange: KubeadmConfigChange | undefined;
+  if (!o.kubeadmConfig) kubeadmChange = { status: 'skipped', reason: '--no-kubeadm-config' };
+  else if (input.clusterConfiguration === null) kubeadmChange = { status: 'skipped', reason: 'no kube-system/kubeadm-config (not a kubeadm cluster?)' };
+  else if (input.clusterConfiguration !== undefined) {
+    const k = planKubeadmConfigPatch(input.clusterConfiguration, kubeadmOptions(o.configPath, manifest));
+    kubeadmChange = {
+      status: k.changed ? 'update' : 'unchanged',
+      apiVersion: k.apiVersion,
+      actions: k.actions,
+      diff: unifiedDiff(input.clusterConfiguration, k.newText, 'kube-system/kubeadm-config/ClusterConfiguration'),
+    };
+  }
+
   for (const n of manifest.notes) warnings.push(n);
   if (mode === 'staged') {
     warnings.push(
@@ -313,6 +336,7 @@ export function planInit(input: InitInput): InitPlan {
     ...(restart ? { restart } : {}),
     reload,
     kubeadmConfig: o.kubeadmConfig,
+    ...(kubeadmChange ? { kubeadmChange } : {}),
     ...(element.kms
       ? { kms: { name: element.kms.name, endpoint: element.kms.endpoint, apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', ...(element.kms.timeout ? { timeout: element.kms.timeout } : {}) } as KmsOptions }
       : {}),
@@ -325,6 +349,20 @@ export function planInit(input: InitInput): InitPlan {
   };
 }
 
+
+/**
+ * What kubeadm-config must record for this manifest patch: the flag as the apiserver sees it, the
+ * config dir's volume (unless it lies under kubeadm's own mounts) and any KMS socket dir added.
+ */
+export function kubeadmOptions(configPath: string, patch: ManifestPlan): KubeadmConfigPatchOptions {
+  const configDir = configPath.slice(0, configPath.lastIndexOf('/')) || '/';
+  const extra = patch.mounts.filter((m) => !m.existing && m.volumeName !== patch.volumeName && m.hostPath !== configDir);
+  return {
+    configPath: patch.configPathInPod ?? configPath,
+    ...(patch.volumeName ? { mountDir: configDir, volumeName: patch.volumeName } : {}),
+    ...(extra.length ? { extraVolumes: extra.map((m) => ({ name: m.volumeName, dir: m.hostPath, pathType: 'Directory' as const, readOnly: m.readOnly })) } : {}),
+  };
+}
 
 /** The plan as it may be printed or put in --json: no key anywhere. */
 export function printablePlan(p: InitPlan): Record<string, unknown> {
@@ -340,6 +378,7 @@ export function printablePlan(p: InitPlan): Record<string, unknown> {
     ...(p.writeConfig ? { writeConfig: cfg(p.writeConfig) } : {}),
     manifest: { changed: p.manifest.changed, actions: p.manifest.actions, diff: p.manifest.diff },
     ...(p.restart ? { restartAnnotation: { diff: p.restart.diff } } : {}),
+    ...(p.kubeadmChange ? { kubeadmConfig: p.kubeadmChange } : {}),
     steps: p.steps,
     warnings: p.warnings,
   };

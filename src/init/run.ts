@@ -1,5 +1,5 @@
 import { readdir, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { convergence, notConvergedError, recordStage, stagesOfAll, type Convergence } from '../cluster/nodes';
@@ -13,7 +13,7 @@ import type { ManifestPlan } from '../manifest/patch';
 import { backupFile, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import type { Journal, JsonObject } from '../state/journal';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { STEP, type ConfigFilePlan, type InitMode, type InitPlan } from './plan';
+import { kubeadmOptions, STEP, type ConfigFilePlan, type InitMode, type InitPlan } from './plan';
 import { planRestartAnnotation } from './restart';
 
 /**
@@ -434,14 +434,7 @@ async function proveStep(deps: InitDeps, journal: Journal<InitJournalInputs>, pl
 async function kubeadmStep(deps: InitDeps, journal: Journal<InitJournalInputs>, plan: InitPlan, patch: ManifestPlan): Promise<InitResult['kubeadmConfig']> {
   if (!plan.kubeadmConfig) return null;
   const out = await journal.step(STEP.kubeadmConfig, async () => {
-    const kmsDirs = patch.mounts.filter((m) => m.hostPath !== dirname(plan.configPath) && m.volumeName !== patch.volumeName);
-    const r = await updateKubeadmConfig(deps.api, {
-      configPath: patch.configPathInPod ?? plan.configPath,
-      ...(patch.volumeName ? { mountDir: dirname(plan.configPath), volumeName: patch.volumeName } : {}),
-      ...(kmsDirs.length
-        ? { extraVolumes: kmsDirs.filter((m) => !m.existing).map((m) => ({ name: m.volumeName, dir: m.hostPath, pathType: 'Directory' as const, readOnly: m.readOnly })) }
-        : {}),
-    });
+    const r = await updateKubeadmConfig(deps.api, kubeadmOptions(plan.configPath, patch));
     if (r.status === 'skipped') deps.out.info(`kubeadm-config: skipped (${r.reason})`);
     else deps.out.step(`kube-system/kubeadm-config ${r.status}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
     return { status: r.status, ...(r.reason ? { reason: r.reason } : {}), ...(r.apiVersion ? { apiVersion: r.apiVersion } : {}) };

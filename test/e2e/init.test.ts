@@ -54,7 +54,8 @@ describe('init on one control plane with a few hundred Secrets', () => {
     const r = await runCli([...n.cliArgs, '--json', 'init', '--dry-run']);
     expect(r.exitCode, String(r.stderr)).toBe(0);
     const j = jsonOf(r);
-    expect(j).toMatchObject({ ok: true, dryRun: true, mode: 'single', provider: 'aescbc', kubeadmConfig: { status: 'would update' } });
+    expect(j).toMatchObject({ ok: true, dryRun: true, mode: 'single', provider: 'aescbc', kubeadmConfig: { status: 'update', apiVersion: 'kubeadm.k8s.io/v1beta4' } });
+    expect(j.kubeadmConfig.diff).toContain('+    - name: encryption-provider-config');
     expect(j.config.text).toContain('secret: <redacted>');
     expect(String(r.stdout) + String(r.stderr)).not.toMatch(/secret"?: *"?(?!<redacted>)[A-Za-z0-9+/]{20,}/);
     expect(j.manifest.diff).toContain('+        - --encryption-provider-config=');

@@ -194,3 +194,23 @@ describe('planRestartAnnotation', () => {
     expect(JSON.parse(a.newText).metadata.annotations[CONFIG_HASH_ANNOTATION]).toBe('c'.repeat(64));
   });
 });
+
+describe('planInit: the kubeadm-config change', () => {
+  const cc = (name: string) => readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8');
+  const cases: { name: string; over: Parameters<typeof input>[0]; status: string; diff?: RegExp }[] = [
+    { name: 'v1beta4: extraArgs as a name/value list', over: { clusterConfiguration: cc('clusterconfiguration-v1beta4.yaml') }, status: 'update', diff: /\+\s+- name: encryption-provider-config\n\+\s+value: \/etc\/kubernetes\/encryption\/config\.yaml/ },
+    { name: 'v1beta3: extraArgs as a map', over: { clusterConfiguration: cc('clusterconfiguration-v1beta3.yaml') }, status: 'update', diff: /\+\s+encryption-provider-config: \/etc\/kubernetes\/encryption\/config\.yaml/ },
+    { name: 'no kubeadm-config ConfigMap', over: { clusterConfiguration: null }, status: 'skipped' },
+    { name: '--no-kubeadm-config', over: { clusterConfiguration: cc('clusterconfiguration-v1beta4.yaml'), options: { kubeadmConfig: false } }, status: 'skipped' },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const k = planInit(input(c.over)).kubeadmChange!;
+      expect(k.status).toBe(c.status);
+      if (c.diff) expect(k.status !== 'skipped' && k.diff).toMatch(c.diff);
+    });
+  }
+  it('is not planned when kubeadm-config could not be read', () => {
+    expect(planInit(input()).kubeadmChange).toBeUndefined();
+  });
+});
