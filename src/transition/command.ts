@@ -25,6 +25,7 @@ import {
   describeConfigText,
   planTransition,
   printableTransition,
+  readersOf,
   resumePoint,
   STAGES,
   stageOfSha,
@@ -542,6 +543,15 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
       }
     }
     if (currentCfg && current !== text) {
+      // The other control planes run what this one ran (or one stage on): a writer this node could
+      // not read before may be one they cannot read either (a stale or skipped file).
+      const newWriter = describeConfigText(text, cfg).writeLabel;
+      const readers = readersOfAll(currentCfg);
+      if (!readers.has(newWriter)) {
+        const msg = `${file} writes with ${newWriter}, which ${node.configPath} does not read yet: the other control planes may not read it either`;
+        if (!deps.force) throw refused(msg, 'install the stages in order (add-reader first), or pass --force if every control plane already reads it');
+        ctx.out.warn(`--force: ${msg}`);
+      }
       const scan = await scanLabels(deps, currentCfg, resourcesOfBoth(currentCfg, cfg));
       assertNothingUnder(scan, cfg, `install ${file}`, deps.force, ctx.out);
     }
@@ -551,6 +561,11 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
     node.api.close();
     await lock?.release();
   }
+}
+
+function readersOfAll(cfg: EncryptionConfiguration): Set<string> {
+  const resources = [...new Set(cfg.resources.flatMap((r) => r.resources))];
+  return new Set(resources.flatMap((r) => readersOf(cfg, r)));
 }
 
 function resourcesOfBoth(a: EncryptionConfiguration, b: EncryptionConfiguration): string[] {

@@ -97,8 +97,12 @@ describe('rotate-key on two control planes', () => {
     }
     expect(seen.failures.length).toBeGreaterThan(0);
     expect(seen.failures.every((f) => /^node 1: HTTP 500 /.test(f))).toBe(true);
-    // Node 1 catches up with the promoted file and reads everything again.
-    ok(await cli(1, 'rotate-key', '--from-config', await copyFrom0('forced-promote.yaml'), '--stage', 'promote'));
+    // Node 1 refuses to take a file that writes with a key it does not read yet (it skipped
+    // add-reader); forced, it catches up with the promoted file and reads everything again.
+    const skipped = await cli(1, 'rotate-key', '--from-config', await copyFrom0('forced-promote.yaml'), '--stage', 'promote');
+    expect(skipped.exitCode).toBe(6);
+    expect(jsonOf(skipped).error.message).toMatch(/writes with aescbc:key-.*which .* does not read yet/);
+    ok(await cli(1, 'rotate-key', '--from-config', await copyFrom0('forced-promote.yaml'), '--stage', 'promote', '--force'));
     for (const i of [0, 1]) expect(await secretHashes(await bed.api(i))).toEqual(before);
   }, 90_000);
 });
