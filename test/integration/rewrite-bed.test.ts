@@ -130,7 +130,10 @@ describe('rewriteAll on the bed', () => {
     await bed.nodes[0]!.setKnobs({});
     expect(s.failed).toBe(0);
     expect(s.conflictsRetried).toBeGreaterThan(0);
-    expect(s.rewritten).toBe(before.size);
+    // A PUT retried after a dropped connection may find its first attempt applied: then the
+    // fresh copy is already current (unchanged). etcd below is the real proof.
+    expect(s.rewritten + s.unchanged).toBe(before.size);
+    expect(s.rewritten).toBeGreaterThan(before.size * 0.9);
     const after = await secretHashes(test);
     expect(after).toEqual(before);
     expect(await etcdPrefixCounts(bed, allKeys(after))).toEqual({ [prefix]: after.size });
