@@ -120,6 +120,8 @@ export interface OpenEtcdOptions {
   callTimeoutMs?: number;
   /** Check the connection with one small read before returning (default true). */
   probe?: boolean;
+  /** Largest reply accepted from etcd (default 64 MiB); scan() halves its page beyond it. */
+  maxReplyBytes?: number;
 }
 
 /** Connects (TLS with client certificates when given) and proves it with one small read. */
@@ -135,12 +137,25 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   ]);
   const tls = conn.endpoints.some((e) => e.startsWith('https://')) || ca !== undefined;
   const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
-  const { Etcd3 } = await import('etcd3');
+  const [{ Etcd3, isRecoverableError, GRPCResourceExhastedError }, { circuitBreaker, ConsecutiveBreaker, handleWhen, retry }] =
+    await Promise.all([import('etcd3'), import('cockatiel')]);
+  // etcd3's default fault handling counts a reply over the size limit as a failing host and opens
+  // its circuit breaker; scan() handles that case itself (smaller pages), so it is not a fault.
+  const hostFault = handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCResourceExhastedError));
+  const maxReplyBytes = opts.maxReplyBytes ?? 64 * 1024 * 1024;
   let client: Etcd3;
   try {
     client = new Etcd3({
       hosts: conn.endpoints,
       dialTimeout: callTimeoutMs,
+      // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): gRPC's
+      // default 4 MiB reply limit is too small for a page of them. scan() also halves its page
+      // when a reply is still too large, so memory stays bounded by this limit.
+      grpcOptions: { 'grpc.max_receive_message_length': maxReplyBytes },
+      faultHandling: {
+        host: () => circuitBreaker(hostFault, { halfOpenAfter: 5000, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(hostFault, { maxAttempts: 3 }),
+      },
       defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMs }),
       ...(tls && ca ? { credentials: { rootCertificate: ca, privateKey: key, certChain: cert } } : {}),
     });
@@ -179,6 +194,10 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
         try {
           res = await client.kv.range({ key: from, range_end: rangeEnd, limit: pageSize, keys_only: keysOnly, revision });
         } catch (err) {
+          if (pageSize > 1 && /RESOURCE_EXHAUSTED|larger than max/i.test((err as Error).message)) {
+            pageSize = Math.max(1, Math.floor(pageSize / 2));
+            continue;
+          }
           if (revision !== undefined && /compacted/i.test((err as Error).message)) {
             revision = undefined; // the snapshot is gone: continue at the newest revision
             continue;

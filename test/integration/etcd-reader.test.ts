@@ -152,6 +152,22 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
     expect(keys).not.toContain('/registry/secretsx/default/not-a-secret');
   });
 
+  it('halves its page when a page of large values is over the reply limit', async () => {
+    const small = await openEtcd(reader.connection, { maxReplyBytes: 1024 * 1024 });
+    try {
+      const big = randomBytes(300 * 1024);
+      for (let i = 0; i < 6; i++) await reader.put(`/registry/bigsecrets/default/big-${i}`, big);
+      const seen: string[] = [];
+      for await (const kv of small.scan('/registry/bigsecrets/', { pageSize: 500 })) {
+        expect(kv.value?.equals(big)).toBe(true);
+        seen.push(kv.key);
+      }
+      expect(seen).toEqual([0, 1, 2, 3, 4, 5].map((i) => `/registry/bigsecrets/default/big-${i}`));
+    } finally {
+      small.close();
+    }
+  });
+
   // Runs after the counting tests: it adds two broken values.
   it('a decrypt check finds corrupted values, unknown keys and plaintext the config cannot read', async () => {
     const good = '/registry/secrets/ns0/own-00';

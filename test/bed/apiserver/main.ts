@@ -108,6 +108,8 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
     hosts: flags.etcdServers,
     ...(etcdTls.ca ? { credentials: { rootCertificate: etcdTls.ca, certChain: etcdTls.cert, privateKey: etcdTls.key } } : {}),
     dialTimeout: 5000,
+    // Pages of 1,000 large Secrets exceed gRPC's default 4 MiB reply limit.
+    grpcOptions: { 'grpc.max_receive_message_length': 512 * 1024 * 1024 },
   });
   const store = new Store(etcd, flags.etcdPrefix.replace(/\/+$/, ''), metrics, transformersFor);
   const health: HealthState = { cachesSynced: false, shuttingDown: false, extraChecks: new Map() };
