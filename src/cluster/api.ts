@@ -1,4 +1,5 @@
 import { Agent, request as httpsRequest } from 'node:https';
+import { setTimeout as delay } from 'node:timers/promises';
 import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { CliError, ExitCode, fsError } from '../ui/errors';
@@ -201,6 +202,8 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Accept header; default application/json. */
   accept?: string;
+  /** How many times a 429 is retried after its Retry-After (default 5; 0 = surface it). */
+  throttleRetries?: number;
 }
 
 export interface ApiResponse<T> {
@@ -351,15 +354,29 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
     });
   }
 
+  /** A 429 means the apiserver did not process the request (priority and fairness), so any
+   * method may be retried once the Retry-After has passed. */
+  async function throttled<T>(method: string, path: string, o: RequestOptions): Promise<ApiResponse<T>> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await once<T>(method, path, o);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 429 || attempt >= (o.throttleRetries ?? 5)) throw err;
+        const waitMs = Math.min(10, err.retryAfterSeconds ?? 1) * 1000 * (0.8 + Math.random() * 0.4);
+        await delay(waitMs, undefined, o.signal ? { signal: o.signal } : undefined);
+      }
+    }
+  }
+
   async function request<T>(method: string, path: string, o: RequestOptions = {}): Promise<ApiResponse<T>> {
     try {
-      return await once<T>(method, path, o);
+      return await throttled<T>(method, path, o);
     } catch (err) {
       // Exec-plugin tokens expire: refresh once, then let 401 surface.
       if (err instanceof ApiError && err.status === 401 && target.refreshHeaders && !refreshed) {
         refreshed = true;
         headers = { ...(await target.refreshHeaders()) };
-        return once<T>(method, path, o);
+        return throttled<T>(method, path, o);
       }
       throw err;
     }

@@ -101,6 +101,10 @@ export interface RewriteOptions {
 }
 
 export const DEFAULT_CONCURRENCY = 32;
+
+/** The engine retries throttling itself (withRetry: Retry-After, cap, jitter, counted), so the
+ * client's own 429 retry is off for its requests. */
+const OWN_RETRIES = { throttleRetries: 0 } as const;
 export const DEFAULT_PAGE_SIZE = 500;
 export const MAX_FAILURES_KEPT = 1000;
 
@@ -306,7 +310,7 @@ export async function rewriteAll(deps: RewriteDeps, opts: RewriteOptions): Promi
         body.kind ??= res.kind;
         const sent = body.metadata?.resourceVersion;
         try {
-          const out = await withRetry(() => api.put<KubeObject>(path, body));
+          const out = await withRetry(() => api.put<KubeObject>(path, body, OWN_RETRIES));
           return out?.metadata?.resourceVersion !== sent ? 'rewritten' : 'unchanged';
         } catch (err) {
           if (signal?.aborted && !(err instanceof ApiError)) return Aborted;
@@ -317,7 +321,7 @@ export async function rewriteAll(deps: RewriteDeps, opts: RewriteOptions): Promi
           total.conflictsRetried++;
           // Someone wrote the object after we listed it: PUT what is there now, never our copy.
           try {
-            body = await withRetry(() => api.get<KubeObject>(path));
+            body = await withRetry(() => api.get<KubeObject>(path, OWN_RETRIES));
           } catch (gerr) {
             if (signal?.aborted && !(gerr instanceof ApiError)) return Aborted;
             if (gerr instanceof ApiError && gerr.status === 404) return 'deleted';
@@ -365,7 +369,7 @@ export async function rewriteAll(deps: RewriteDeps, opts: RewriteOptions): Promi
       let page: KubeList;
       try {
         page = await withRetry(() =>
-          api.list<KubeList>(res.listPath, { query: { limit: pageSize, continue: token }, signal }),
+          api.list<KubeList>(res.listPath, { query: { limit: pageSize, continue: token }, signal, ...OWN_RETRIES }),
         );
       } catch (err) {
         if (signal?.aborted) break;
