@@ -1,6 +1,4 @@
 import { posix } from 'node:path';
-import { applyManifestPatch } from '../manifest/apply';
-import { readApiserverFlags } from '../manifest/manifest';
 import { fileExists, readText } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import type { CommandModule } from './types';
@@ -33,6 +31,10 @@ export const patchManifestCommand: CommandModule = {
       )
       .action(
         wrap<Opts>(async (ctx, opts) => {
+          const [{ applyManifestPatch }, { readApiserverFlags }] = await Promise.all([
+            import('../manifest/apply'),
+            import('../manifest/manifest'),
+          ]);
           const manifest = ctx.paths.manifest;
           const configPath = opts.configPath ?? ctx.paths.config;
           if (!posix.isAbsolute(configPath)) {

@@ -13,7 +13,8 @@ export { findingLine, type Finding } from './parse';
  */
 
 /** The newest Kubernetes minor whose rules apply when no version is given. */
-export const NEWEST_KUBE_VERSION = '1.34';
+export { NEWEST_KUBE_VERSION } from './versions';
+import { NEWEST_KUBE_VERSION } from './versions';
 
 export interface KubeVersion {
   major: number;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseResources, planWriteConfig, type WriteConfigInput } from '../../src/commands/write-config';
+import { parseResources, planWriteConfig, type WriteConfigInput } from '../../src/config/write';
 import { parseEncryptionConfig } from '../../src/config/parse';
 
 const K32 = Buffer.alloc(32, 4).toString('base64');
