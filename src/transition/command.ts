@@ -13,7 +13,6 @@ import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, parseGoDuration, validateEncryptionConfig } from '../config/validate';
 import { etcdConnectionFromFlags } from '../etcd/client';
-import { parseTimeoutMs } from '../init/command';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, unifiedDiff } from '../manifest/patch';
 import { ensureDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
@@ -28,7 +27,6 @@ import {
   readersOf,
   resumePoint,
   STAGES,
-  stageOfSha,
   type StageName,
   type TransitionKind,
   type TransitionPlan,
@@ -98,6 +96,12 @@ export interface TransitionJournalInputs extends JsonObject {
 const refused = (message: string, hint?: string, details?: Record<string, unknown>) =>
   new CliError(message, { exitCode: ExitCode.Refused, ...(hint ? { hint } : {}), ...(details ? { details } : {}) });
 
+export function parseTimeoutMs(v: string, flag = '--timeout'): number {
+  const ns = parseGoDuration(/^\d+$/.test(v) ? `${v}s` : v);
+  if (ns === undefined || ns <= 0) throw usageError(`${flag} "${v}" is not a positive duration`, 'use e.g. 90s, 5m or 1h');
+  return Math.round(ns / 1e6);
+}
+
 /** `90d`, `2w`, `36h`, or any Go duration (`90m`, `1h30m`): milliseconds. */
 export function parseAge(v: string): number {
   const m = /^(\d+(?:\.\d+)?)(d|w)$/.exec(v.trim());
@@ -122,7 +126,7 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
 // ---------------------------------------------------------------------------------------------
 // The node: manifest, config path, this apiserver, the control planes.
 
-interface NodeView {
+export interface NodeView {
   manifestText: string;
   flags: Map<string, string>;
   args: string[];
@@ -209,29 +213,44 @@ export async function rewriteWithCheckpoint(ctx: Context, api: ApiClient, config
   }
 }
 
-async function transitionDeps(ctx: Context, node: NodeView, opts: TransitionOptions, follow: string): Promise<TransitionDeps> {
+/** How the engine runs on this node, beyond what the node itself says. */
+export interface EngineSettings {
+  timeoutMs: number;
+  force: boolean;
+  kubeadmConfig: boolean;
+  keepBackups: number;
+  /** The command the other control planes run. */
+  followCommand: string;
+  out?: TransitionDeps['out'];
+}
+
+/** The engine's dependencies for this node (init and every transition command build them here). */
+export async function engineDeps(ctx: Context, node: Pick<NodeView, 'api' | 'configPath' | 'nodeName' | 'hasNode' | 'flags'>, s: EngineSettings): Promise<TransitionDeps> {
   const { openEtcd } = await import('../etcd/client');
   return {
     api: node.api,
     now: ctx.now,
-    out: ctx.out,
+    out: s.out ?? ctx.out,
     signal: ctx.signal,
     manifestPath: ctx.paths.manifest,
     manifestsDir: ctx.paths.manifestsDir,
     configPath: node.configPath,
     backupDir: ctx.paths.backupDir,
-    keepBackups: opts.keepBackups,
+    keepBackups: s.keepBackups,
     nodeName: node.nodeName,
     hasNode: node.hasNode,
-    timeoutMs: parseTimeoutMs(opts.timeout),
-    force: Boolean(opts.force),
-    kubeadmConfig: opts.kubeadmConfig,
+    timeoutMs: s.timeoutMs,
+    force: s.force,
+    kubeadmConfig: s.kubeadmConfig,
     etcd: etcdConnectionFromFlags(node.flags),
     openEtcd: (c) => openEtcd(c),
-    followCommand: follow,
+    followCommand: s.followCommand,
     rewrite: (resources) => rewriteWithCheckpoint(ctx, node.api, node.configPath, resources),
   };
 }
+
+const transitionDeps = (ctx: Context, node: NodeView, opts: TransitionOptions, follow: string) =>
+  engineDeps(ctx, node, { timeoutMs: parseTimeoutMs(opts.timeout), force: Boolean(opts.force), kubeadmConfig: opts.kubeadmConfig, keepBackups: opts.keepBackups, followCommand: follow });
 
 // ---------------------------------------------------------------------------------------------
 // The new element of a rotation.
@@ -260,7 +279,8 @@ function takenNames(cfg: EncryptionConfiguration): string[] {
   }));
 }
 
-async function newKey(ctx: Context, provider: LocalProvider, opts: Pick<TransitionOptions, 'keyFile' | 'keyStdin'>): Promise<{ key: string; source: TransitionJournalInputs['keySource'] }> {
+/** A new local key: from --key-file, --key-stdin, or generated. */
+export async function newKey(ctx: Context, provider: LocalProvider, opts: Pick<TransitionOptions, 'keyFile' | 'keyStdin'>): Promise<{ key: string; source: TransitionJournalInputs['keySource'] }> {
   if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
   if (opts.keyFile) return { key: decodeKey(provider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64'), source: 'file' };
   if (opts.keyStdin) return { key: decodeKey(provider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64'), source: 'stdin' };

@@ -5,20 +5,23 @@ import { LOCAL_PROVIDERS } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, validateEncryptionConfig, warningsOf } from '../config/validate';
 import { transformerLabel, transformersForResource } from '../etcd/codec';
-import { unifiedDiff } from '../manifest/patch';
+import type { KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
+import { unifiedDiff, type ManifestPlan } from '../manifest/patch';
 import { CliError, ExitCode } from '../ui/errors';
 import { redactConfigText } from '../ui/redact';
 
 /**
- * Every change of an EncryptionConfiguration (rotate a key, change provider, disable) as a list of
- * safe stages, planned as data from the config the transition started from:
+ * Every change of an EncryptionConfiguration (enable, rotate a key, change provider, disable) as a
+ * list of safe stages, planned as data from the config the transition started from (enable: an
+ * identity-only config, which is what an apiserver without the flag does):
  *
  * 1. add-reader: the new key/provider (disable: identity) is readable everywhere before anyone
- *    writes with it (only with several control planes: with one it protects nothing);
+ *    writes with it (only with several control planes: with one it protects nothing); enable's
+ *    first stage also adds the flag and mount to the manifest and records them in kubeadm-config;
  * 2. promote:    it becomes the writer;
  * 3. rewrite:    every covered object is rewritten, then etcd must hold nothing under another label;
  * 4. prune:      readers no longer needed are removed (disable: the flag, mount, kubeadm-config
- *                entries and finally the file).
+ *                entries and finally the file). enable has none: identity stays the last reader.
  *
  * Pure: the new key comes in as input, and the printable forms are redacted. The same base and the
  * same new element always give the same bytes (and sha256), so a resumed run recognises its files.
@@ -26,7 +29,7 @@ import { redactConfigText } from '../ui/redact';
 
 export const STAGES = ['add-reader', 'promote', 'rewrite', 'prune'] as const;
 export type StageName = (typeof STAGES)[number];
-export type TransitionKind = 'rotate' | 'disable';
+export type TransitionKind = 'enable' | 'rotate' | 'disable';
 
 export interface StageConfig {
   /** The exact file text (holds keys: never print it, use `redacted`). */
@@ -50,6 +53,8 @@ export interface PlannedStage {
   removes: string[];
   /** disable's prune: the flag, the mount, the kubeadm-config entries and the file go. */
   unpatch?: boolean;
+  /** enable's first stage: the flag and the mount come in with it (and go into kubeadm-config). */
+  patch?: boolean;
 }
 
 export interface TransitionPlan {
@@ -74,7 +79,7 @@ export interface TransitionInput {
   /** Text of the config the transition starts from. */
   baseText: string;
   configPath: string;
-  /** rotate: the new provider element (one key, or one KMS provider). */
+  /** enable, rotate: the new provider element (one key, or one KMS provider). */
   element?: ProviderConfig;
   controlPlanes: number;
   kubeVersion: string;
@@ -130,7 +135,8 @@ function namesOf(el: ProviderConfig): string[] {
   return el.kms ? [el.kms.name] : [];
 }
 
-function check(cfg: EncryptionConfiguration, kubeVersion: string, what: string, warnings: string[]): void {
+/** Refuses a config this apiserver version would reject; collects its warnings once each. Pure. */
+export function checkStageConfig(cfg: EncryptionConfiguration, kubeVersion: string, what: string, warnings: string[]): void {
   const findings = validateEncryptionConfig(cfg, { kubeVersion });
   const errors = errorsOf(findings);
   if (errors.length) {
@@ -155,6 +161,11 @@ function withIdentityReader(cfg: EncryptionConfiguration): EncryptionConfigurati
   return { ...copy, resources: copy.resources.map((r) => (r.providers.some((p) => p.identity) ? r : { ...r, providers: [...r.providers, { identity: {} }] })) };
 }
 
+/** What an apiserver without --encryption-provider-config does: enable's starting point. Pure. */
+export function identityConfigText(resources: readonly string[]): string {
+  return renderEncryptionConfig({ apiVersion: 'apiserver.config.k8s.io/v1', kind: 'EncryptionConfiguration', resources: [{ resources: [...resources], providers: [{ identity: {} }] }] });
+}
+
 export function planTransition(input: TransitionInput): TransitionPlan {
   const base = parseEncryptionConfig(input.baseText, input.configPath);
   const baseStage = describeConfigText(input.baseText, base);
@@ -168,7 +179,7 @@ export function planTransition(input: TransitionInput): TransitionPlan {
   let prev = baseStage;
   let prevCfg = base;
   const push = (name: StageName, title: string, cfg: EncryptionConfiguration | undefined, extra: Partial<PlannedStage> = {}) => {
-    if (cfg) check(cfg, input.kubeVersion, `the ${name} config`, warnings);
+    if (cfg) checkStageConfig(cfg, input.kubeVersion, `the ${name} config`, warnings);
     const config = cfg ? stageConfig(cfg) : undefined;
     const removes = cfg ? [...labelsOf(prevCfg, resources)].filter((l) => !labelsOf(cfg, resources).has(l)) : [];
     const diff = config ? unifiedDiff(prev.redacted, config.redacted, input.configPath) : '';
@@ -188,24 +199,36 @@ export function planTransition(input: TransitionInput): TransitionPlan {
     }
   }
 
-  if (input.kind === 'rotate') {
+  if (input.kind === 'rotate' || input.kind === 'enable') {
     const el = input.element;
     const kinds = el ? providerKinds(el) : [];
     const name = el ? namesOf(el)[0] : undefined;
     if (!el || kinds.length !== 1 || kinds[0] === 'identity' || !name) {
-      throw new CliError('rotate needs one new key or KMS provider', { exitCode: ExitCode.Internal });
+      throw new CliError(`${input.kind} needs one new key or KMS provider`, { exitCode: ExitCode.Internal });
     }
     const label = readersOf({ ...base, resources: [{ resources: ['secrets'], providers: [el] }] }, 'secrets')[0]!;
     if (labelsOf(base, resources).has(label) || labelsOf(base, all).has(label)) {
       throw refused(`"${name}" is already a key of the config`, 'choose another name (--key-name / --kms-name)');
     }
+    const enable = input.kind === 'enable';
+    const turnOn = 'turn encryption on: add --encryption-provider-config and a read-only mount of its directory to the manifest (rolled back if the apiserver does not come back), record them in kube-system/kubeadm-config after the proof';
     const withNew = withReader(base, el);
     if (multi) {
-      push('add-reader', `add ${kinds[0]} "${name}" as a reader after the current writer, on every control plane`, withNew);
+      push('add-reader', enable ? `${turnOn}; identity stays first, ${kinds[0]} "${name}" is added as a reader, on every control plane` : `add ${kinds[0]} "${name}" as a reader after the current writer, on every control plane`, withNew, enable ? { patch: true } : {});
     }
     const promoted = withPromoted(withNew, name);
-    push('promote', `make ${kinds[0]} "${name}" the write key on every control plane (the old keys stay as readers)`, promoted);
+    push(
+      'promote',
+      enable && !multi ? `${turnOn}; ${kinds[0]} "${name}" writes, identity last` : `make ${kinds[0]} "${name}" the write key on every control plane (the old keys stay as readers)`,
+      promoted,
+      enable && !multi ? { patch: true } : {},
+    );
     push('rewrite', `rewrite every object of ${resources.join(', ') || '(none)'}, then check in etcd that all are under ${label}`, undefined);
+    if (enable) {
+      kept.push(`identity stays as the last reader: it reads whatever was stored before encryption was turned on (no prune stage)`);
+      if (wildcards.length) warnings.push(`wildcard rules (${wildcards.join(', ')}): the rewrite and the etcd checks cover only ${resources.join(', ') || 'no resource'}`);
+      return { kind: 'enable', controlPlanes: input.controlPlanes, configPath: input.configPath, resources, wildcards, base: baseStage, target: { provider: kinds[0]!, name, label }, stages, kept, warnings };
+    }
     const keepIdentity = wildcards.length > 0 && promoted.resources.some((r) => r.providers.some((p) => p.identity));
     const pruned = withPruned(promoted, { names: [], identity: keepIdentity });
     if (keepIdentity) kept.push(`identity stays as the last reader: wildcard rules (${wildcards.join(', ')}) cover resources no rewrite can list, which may still be plaintext`);
@@ -234,6 +257,20 @@ export function planTransition(input: TransitionInput): TransitionPlan {
   return { kind: 'disable', controlPlanes: input.controlPlanes, configPath: input.configPath, resources, wildcards, base: baseStage, target: { provider: 'identity', name: 'identity', label: 'plaintext' }, stages, kept, warnings };
 }
 
+/**
+ * What kubeadm-config must record for a manifest patch: the flag as the apiserver sees it, the
+ * config dir's volume (unless it lies under kubeadm's own mounts) and any KMS socket dir added. Pure.
+ */
+export function kubeadmOptions(configPath: string, patch: ManifestPlan): KubeadmConfigPatchOptions {
+  const configDir = configPath.slice(0, configPath.lastIndexOf('/')) || '/';
+  const extra = patch.mounts.filter((m) => !m.existing && m.volumeName !== patch.volumeName && m.hostPath !== configDir);
+  return {
+    configPath: patch.configPathInPod ?? configPath,
+    ...(patch.volumeName ? { mountDir: configDir, volumeName: patch.volumeName } : {}),
+    ...(extra.length ? { extraVolumes: extra.map((m) => ({ name: m.volumeName, dir: m.hostPath, pathType: 'Directory' as const, readOnly: m.readOnly })) } : {}),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Steps and resumption: the journal's step names, in order.
 
@@ -242,8 +279,9 @@ export function stepsOf(stage: PlannedStage, controlPlanes: number): string[] {
   const s = stage.name;
   const gate = controlPlanes > 1 ? [`${s}:gate`] : [];
   if (s === 'rewrite') return [`${s}:run`, `${s}:verify`];
+  const kubeadm = stage.patch ? [`${s}:kubeadm-config`] : [];
   if (stage.unpatch) return [`${s}:check`, `${s}:unpatch`, `${s}:wait`, `${s}:kubeadm-config`, `${s}:remove-config`, `${s}:record`, ...gate];
-  return [...(stage.removes.length ? [`${s}:check`] : []), `${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`, `${s}:prove`, `${s}:record`, ...gate];
+  return [...(stage.removes.length ? [`${s}:check`] : []), `${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`, `${s}:prove`, ...kubeadm, `${s}:record`, ...gate];
 }
 
 export function allSteps(plan: TransitionPlan): string[] {
@@ -293,6 +331,7 @@ export function printableTransition(plan: TransitionPlan): Record<string, unknow
       diff: s.diff,
       removes: s.removes,
       ...(s.unpatch ? { unpatch: true } : {}),
+      ...(s.patch ? { patch: true } : {}),
     })),
     kept: plan.kept,
     warnings: plan.warnings,

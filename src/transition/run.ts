@@ -6,7 +6,7 @@ import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { convergence, notConvergedError, recordStage, stagesOfAll, type Convergence } from '../cluster/nodes';
 import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption, removeLeftoverCanaries } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
-import { mirrorPodHash, waitForApiserver, WaitTimeoutError } from '../cluster/wait';
+import { mirrorPodHash, waitForApiserver, waitForReady, WaitTimeoutError } from '../cluster/wait';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
@@ -14,10 +14,11 @@ import { planRestartAnnotation } from '../init/restart';
 import { writeManifestPlan } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, planManifestPatch, planManifestUnpatch, RELOAD_FLAG, unifiedDiff } from '../manifest/patch';
+import type { KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
 import { backupFile, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import type { Journal, JsonObject } from '../state/journal';
 import { CliError, ExitCode } from '../ui/errors';
-import { stepsOf, unreadableLabels, type PlannedStage, type StageConfig, type StageName, type TransitionPlan } from './plan';
+import { kubeadmOptions, stepsOf, unreadableLabels, type PlannedStage, type StageConfig, type StageName, type TransitionPlan } from './plan';
 
 /**
  * Applies a TransitionPlan stage by stage on this control plane. Every step is journaled before it
@@ -31,6 +32,8 @@ export interface TransitionReporter {
   info(msg: string): void;
   warn(msg: string): void;
   success(msg: string): void;
+  /** What a long wait currently sees (a spinner line on a terminal); default: info lines. */
+  progress?(msg: string): void;
 }
 
 export interface TransitionDeps {
@@ -232,7 +235,38 @@ export interface InstallOptions {
   config: StageConfig;
   /** Record the stage for this node in the cluster (default true). */
   record?: boolean;
+  /** The stage may turn encryption on: a manifest without the flag gets it and the mount (and
+   * kubeadm-config records them after the proof) instead of being refused. */
+  enable?: boolean;
 }
+
+/**
+ * The first install: the flag and a read-only mount of the config dir (and any KMS socket dir), in
+ * one manifest write; no restart annotation (the new flag restarts the pod by itself).
+ */
+async function turnOn(deps: TransitionDeps, text: string, socketDirs: string[], begunAt: string | undefined): Promise<JsonObject> {
+  const plan = planManifestPatch(text, deps.manifestPath, { configPath: deps.configPath, extraMounts: socketDirs.map((dir) => ({ dir, type: 'Directory' as const })) });
+  const kubeadm = kubeadmOptions(deps.configPath, plan) as unknown as JsonObject;
+  if (!plan.changed) {
+    // Patched before an interruption: the change happened when the manifest was written, and its
+    // backup (what a rollback restores) is the newest one made since the stage began.
+    const backup = begunAt ? await newestBackupSince(deps.backupDir, deps.manifestPath, begunAt) : null;
+    return { mode: 'restart', since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, backup, kubeadm };
+  }
+  const mirrorHashBefore = (await mirrorPodHash(deps.api, deps.nodeName)) ?? null;
+  const since = deps.now().toISOString();
+  const w = await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, text, plan);
+  deps.out.step(`patched ${deps.manifestPath}: ${plan.actions.join('; ')} (backup ${w.backup})`);
+  return { mode: 'restart', since, mirrorHashBefore, backup: w.backup ?? null, kubeadm };
+}
+
+async function newestBackupSince(backupDir: string, file: string, since: string): Promise<string | null> {
+  const newest = (await listBackups(backupDir, basename(file)))[0];
+  // Backup names carry whole seconds: compare at that precision.
+  return newest && (await stat(newest)).mtimeMs >= Math.floor(Date.parse(since) / 1000) * 1000 ? newest : null;
+}
+
+const progressOf = (deps: TransitionDeps) => (m: string) => (deps.out.progress ? deps.out.progress(m) : deps.out.info(`  … ${m}`));
 
 /**
  * The per-node half of a stage. Idempotent by sha256: a file that already holds the planned bytes
@@ -242,12 +276,23 @@ export interface InstallOptions {
 export async function installConfig(deps: TransitionDeps, j: StepJournal, o: InstallOptions): Promise<StageOutcome> {
   const s = o.stage;
   const cfg = o.config;
-  await once(j, `${s}:begin`, async () => {
+  const begun = await once(j, `${s}:begin`, async () => {
+    const manifest = await readText(deps.manifestPath, 'read manifest');
+    // Whether this stage turns encryption on (the flag comes with it): decided once, before the
+    // config is written, so a re-run after kill -9 still knows.
+    const flag = readApiserverFlags(manifest, deps.manifestPath).flags.get(CONFIG_FLAG) !== undefined;
+    if (!flag && !o.enable) {
+      throw new CliError(`${deps.manifestPath} has no --${CONFIG_FLAG}: encryption at rest is not on here`, {
+        exitCode: ExitCode.Refused,
+        hint: 'turn it on with "k8s-encrypt init" (or "init --from-config FILE" on further control planes)',
+      });
+    }
     const exists = await fileExists(deps.configPath);
     const current = exists ? sha256Hex(await readText(deps.configPath, 'read config')) : null;
-    if (current === cfg.sha256) return { from: current, backup: null };
+    const at = deps.now().toISOString();
+    if (current === cfg.sha256) return { from: current, backup: null, flag, at };
     const backup = exists ? await backupConfig(deps) : null;
-    return { from: current, backup };
+    return { from: current, backup, flag, at };
   });
   checkAbort(deps);
   const written = await once(j, `${s}:write`, async () => {
@@ -264,14 +309,9 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
   const applied = await once(j, `${s}:apply`, async () => {
     const text = await readText(deps.manifestPath, 'read manifest');
     const flags = readApiserverFlags(text, deps.manifestPath).flags;
-    if (flags.get(CONFIG_FLAG) === undefined) {
-      throw new CliError(`${deps.manifestPath} has no --${CONFIG_FLAG}: encryption at rest is not on here`, {
-        exitCode: ExitCode.Refused,
-        hint: 'turn it on with "k8s-encrypt init" (or "init --from-config FILE" on further control planes)',
-      });
-    }
     // A KMS plugin's socket directory must be mounted before the apiserver can dial it.
     const socketDirs = kmsSocketDirs(parseEncryptionConfig(cfg.text, deps.configPath));
+    if (begun.flag === false) return turnOn(deps, text, socketDirs, str(begun.at));
     const mounts = socketDirs.length
       ? planManifestPatch(text, deps.manifestPath, { configPath: flags.get(CONFIG_FLAG)!, extraMounts: socketDirs.map((dir) => ({ dir, type: 'Directory' as const })) })
       : undefined;
@@ -301,7 +341,7 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     deps.out.step(`waiting for this node's apiserver to ${mode === 'reload' ? 'reload' : 'restart with'} the ${s} config (up to ${Math.round(deps.timeoutMs / 1000)} s)`);
     try {
       const r = await waitForApiserver(
-        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => deps.out.info(`  … ${m}`) },
+        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: progressOf(deps) },
         {
           since: new Date(str(applied.since)!),
           configSha256: cfg.sha256,
@@ -326,6 +366,17 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     }
     return proveWrites(deps, cfg);
   });
+  if (o.enable) {
+    // kubeadm upgrade must keep the flag and mount: recorded once the apiserver is proven to run them.
+    await once(j, `${s}:kubeadm-config`, async () => {
+      if (begun.flag !== false) return { status: 'skipped', reason: 'the flag was already there' };
+      if (!deps.kubeadmConfig) return { status: 'skipped', reason: '--no-kubeadm-config' };
+      const r = await updateKubeadmConfig(deps.api, applied.kubeadm as unknown as KubeadmConfigPatchOptions);
+      if (r.status === 'skipped') deps.out.info(`kubeadm-config: skipped (${r.reason})`);
+      else deps.out.step(`kube-system/kubeadm-config ${r.status}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
+      return { status: r.status, ...(r.reason ? { reason: r.reason } : {}), ...(r.apiVersion ? { apiVersion: r.apiVersion } : {}) };
+    });
+  }
   if (o.record !== false) {
     await once(j, `${s}:record`, async () => {
       const where = await recordStage(deps.api, deps.nodeName, deps.hasNode, { stage: String(s), sha256: cfg.sha256 });
@@ -338,22 +389,25 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
 
 /** A canary Secret must land in etcd the way the config writes (encrypted prefix, or plaintext). */
 async function proveWrites(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
-  if (!cfg.writePrefix) return provePlaintext(deps);
+  if (!cfg.writePrefix) return provePlaintext(deps, cfg);
   const p = await proveEncryption(
     { api: deps.api, openEtcd: deps.openEtcd, onProgress: (m) => deps.out.warn(m) },
     { expectedPrefix: cfg.writePrefix, etcd: deps.etcd, ...(deps.etcd.prefix ? { etcdKeyPrefix: deps.etcd.prefix } : {}) },
   );
   deps.out.success(p.detail);
-  return { method: p.method, weaker: p.weaker, detail: p.detail };
+  return { method: p.method, weaker: p.weaker, observed: p.observed, detail: p.detail };
 }
 
 /**
  * identity writes: a canary must be stored without any `k8s:enc:` prefix. No metrics fallback
  * here: plaintext leaves no transformer count to look at, so etcd must be readable.
  */
-async function provePlaintext(deps: TransitionDeps): Promise<JsonObject> {
+async function provePlaintext(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
   const ns = 'kube-system';
-  const name = `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
+  // Named after this node and config: a re-run after kill -9 mid-proof removes its own canary,
+  // however young (removeLeftoverCanaries spares young ones: they may be another node's).
+  const name = `${CANARY_PREFIX}${sha256Hex(`${deps.nodeName}\0${cfg.sha256}`).slice(0, 10)}`;
+  await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
   const key = `${(deps.etcd.prefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
   await deps.api.post(`/api/v1/namespaces/${ns}/secrets`, {
     apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: ns, labels: { ...MANAGED_BY } }, data: { canary: randomBytes(16).toString('base64') },
@@ -375,48 +429,101 @@ async function provePlaintext(deps: TransitionDeps): Promise<JsonObject> {
     }
     const detail = `canary ${ns}/${name} is stored in etcd as ${observed}`;
     deps.out.success(detail);
-    return { method: 'etcd', weaker: false, detail };
+    return { method: 'etcd', weaker: false, observed, detail };
   } finally {
     await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => deps.out.warn(`could not delete the canary ${ns}/${name}; delete it by hand`));
   }
 }
 
-/** The apiserver did not come up with the stage config: put the previous one back and wait for it. */
+/**
+ * The apiserver did not come up with the stage config: put back what the stage changed (the
+ * manifest from its backup; the config from its backup, or removed and kept as a 0600 backup when
+ * the stage created it), wait until the previous apiserver is healthy, and return the RolledBack
+ * error. A stage that turned encryption on leaves the journal rolled back (a re-run starts over);
+ * any later stage is forgotten, so the node stays at the previous stage and a re-run retries it.
+ */
 async function restorePrevious(deps: TransitionDeps, j: StepJournal, s: string, cause: CliError): Promise<CliError> {
-  const backup = str(j.output(`${s}:begin`)?.backup);
+  const begun = j.output(`${s}:begin`) ?? {};
+  const applied = j.output(`${s}:apply`) ?? {};
   const restored: string[] = [];
-  let healthy = false;
-  deps.out.warn(`${cause.message}: putting the previous config back`);
-  if (backup) {
-    const text = await readText(backup, 'read backup');
-    await writeFileAtomic(deps.configPath, text, { mode: SECRET_FILE_MODE });
-    restored.push(`${deps.configPath} from ${backup}`);
-    const manifest = await readText(deps.manifestPath, 'read manifest');
-    const plan = planRestartAnnotation(manifest, deps.manifestPath, sha256Hex(text));
-    const since = deps.now();
-    if (plan.changed && readApiserverFlags(manifest, deps.manifestPath).flags.get(RELOAD_FLAG) !== 'true') {
-      await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, manifest, {
-        changed: true, newText: plan.newText, diff: plan.diff, actions: [], notes: [], mounts: [],
-      });
-    }
+  const problems: string[] = [];
+  deps.out.warn(`${cause.message}: rolling back stage ${s}`);
+  const restoredAt = deps.now();
+  let restarts = false;
+
+  const manifestBackup = str(applied.backup);
+  if (manifestBackup) {
     try {
-      await waitForApiserver(
-        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}) },
-        { since, configSha256: sha256Hex(text), mode: readApiserverFlags(manifest, deps.manifestPath).flags.get(RELOAD_FLAG) === 'true' ? 'reload' : 'restart', timeoutMs: deps.timeoutMs, nodeName: deps.nodeName },
-      );
+      const mode = (await stat(deps.manifestPath)).mode & 0o7777;
+      await writeFileAtomic(deps.manifestPath, await readText(manifestBackup, 'read backup'), { mode });
+      restored.push(`${deps.manifestPath} from ${manifestBackup}`);
+      restarts = true;
+    } catch (err) {
+      problems.push(`could not restore ${deps.manifestPath} from ${manifestBackup}: ${(err as Error).message}`);
+    }
+  }
+
+  const configBackup = str(begun.backup);
+  let restoredSha: string | undefined;
+  try {
+    if (configBackup) {
+      const text = await readText(configBackup, 'read backup');
+      await writeFileAtomic(deps.configPath, text, { mode: SECRET_FILE_MODE });
+      restored.push(`${deps.configPath} from ${configBackup}`);
+      restoredSha = sha256Hex(text);
+      // Annotated before an interruption (no manifest backup of this run): point the annotation back.
+      if (!manifestBackup && applied.mode !== 'reload') {
+        const manifest = await readText(deps.manifestPath, 'read manifest');
+        const plan = planRestartAnnotation(manifest, deps.manifestPath, restoredSha);
+        if (plan.changed) {
+          await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, manifest, {
+            changed: true, newText: plan.newText, diff: plan.diff, actions: [], notes: [], mounts: [],
+          });
+          restarts = true;
+        }
+      }
+    } else if (begun.from === null && (await fileExists(deps.configPath))) {
+      // A key that may have encrypted something must not vanish: keep a 0600 copy.
+      const kept = await backupConfig(deps);
+      await unlink(deps.configPath);
+      restored.push(`removed ${deps.configPath} (kept as ${kept})`);
+    }
+  } catch (err) {
+    problems.push(`could not put back ${deps.configPath}: ${(err as Error).message}`);
+  }
+
+  let healthy = false;
+  if (problems.length === 0) {
+    deps.out.step('waiting for the previous apiserver to be healthy again');
+    const waitDeps = { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}) };
+    try {
+      // A restored manifest restarts the pod: wait for that new process. Otherwise (a failed
+      // reload) the previous configuration is still running and only readiness matters.
+      if (restarts) {
+        await waitForApiserver(waitDeps, { since: restoredAt, mode: 'restart', timeoutMs: deps.timeoutMs, nodeName: deps.nodeName, ...(restoredSha ? { configSha256: restoredSha } : {}) });
+      } else {
+        await waitForReady(waitDeps, deps.timeoutMs);
+      }
       healthy = true;
     } catch (err) {
       if (deps.signal?.aborted) throw err;
+      problems.push(`the previous apiserver is not healthy yet either (${(err as Error).message})`);
     }
   }
-  await j.forget([`${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`]);
-  await j.setStatus('waiting', `stage ${s} rolled back`);
+
   const tried = cause instanceof WaitTimeoutError ? `the apiserver did not run the ${s} config within ${Math.round(cause.waitedMs / 1000)} s` : cause.message;
-  return new CliError(`${tried}; rolled back: ${restored.join('; ') || 'no backup to restore (the file was already in place)'}${healthy ? '; the previous apiserver is healthy again' : ''}`, {
+  const message = `${tried}; rolled back: ${restored.join('; ') || 'nothing to restore (the file was already in place)'}${healthy ? '; the previous apiserver is healthy again' : ''}${problems.length ? `; ${problems.join('; ')}` : ''}`;
+  if (begun.flag === false) {
+    await j.setStatus('rolled-back', message);
+  } else {
+    await j.forget([`${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`]);
+    await j.setStatus('waiting', `stage ${s} rolled back`);
+  }
+  return new CliError(message, {
     exitCode: ExitCode.RolledBack,
-    hint: 'see why in the apiserver log (crictl logs $(crictl ps -a --name kube-apiserver -q | head -1)), then re-run to retry the stage',
+    hint: 'see why in the apiserver log: crictl logs $(crictl ps -a --name kube-apiserver -q | head -1) (containerd), or the pod logs under /var/log/pods/; then re-run to retry',
     cause,
-    details: { restored, healthy },
+    details: { restored, problems, healthy, lastSeen: cause instanceof WaitTimeoutError ? cause.lastSeen : cause.message },
   });
 }
 
@@ -525,7 +632,7 @@ async function runStage(
     await j.complete(`${s}:check`, checked);
   }
   if (stage.unpatch) return unpatchStage(deps, j, current.cfg);
-  return installConfig(deps, j, { stage: s, config: stage.config! });
+  return installConfig(deps, j, { stage: s, config: stage.config!, ...(stage.patch ? { enable: true } : {}) });
 }
 
 async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJournal, cfg: EncryptionConfiguration): Promise<StageOutcome> {

@@ -5,6 +5,7 @@ import type { EncryptionConfiguration, ProviderConfig } from '../../src/config/s
 import { CliError, ExitCode } from '../../src/ui/errors';
 import {
   allSteps,
+  identityConfigText,
   planTransition,
   printableTransition,
   readersOf,
@@ -83,6 +84,20 @@ describe('planTransition: stages per shape', () => {
       writes: ['aescbc:k1', 'plaintext', undefined, undefined],
       removes: [[], [], [], ['aescbc:k1']],
     },
+    {
+      name: 'enable, one control plane: the key writes at once, identity stays, no prune',
+      in: { kind: 'enable', baseText: identityConfigText(['secrets']) },
+      stages: ['promote', 'rewrite'],
+      writes: ['aescbc:key-20260301T000000Z', undefined],
+      removes: [[], []],
+    },
+    {
+      name: 'enable, two control planes: identity first with the key as reader, then promote',
+      in: { kind: 'enable', baseText: identityConfigText(['secrets']), controlPlanes: 2 },
+      stages: ['add-reader', 'promote', 'rewrite'],
+      writes: ['plaintext', 'aescbc:key-20260301T000000Z', undefined],
+      removes: [[], [], []],
+    },
   ];
   it.each(rows)('$name', (row) => {
     const plan = planTransition(input(row.in));
@@ -100,6 +115,16 @@ describe('planTransition: stages per shape', () => {
 });
 
 describe('planTransition: the configs themselves', () => {
+  it('enable: only its first stage brings the flag, and identity is kept as the last reader', () => {
+    const plan = planTransition(input({ kind: 'enable', baseText: identityConfigText(['secrets']), controlPlanes: 2 }));
+    expect(plan.stages.map((s) => Boolean(s.patch))).toEqual([true, false, false]);
+    expect(stepsOf(plan.stages[0]!, 2)).toContain('add-reader:kubeadm-config');
+    expect(stepsOf(plan.stages[1]!, 2)).not.toContain('promote:kubeadm-config');
+    const promote = parseEncryptionConfig(plan.stages[1]!.config!.text, 'promote');
+    expect(readersOf(promote, 'secrets')).toEqual(['aescbc:key-20260301T000000Z', 'plaintext']);
+    expect(plan.kept.join()).toMatch(/identity stays as the last reader/);
+  });
+
   it('add-reader puts the new key second, promote first, prune keeps only it', () => {
     const plan = planTransition(input({ controlPlanes: 2 }));
     const [add, promote, , prune] = plan.stages.map((s) => (s.config ? parseEncryptionConfig(s.config.text, s.name) : undefined));
