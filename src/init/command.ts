@@ -1,4 +1,4 @@
-import { access, constants, readFile, stat } from 'node:fs/promises';
+import { access, constants, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Opts } from '../commands/init';
 import type { Context } from '../context';
@@ -7,11 +7,10 @@ import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
 import { readClusterConfiguration } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
-import { decodeKey, generateKey, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
+import { isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
 import { parseGoDuration, parseKubeVersion } from '../config/validate';
-import { etcdConnectionFromFlags } from '../etcd/client';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
@@ -20,17 +19,15 @@ import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions } from './plan';
-import { runInit, type InitJournalInputs, type InitReporter, type InitResult } from './run';
+import { runInit, type InitJournalInputs, type InitResult } from './run';
+import { engineDeps, newKey, parseTimeoutMs } from '../transition/command';
+import type { TransitionReporter } from '../transition/run';
 import type { Output } from '../ui/output';
 
 export const INIT_OPERATION = 'init';
 export const DEFAULT_TIMEOUT = '5m';
 
-export function parseTimeoutMs(v: string, flag = '--timeout'): number {
-  const ns = parseGoDuration(/^\d+$/.test(v) ? `${v}s` : v);
-  if (ns === undefined || ns <= 0) throw usageError(`${flag} "${v}" is not a positive duration`, 'use e.g. 90s, 5m or 1h');
-  return Math.round(ns / 1e6);
-}
+export { parseTimeoutMs };
 
 /** Writes would fail half-way without permission: find out before changing anything. */
 async function assertWritable(paths: string[]): Promise<void> {
@@ -52,12 +49,6 @@ async function assertWritable(paths: string[]): Promise<void> {
       throw fsError('write to', d, err);
     }
   }
-}
-
-async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 async function kubeVersionOf(api: ApiClient | undefined, imageVersion: string | undefined): Promise<{ version: string; source: string; reachable: boolean; why?: string }> {
@@ -91,11 +82,8 @@ async function freshKey(
 ): Promise<{ key: string | undefined; keySource: InitJournalInputs['keySource'] }> {
   if (fromConfig) return { key: undefined, keySource: 'from-config' };
   if (!isLocalProvider(provider)) return { key: undefined, keySource: 'kms' };
-  if (opts.keyFile) {
-    return { key: decodeKey(provider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64'), keySource: 'file' };
-  }
-  if (opts.keyStdin) return { key: decodeKey(provider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64'), keySource: 'stdin' };
-  return { key: generateKey(provider), keySource: 'generated' };
+  const k = await newKey(ctx, provider, opts);
+  return { key: k.key, keySource: k.source as InitJournalInputs['keySource'] };
 }
 
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
@@ -200,11 +188,10 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       if (!ours) {
         if (j.fromConfig) {
           // The --from-config file is the key source: read it again.
-        } else if (j.keySource === 'generated') key = generateKey(j.provider as LocalProvider);
-        else if (j.keySource === 'file' && j.keyFile) key = decodeKey(j.provider as LocalProvider, await readText(j.keyFile, 'read key file'), `the key in ${j.keyFile}`).toString('base64');
-        else if (j.keySource === 'stdin') {
-          if (!opts.keyStdin) throw usageError('the interrupted init read its key from stdin and had not written it yet', 're-run with --key-stdin and the same key');
-          key = decodeKey(j.provider as LocalProvider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64');
+        } else if (j.keySource === 'stdin' && !opts.keyStdin) {
+          throw usageError('the interrupted init read its key from stdin and had not written it yet', 're-run with --key-stdin and the same key');
+        } else if (j.keySource !== 'kms') {
+          key = (await newKey(ctx, j.provider as LocalProvider, j.keySource === 'file' && j.keyFile ? { keyFile: j.keyFile } : j.keySource === 'stdin' ? { keyStdin: true } : {})).key;
         }
       }
       const fromText = j.fromConfig ? await readText(j.fromConfig, 'read --from-config file') : undefined;
@@ -279,7 +266,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 
     for (const w of plan.warnings) ctx.out.warn(w);
     if (!resuming) {
-      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'reader' ? 'reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
+      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'add-reader' ? 'add-reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
     }
     lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
     // The plan was made from the journal as read before the lock: it must still be what is there.
@@ -298,18 +285,27 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       });
     } else {
       journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now, forbidden: secrets });
-      if (!journal!.done('write-config')) await journal!.updateInputs({ configSha256: plan.config.sha256, writeConfigSha256: plan.writeConfig?.sha256 ?? null });
+      if (!journal!.steps.some((s) => s.name.endsWith(':write'))) await journal!.updateInputs({ configSha256: plan.config.sha256, writeConfigSha256: plan.writeConfig?.sha256 ?? null });
       if (input.options.timeoutMs !== journal!.inputs.timeoutMs) await journal!.updateInputs({ timeoutMs: input.options.timeoutMs });
     }
 
     const reporter = initReporter(ctx.out);
     let result: InitResult;
     try {
-      result = await runInit({ ...(await initDeps(ctx, api, manifestText, opts)), out: reporter }, plan, journal!);
+      const j = journal!.inputs;
+      const deps = await engineDeps(ctx, { api, configPath: j.configPath, nodeName: j.nodeName, hasNode: j.hasNode, flags: flags.flags }, {
+        timeoutMs: j.timeoutMs,
+        force: Boolean(opts.force),
+        kubeadmConfig: j.kubeadmConfig,
+        keepBackups: 10,
+        followCommand: `"k8s-encrypt init --from-config FILE" (FILE: a copy of ${j.configPath} from ${j.nodeName})`,
+        out: reporter,
+      });
+      result = await runInit(deps, plan, journal!);
     } finally {
       reporter.close();
     }
-    printResult(ctx, result, journal!.id);
+    printResult(ctx, result, journal!.id, plan.kept);
   } finally {
     api?.close();
     await lock?.release();
@@ -317,9 +313,9 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 }
 
 /** Step lines; on a terminal the waits show a spinner with what they currently see. */
-function initReporter(out: Output): InitReporter & { close(): void } {
+function initReporter(out: Output): TransitionReporter & { close(): void } {
   const plain = { step: (m: string) => out.step(m), info: (m: string) => out.info(m), warn: (m: string) => out.warn(m), success: (m: string) => out.success(m) };
-  if (!out.interactive) return { ...plain, progress: (m) => out.info(`  … ${m}`), close() {} };
+  if (!out.interactive) return { ...plain, progress: (m: string) => out.info(`  … ${m}`), close() {} };
   const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
   let text = '';
   let frame = 0;
@@ -340,7 +336,7 @@ function initReporter(out: Output): InitReporter & { close(): void } {
     info: cleared(plain.info),
     warn: cleared(plain.warn),
     success: cleared(plain.success),
-    progress(m) {
+    progress(m: string) {
       text = m;
       if (!timer) {
         timer = setInterval(draw, 100);
@@ -376,46 +372,6 @@ function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNo
   };
 }
 
-async function initDeps(ctx: Context, api: ApiClient, manifestText: string, opts: Opts) {
-  const [{ openEtcd }, { resolveResources }, { rewriteAll }, cp, progress] = await Promise.all([
-    import('../etcd/client'),
-    import('../cluster/discovery'),
-    import('../cluster/rewrite'),
-    import('../state/checkpoint'),
-    import('../ui/progress'),
-  ]);
-  const flags = readApiserverFlags(manifestText, ctx.paths.manifest).flags;
-  return {
-    api,
-    now: ctx.now,
-    out: ctx.out,
-    signal: ctx.signal,
-    backupDir: ctx.paths.backupDir,
-    manifestsDir: ctx.paths.manifestsDir,
-    etcd: etcdConnectionFromFlags(flags),
-    openEtcd: (conn: Parameters<typeof openEtcd>[0]) => openEtcd(conn),
-    force: Boolean(opts.force),
-    rewrite: async (resources: string[]) => {
-      const resolved = await resolveResources(api, resources, undefined, (s) => ctx.out.warn(`skipping ${s.resource}: ${s.why}`));
-      const configSha = sha256Hex(await readFile(ctx.paths.config));
-      const store = new cp.FileCheckpointStore({
-        stateDir: ctx.paths.stateDir,
-        runId: cp.rewriteRunId(resolved.map((r) => r.resource), `sha256:${configSha}`),
-        warn: (m) => ctx.out.warn(m),
-      });
-      const reporter = progress.createProgressReporter(ctx.out);
-      try {
-        return await rewriteAll(
-          { api, checkpoint: store, now: ctx.now, onProgress: (p) => reporter.update(p), onNotice: (m) => ctx.out.info(m), signal: ctx.signal },
-          { resources: resolved, resume: true },
-        );
-      } finally {
-        reporter.stop();
-      }
-    },
-  };
-}
-
 async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
   const kubeadm = plan.kubeadmChange;
   const printable = { dryRun: true, ...printablePlan(plan) };
@@ -439,14 +395,15 @@ async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
           : `${kubeadm.status === 'update' ? 'would update' : 'unchanged'}${kubeadm.diff ? `\n${kubeadm.diff.trimEnd()}` : ''}`,
       '',
       c.bold('steps:'),
-      ...plan.steps.map((s, i) => `  ${i + 1}. ${s.title}`),
+      ...plan.steps.map((s, i) => `  ${i + 1}. ${s.name}: ${s.title}`),
+      ...(plan.kept.length ? ['', c.bold('kept:'), ...plan.kept.map((k) => `  ${k}`)] : []),
     ];
     if (plan.writeConfig) lines.splice(5, 0, '', c.bold('then, once every control plane reads the key (key redacted):'), plan.writeConfig.redacted.trimEnd());
     return lines.join('\n');
   });
 }
 
-function printResult(ctx: Context, r: InitResult, journalId: string): void {
+function printResult(ctx: Context, r: InitResult, journalId: string, kept: string[]): void {
   const body = {
     state: r.state,
     journal: journalId,
@@ -460,7 +417,9 @@ function printResult(ctx: Context, r: InitResult, journalId: string): void {
     proof: r.proof,
     kubeadmConfig: r.kubeadmConfig,
     rewrite: r.rewrite,
+    verified: r.verified,
     multiNode: r.multiNode,
+    kept,
   };
   ctx.out.result(body, (c) => {
     if (r.state === 'waiting') {
@@ -477,8 +436,10 @@ function printResult(ctx: Context, r: InitResult, journalId: string): void {
     if (r.proof) lines.push(`  proof: ${r.proof.detail}${r.proof.weaker ? ' [weaker: metrics only]' : ''}`);
     if (r.kubeadmConfig) lines.push(`  kubeadm-config: ${r.kubeadmConfig.status}${r.kubeadmConfig.reason ? ` (${r.kubeadmConfig.reason})` : ''}`);
     if (r.rewrite) lines.push(`  rewrite: ${r.rewrite.rewritten} rewritten, ${r.rewrite.unchanged} unchanged, ${r.rewrite.deleted} deleted meanwhile, ${r.rewrite.failed} failed`);
+    if (r.verified) lines.push(`  verified: ${r.verified}`);
     if (r.manifestBackup) lines.push(`  manifest backup: ${r.manifestBackup}`);
     if (r.multiNode.next) lines.push(`  next: ${r.multiNode.next}`);
+    for (const k of kept) lines.push(`  kept: ${k}`);
     if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
     return lines.join('\n');
   });

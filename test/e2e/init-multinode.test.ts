@@ -1,6 +1,7 @@
-// The staged path on two control planes sharing one etcd: identity first with the new key as
-// reader on every node, then the key first, then the rewrite; each stage advances only when both
-// nodes report it, and a re-run while the other node lags is refused.
+// The staged path on two control planes sharing one etcd, the transition engine's stages: add-reader
+// (identity first with the new key as reader) on every node, then promote (the key first), then the
+// rewrite; each stage advances only when both nodes report it, and a re-run while the other node
+// lags is refused.
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,15 +37,15 @@ async function readableFromBoth(): Promise<void> {
 }
 
 describe('init on two control planes', () => {
-  it('node 0 goes to the reader stage (identity first) and pauses for the other node', async () => {
+  it('node 0 goes to the add-reader stage (identity first) and pauses for the other node', async () => {
     const r = await init(0);
     expect(r.exitCode, String(r.stderr)).toBe(0);
     const j = jsonOf(r);
-    expect(j).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { controlPlanes: 2, stage: 'reader' } });
+    expect(j).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { controlPlanes: 2, stage: 'add-reader' } });
     expect(j.multiNode.nodes).toEqual([{ node: 'cp-1', reports: 'nothing yet' }]);
     expect(j.multiNode.next).toContain('--from-config');
     expect(await firstProvider(0)).toBe('identity');
-    expect(await stageOf('cp-0')).toMatch(/^reader:sha256:[0-9a-f]{64}$/);
+    expect(await stageOf('cp-0')).toMatch(/^add-reader:sha256:[0-9a-f]{64}$/);
     // Nothing is encrypted yet: identity still writes.
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ plaintext: before.size });
     await readableFromBoth();
@@ -54,7 +55,7 @@ describe('init on two control planes', () => {
     const starts = bed.nodes[0]!.apiserverStarts();
     const r = await init(0);
     expect(r.exitCode).toBe(6);
-    expect(jsonOf(r).error.message).toMatch(/not every control plane runs stage "reader".*cp-1: nothing yet/);
+    expect(jsonOf(r).error.message).toMatch(/not every control plane runs stage "add-reader".*cp-1: nothing yet/);
     expect(bed.nodes[0]!.apiserverStarts()).toBe(starts);
     expect(await firstProvider(0)).toBe('identity');
   }, 60_000);
@@ -64,7 +65,7 @@ describe('init on two control planes', () => {
     await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), copy);
     const r = await init(1, '--from-config', copy);
     expect(r.exitCode, String(r.stderr)).toBe(0);
-    expect(jsonOf(r)).toMatchObject({ state: 'done', mode: 'from-config', multiNode: { stage: 'reader' } });
+    expect(jsonOf(r)).toMatchObject({ state: 'done', mode: 'from-config', multiNode: { stage: 'add-reader' } });
     expect(await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8')).toBe(await readFile(copy, 'utf8'));
     expect(await stageOf('cp-1')).toBe(await stageOf('cp-0'));
   }, 90_000);
@@ -73,9 +74,9 @@ describe('init on two control planes', () => {
     const r = await init(0);
     expect(r.exitCode, String(r.stderr)).toBe(0);
     const j = jsonOf(r);
-    expect(j).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' }, proof: { method: 'etcd' } });
+    expect(j).toMatchObject({ state: 'waiting', multiNode: { stage: 'promote' }, proof: { method: 'etcd' } });
     expect(await firstProvider(0)).toBe('aescbc');
-    expect(await stageOf('cp-0')).toMatch(/^write:/);
+    expect(await stageOf('cp-0')).toMatch(/^promote:/);
     await readableFromBoth();
     const again = await init(0);
     expect(again.exitCode).toBe(6);
@@ -86,7 +87,7 @@ describe('init on two control planes', () => {
     await copyFile(join(bed.nodes[0]!.root, CONFIG_REL), copy);
     const r1 = await init(1, '--from-config', copy);
     expect(r1.exitCode, String(r1.stderr)).toBe(0);
-    expect(jsonOf(r1)).toMatchObject({ state: 'done', multiNode: { stage: 'write' }, proof: { method: 'etcd' } });
+    expect(jsonOf(r1)).toMatchObject({ state: 'done', multiNode: { stage: 'promote' }, proof: { method: 'etcd' } });
     expect(await stageOf('cp-1')).toBe(await stageOf('cp-0'));
 
     const r0 = await init(0);
@@ -124,7 +125,7 @@ describe('two control planes that cannot be discovered (no mirror pods, no Node 
 
     const r = await run(0, '--control-planes', '2');
     expect(r.exitCode, String(r.stderr)).toBe(0);
-    expect(jsonOf(r)).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { stage: 'reader' } });
+    expect(jsonOf(r)).toMatchObject({ state: 'waiting', mode: 'staged', multiNode: { stage: 'add-reader' } });
     expect(Object.keys(await state())).toEqual(['cp-0']);
 
     const again = await run(0);
@@ -141,7 +142,7 @@ describe('two control planes that cannot be discovered (no mirror pods, no Node 
 
     const promote = await run(0);
     expect(promote.exitCode, String(promote.stderr)).toBe(0);
-    expect(jsonOf(promote)).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' } });
+    expect(jsonOf(promote)).toMatchObject({ state: 'waiting', multiNode: { stage: 'promote' } });
 
     const write = join(dir, 'write.yaml');
     await copyFile(join(bed2.nodes[0]!.root, CONFIG_REL), write);
@@ -168,7 +169,7 @@ describe('a promotion the apiserver does not survive', () => {
   });
   const run = (node: number, ...extra: string[]) => runCli([...bed3.nodes[node]!.cliArgs, '--yes', '--json', 'init', ...extra]);
 
-  it('is rolled back to the reader stage (exit 5), and a re-run promotes again', async () => {
+  it('is rolled back to the add-reader stage (exit 5), and a re-run promotes again', async () => {
     expect((await run(0)).exitCode).toBe(0);
     const reader = join(dir, 'reader.yaml');
     await copyFile(join(bed3.nodes[0]!.root, CONFIG_REL), reader);
@@ -180,13 +181,13 @@ describe('a promotion the apiserver does not survive', () => {
     await bed3.nodes[0]!.setKnobs({});
     expect(r.exitCode, String(r.stderr)).toBe(5);
     expect(jsonOf(r).error.message).toMatch(/rolled back: .*kube-apiserver\.yaml from .*; .*config\.yaml from /);
-    // Back at the reader stage: same config bytes and manifest as before the attempt.
+    // Back at the add-reader stage: same config bytes and manifest as before the attempt.
     expect(await readFile(join(bed3.nodes[0]!.root, CONFIG_REL), 'utf8')).toBe(await readFile(reader, 'utf8'));
     expect(await readFile(bed3.nodes[0]!.manifest, 'utf8')).toBe(manifest);
     expect(await bed3.etcdGet('/registry/secrets/default/bed-secret-0').then((v) => v?.subarray(0, 8).toString('latin1'))).not.toMatch(/^k8s:enc/);
 
     const again = await run(0);
     expect(again.exitCode, String(again.stderr)).toBe(0);
-    expect(jsonOf(again)).toMatchObject({ state: 'waiting', multiNode: { stage: 'write' } });
+    expect(jsonOf(again)).toMatchObject({ state: 'waiting', multiNode: { stage: 'promote' } });
   }, 120_000);
 });

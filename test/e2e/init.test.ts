@@ -59,7 +59,9 @@ describe('init on one control plane with a few hundred Secrets', () => {
     expect(j.config.text).toContain('secret: <redacted>');
     expect(String(r.stdout) + String(r.stderr)).not.toMatch(/secret"?: *"?(?!<redacted>)[A-Za-z0-9+/]{20,}/);
     expect(j.manifest.diff).toContain('+        - --encryption-provider-config=');
-    expect(j.steps.map((s: { name: string }) => s.name)).toEqual(['write-config', 'patch-manifest', 'wait-apiserver', 'prove', 'kubeadm-config', 'rewrite']);
+    // The transition engine's stages: promote (flag, mount, wait, proof, kubeadm-config), rewrite; no prune.
+    expect(j.steps.map((s: { name: string }) => s.name)).toEqual(['promote', 'rewrite']);
+    expect(j.kept.join('\n')).toMatch(/identity stays as the last reader/);
     expect(await hashTree(n.root)).toBe(h0);
     expect(n.apiserverStarts()).toBe(1);
   });
@@ -74,6 +76,9 @@ describe('init on one control plane with a few hundred Secrets', () => {
     expect(['mirror-pod', 'config-info-metric']).toContain(j.evidence.evidence);
     expect(j.rewrite).toMatchObject({ failed: 0 });
     expect(j.rewrite.rewritten).toBeGreaterThanOrEqual(300);
+    // The engine's rewrite stage checks etcd afterwards; identity stays as the last reader.
+    expect(j.verified).toMatch(new RegExp(`all \\d+ object\\(s\\) of secrets are under aescbc:${j.keyName}`));
+    expect(j.kept.join('\n')).toMatch(/identity stays as the last reader/);
 
     const configText = await readFile(join(n.root, CONFIG_REL), 'utf8');
     const key = keyOf(configText);
@@ -142,7 +147,7 @@ describe('init rollback and resume', () => {
     expect(r.exitCode, String(r.stderr)).toBe(5);
     const j = jsonOf(r);
     expect(j.error.kind).toBe('rolled-back');
-    expect(j.error.message).toMatch(/waited 8 s.*rolled back.*from .*kube-apiserver\.yaml.*removed .*config\.yaml \(kept as .*\).*healthy again/);
+    expect(j.error.message).toMatch(/did not run the promote config within 8 s.*rolled back.*from .*kube-apiserver\.yaml.*removed .*config\.yaml \(kept as .*\).*healthy again/);
     expect(j.error.hint).toContain('crictl logs');
     expect(await readFile(n.manifest, 'utf8')).toBe(original);
     expect(existsSync(join(n.root, CONFIG_REL))).toBe(false);
@@ -183,13 +188,13 @@ describe('kill -9 mid-run, then a re-run', () => {
       } catch {
         steps = [];
       }
-      if (steps.includes('patch-manifest')) break;
+      if (steps.includes('promote:apply')) break;
       await new Promise((res) => setTimeout(res, 50));
     }
     child.kill('SIGKILL');
     await exited;
-    expect(steps).toContain('patch-manifest');
-    expect(steps).not.toContain('wait-apiserver');
+    expect(steps).toContain('promote:apply');
+    expect(steps).not.toContain('promote:wait');
     const keyBefore = keyOf(await readFile(join(n.root, CONFIG_REL), 'utf8'));
 
     const r = await runCli([...n.cliArgs, '--yes', '--json', 'init']);

@@ -1,6 +1,6 @@
-// runInit in-process against the bed: a config the apiserver rejects is rolled back (manifest and
-// config restored, previous apiserver healthy, exit code RolledBack), and the proof falls back to
-// the apiserver's metrics, marked weaker, when etcd cannot be reached.
+// runInit in-process against the bed, on the transition engine: a config the apiserver rejects is
+// rolled back (manifest and config restored, previous apiserver healthy, exit code RolledBack), and
+// the proof falls back to the apiserver's metrics, marked weaker, when etcd cannot be reached.
 import { existsSync } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,7 +13,8 @@ import { localApiserverClient } from '../../src/cluster/wait';
 import { sha256Hex } from '../../src/config/parse';
 import { etcdConnectionFromFlags, openEtcd } from '../../src/etcd/client';
 import { planInit, type InitPlan } from '../../src/init/plan';
-import { runInit, type InitDeps, type InitJournalInputs } from '../../src/init/run';
+import { runInit, type InitJournalInputs } from '../../src/init/run';
+import type { TransitionDeps } from '../../src/transition/run';
 import { readApiserverFlags } from '../../src/manifest/manifest';
 import { Journal } from '../../src/state/journal';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -52,19 +53,35 @@ async function planFor(timeoutMs: number): Promise<InitPlan> {
   });
 }
 
-async function deps(): Promise<InitDeps> {
+async function deps(timeoutMs = 60_000): Promise<TransitionDeps> {
   const lines: string[] = [];
   const sink = (m: string) => void lines.push(m);
   return {
     api,
     now: () => new Date(),
     out: { step: sink, info: sink, warn: sink, success: sink },
-    backupDir: paths().backupDir,
+    manifestPath: node.manifest,
     manifestsDir: join(node.manifest, '..'),
+    configPath: paths().config,
+    backupDir: paths().backupDir,
+    keepBackups: 10,
+    nodeName: node.name,
+    hasNode: true,
+    timeoutMs,
+    force: false,
+    kubeadmConfig: true,
     etcd: etcdConnectionFromFlags(readApiserverFlags(await readFile(node.manifest, 'utf8'), node.manifest).flags),
     openEtcd: (c) => openEtcd(c),
     rewrite: async (resources) => rewriteAll({ api, now: () => new Date() }, { resources: await resolveResources(api, resources) }),
+    followCommand: '"k8s-encrypt init --from-config FILE"',
   };
+}
+
+/** Swaps the config the plan installs first for `text` (only the apiserver judges it). */
+function installInstead(plan: InitPlan, text: string): void {
+  plan.config = { ...plan.config, text, sha256: sha256Hex(text) };
+  const st = plan.transition?.stages.find((s) => s.name === plan.config.stage);
+  if (st) st.config = { ...st.config!, text, sha256: sha256Hex(text) };
 }
 
 async function journalFor(plan: InitPlan, timeoutMs: number): Promise<Journal<InitJournalInputs>> {
@@ -85,12 +102,11 @@ describe('runInit', () => {
     const original = await readFile(node.manifest, 'utf8');
     const plan = await planFor(8000);
     // A key the validator would refuse (5 bytes): only the apiserver sees this config.
-    const bad = plan.config.text.replace(KEY, Buffer.from('short').toString('base64'));
-    plan.config = { ...plan.config, text: bad, sha256: sha256Hex(bad) };
+    installInstead(plan, plan.config.text.replace(KEY, Buffer.from('short').toString('base64')));
     const journal = await journalFor(plan, 8000);
     const startsBefore = node.apiserverStarts();
 
-    const err = await runInit(await deps(), plan, journal).catch((e) => e);
+    const err = await runInit(await deps(8000), plan, journal).catch((e) => e);
     expect(err).toBeInstanceOf(CliError);
     expect(err.exitCode).toBe(ExitCode.RolledBack);
     expect(err.message).toMatch(/rolled back/);
@@ -111,7 +127,7 @@ describe('runInit', () => {
     const plan = await planFor(60_000);
     const journal = await journalFor(plan, 60_000);
     const r = await runInit(await deps(), plan, journal);
-    expect(r).toMatchObject({ state: 'done', proof: { method: 'etcd', weaker: false } });
+    expect(r).toMatchObject({ state: 'done', proof: { method: 'etcd', weaker: false }, kubeadmConfig: { status: 'updated' }, rewrite: { failed: 0 } });
     expect(journal.status).toBe('done');
 
     const notes: string[] = [];
@@ -192,10 +208,9 @@ describe('runInit with automatic reload on (--from-config behind an unchanged ma
     await waitForApiserver({ api }, { since, mode: 'restart', timeoutMs: 30_000 });
 
     const { plan, journal } = await fromConfigRun(configWith(['key2', KEY2], ['key1', KEY]), 30_000);
-    expect(plan.reload).toBe(true);
     expect(plan.restart).toBeUndefined();
     const starts = node.apiserverStarts();
-    const r = await runInit(await deps(), plan, journal);
+    const r = await runInit(await deps(30_000), plan, journal);
     expect(r.evidence?.evidence).toBe('reload-metric');
     expect(r.proof).toMatchObject({ method: 'etcd', observed: 'k8s:enc:aescbc:v1:key2:' });
     expect(node.apiserverStarts()).toBe(starts);
@@ -207,10 +222,10 @@ describe('runInit with automatic reload on (--from-config behind an unchanged ma
     // Only the apiserver sees the 5-byte key: the validator would have refused it.
     const bad = plan.config.text.replace(`key3, secret: "${KEY2}"`, `key3, secret: "${Buffer.from('short').toString('base64')}"`);
     expect(bad).not.toBe(plan.config.text);
-    plan.config = { ...plan.config, text: bad, sha256: sha256Hex(bad) };
+    installInstead(plan, bad);
     const starts = node.apiserverStarts();
     const t0 = Date.now();
-    const err = await runInit(await deps(), plan, journal).catch((e) => e);
+    const err = await runInit(await deps(60_000), plan, journal).catch((e) => e);
     expect(err).toBeInstanceOf(CliError);
     expect(err.exitCode).toBe(ExitCode.RolledBack);
     expect(err.message).toMatch(/tried to reload the new config .* and failed/);

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { configForStage, planInit, printablePlan, stageOfConfig, STEP, type InitInput } from '../../src/init/plan';
+import { enableStageOf, planInit, printablePlan, type InitInput } from '../../src/init/plan';
+import { parseEncryptionConfig } from '../../src/config/parse';
 import { planRestartAnnotation, CONFIG_HASH_ANNOTATION } from '../../src/init/restart';
 import { CliError, ExitCode } from '../../src/ui/errors';
 
@@ -44,7 +45,7 @@ describe('planInit', () => {
       mode: 'single',
       providers: ['aescbc', 'identity'],
       prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
-      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+      steps: ['promote', 'rewrite'],
     },
     {
       name: 'secretbox, configmaps too, no kubeadm-config',
@@ -52,7 +53,7 @@ describe('planInit', () => {
       mode: 'single',
       providers: ['secretbox', 'identity'],
       prefix: 'k8s:enc:secretbox:v1:key-20261126T140000Z:',
-      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.rewrite],
+      steps: ['promote', 'rewrite'],
     },
     {
       name: 'kms v2',
@@ -60,7 +61,7 @@ describe('planInit', () => {
       mode: 'single',
       providers: ['kms', 'identity'],
       prefix: 'k8s:enc:kms:v2:vault:',
-      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+      steps: ['promote', 'rewrite'],
     },
     {
       name: 'two control planes: staged, identity first',
@@ -68,10 +69,7 @@ describe('planInit', () => {
       mode: 'staged',
       providers: ['identity', 'aescbc'],
       prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
-      steps: [
-        STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.recordReader, STEP.gateReader, STEP.writeConfigWrite,
-        STEP.waitWrite, STEP.prove, STEP.recordWrite, STEP.gateWrite, STEP.kubeadmConfig, STEP.rewrite,
-      ],
+      steps: ['add-reader', 'promote', 'rewrite'],
     },
     {
       name: 'older kubeadm manifest (1.24)',
@@ -79,7 +77,7 @@ describe('planInit', () => {
       mode: 'single',
       providers: ['aescbc', 'identity'],
       prefix: 'k8s:enc:aescbc:v1:key-20261126T140000Z:',
-      steps: [STEP.writeConfig, STEP.patchManifest, STEP.wait, STEP.prove, STEP.kubeadmConfig, STEP.rewrite],
+      steps: ['promote', 'rewrite'],
     },
   ];
   for (const c of cases) {
@@ -89,6 +87,10 @@ describe('planInit', () => {
       expect(providersOf(p.config.text)).toEqual(c.providers);
       expect(p.expectedPrefix).toBe(c.prefix);
       expect(p.steps.map((s) => s.name)).toEqual(c.steps);
+      // The transition engine's stages, the flag and mount coming with the first; no prune.
+      expect(p.transition!.stages.map((s) => s.name)).toEqual(c.steps);
+      expect(p.transition!.stages.map((s) => Boolean(s.patch))).toEqual(c.steps.map((_, i) => i === 0));
+      expect(p.kept.join()).toMatch(/identity stays as the last reader/);
       expect(p.manifest.changed).toBe(true);
       expect(p.manifest.diff).toContain(`--encryption-provider-config=${CONFIG}`);
       // The key is in the file text only, never in anything printable.
@@ -100,20 +102,20 @@ describe('planInit', () => {
   it('staged: the key-first config has the same key and differs only in order', () => {
     const p = planInit(input({ controlPlanes: 3 }));
     expect(providersOf(p.writeConfig!.text)).toEqual(['aescbc', 'identity']);
-    expect(p.writeConfig!.writesPrefix).toBe(p.expectedPrefix);
-    expect(p.config.writesPrefix).toBeUndefined();
+    expect(p.writeConfig!.writePrefix).toBe(p.expectedPrefix);
+    expect(p.config.writePrefix).toBeUndefined();
     expect(p.writeConfig!.sha256).not.toBe(p.config.sha256);
   });
 
   it('from-config installs the given bytes and takes its stage from them', () => {
     const staged = planInit(input({ controlPlanes: 2 }));
-    for (const [text, stage] of [[staged.config.text, 'reader'], [staged.writeConfig!.text, 'write']] as const) {
+    for (const [text, stage] of [[staged.config.text, 'add-reader'], [staged.writeConfig!.text, 'promote']] as const) {
       const p = planInit(input({ key: undefined, configText: text, configSource: 'from-config', controlPlanes: 2 }));
       expect(p.mode).toBe('from-config');
       expect(p.config.text).toBe(text);
-      expect(p.config.sha256).toBe(stage === 'reader' ? staged.config.sha256 : staged.writeConfig!.sha256);
+      expect(p.config.sha256).toBe(stage === 'add-reader' ? staged.config.sha256 : staged.writeConfig!.sha256);
       expect(p.config.stage).toBe(stage);
-      expect(p.steps.map((s) => s.name).includes(STEP.prove)).toBe(stage === 'write');
+      expect(p.steps.map((s) => s.name)).toEqual([stage]);
     }
   });
 
@@ -136,7 +138,7 @@ describe('planInit', () => {
   const refusals: { name: string; in: InitInput; code: number; msg: RegExp }[] = [
     { name: 'already encrypted', in: input({ manifestText: fixture('already-configured.yaml') }), code: ExitCode.Refused, msg: /already configured/ },
     { name: 'a foreign config file at the path', in: input({ existingConfigText: 'apiVersion: v1\n' }), code: ExitCode.Refused, msg: /already exists/ },
-    { name: 'secretbox key of the wrong size', in: input({ key: Buffer.alloc(16).toString('base64'), options: { provider: 'secretbox' } }), code: ExitCode.Usage, msg: /would not be accepted/ },
+    { name: 'secretbox key of the wrong size', in: input({ key: Buffer.alloc(16).toString('base64'), options: { provider: 'secretbox' } }), code: ExitCode.Usage, msg: /16 bytes; a secretbox key must be 32 bytes/ },
     { name: 'wildcards before 1.27', in: input({ manifestText: fixture('kubeadm-1.24.yaml'), kubeVersion: '1.24.17', options: { resources: ['*.*'] } }), code: ExitCode.Usage, msg: /1\.24/ },
     { name: 'a from-config that encrypts nothing', in: input({ key: undefined, configText: 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - identity: {}\n', configSource: 'from-config' }), code: ExitCode.Usage, msg: /encrypts nothing/ },
   ];
@@ -161,18 +163,15 @@ describe('planInit', () => {
   });
 });
 
-describe('stages', () => {
-  it('configForStage moves identity first or last, keeping every key', () => {
-    const cfg = stageOfConfig;
-    const base = {
-      apiVersion: 'apiserver.config.k8s.io/v1' as const,
-      kind: 'EncryptionConfiguration' as const,
-      resources: [{ resources: ['secrets'], providers: [{ aescbc: { keys: [{ name: 'k', secret: KEY }] } }, { identity: {} }] }],
-    };
-    const reader = configForStage(base, 'reader');
-    expect(cfg(reader).stage).toBe('reader');
-    expect(reader.resources[0]!.providers).toEqual([{ identity: {} }, { aescbc: { keys: [{ name: 'k', secret: KEY }] } }]);
-    expect(configForStage(reader, 'write')).toEqual(base);
+describe('enableStageOf', () => {
+  const cfg = (providers: string) =>
+    parseEncryptionConfig(`apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n${providers}`, 'x');
+  const rows: [string, string][] = [
+    ['identity first, the key as reader', `  - identity: {}\n  - aescbc: {keys: [{name: k, secret: "${KEY}"}]}\n`],
+    ['the key first, identity last', `  - aescbc: {keys: [{name: k, secret: "${KEY}"}]}\n  - identity: {}\n`],
+  ];
+  it.each(rows)('%s', (name, providers) => {
+    expect(enableStageOf(cfg(providers))).toBe(name.startsWith('identity first') ? 'add-reader' : 'promote');
   });
 });
 
