@@ -650,7 +650,17 @@ async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJ
     return { rewritten: summary.rewritten, unchanged: summary.unchanged, deleted: summary.deleted, failed: summary.failed };
   });
   const verify = await once(j, 'rewrite:verify', async () => {
-    const scan = await scanLabels(deps, cfg, plan.resources);
+    let scan: LabelCounts[];
+    try {
+      scan = await scanLabels(deps, cfg, plan.resources);
+    } catch (err) {
+      // Without etcd the rewrite's own counts are the evidence; a later stage that removes a key
+      // still refuses without a scan, so nothing can become unreadable on this path.
+      if (!(err instanceof CliError) || err.exitCode !== ExitCode.Cluster) throw err;
+      const line = `not verified from etcd (${err.message}); run "k8s-encrypt status" where etcd is reachable`;
+      deps.out.warn(line);
+      return { detail: line, weaker: true } as JsonObject;
+    }
     const stale = scan.filter((r) => r.stale > 0);
     if (stale.length) {
       const list = stale.map((r) => `${r.resource}: ${r.stale} not under ${r.writeLabel} (${Object.entries(r.examples).map(([l, ex]) => `${l}: ${ex.join(', ')}`).join('; ')})`);
