@@ -6,15 +6,9 @@ import { resolvePaths } from './paths';
 import { CliError, ExitCode, exitCodeNames } from './ui/errors';
 import { Output, wantColor } from './ui/output';
 import { VERSION } from './version';
+import { silenceIpServernameWarning } from './ui/warnings';
 
-// grpc-js (under the etcd client) passes the etcd address as TLS servername, and Node warns
-// (DEP0123) on every connection to an IP endpoint — noise on stderr for a normal etcd URL.
-const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-process.emitWarning = ((...args: unknown[]) => {
-  const [, typeOrOpts, code] = args;
-  const c = typeof typeOrOpts === 'object' && typeOrOpts ? (typeOrOpts as { code?: string }).code : code;
-  if (c !== 'DEP0123') emitWarning(...args);
-}) as typeof process.emitWarning;
+silenceIpServernameWarning();
 
 const controller = new AbortController();
 let interrupted = 0;

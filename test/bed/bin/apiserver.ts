@@ -1,5 +1,8 @@
 // The apiserver stand-in's process: `node dist/test/bed/bin/apiserver.js <kube-apiserver flags>`.
+import { silenceIpServernameWarning } from '../../../src/ui/warnings';
 import { runApiserver } from '../apiserver/main';
+
+silenceIpServernameWarning();
 
 // A container dies with its pod; a stand-in whose kubelet (a test process) was killed with
 // SIGKILL would otherwise live on, holding its port. Re-parenting is the sign.

@@ -2,9 +2,12 @@
  * `npm run bed`: a local control plane to try the CLI against by hand. Prints where everything is,
  * then waits for Ctrl-C and removes all it made.
  */
+import { silenceIpServernameWarning } from '../../../src/ui/warnings';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { repoRoot, startBed, type BedOptions } from '../index';
+
+silenceIpServernameWarning();
 
 const USAGE = 'usage: npm run bed -- [--nodes 1|2] [--secrets N] [--kube-version X.Y.Z]';
 

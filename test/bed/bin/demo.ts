@@ -3,6 +3,7 @@
  * one Secret's raw etcd bytes (plaintext); `k8s-encrypt init` (or, while the CLI has no init, the
  * documented manual steps); the same bytes again, now `k8s:enc:aescbc:v1:...`.
  */
+import { silenceIpServernameWarning } from '../../../src/ui/warnings';
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -12,6 +13,8 @@ import { addEncryptionConfigFlag } from '../layout';
 import { writeFileAtomic } from '../../../src/state/atomic';
 import { repoRoot, startBed, type Bed } from '../index';
 import type { TestApi } from '../api';
+
+silenceIpServernameWarning();
 
 const SECRET = { namespace: 'default', name: 'bed-secret-0' };
 const ETCD_KEY = `/registry/secrets/${SECRET.namespace}/${SECRET.name}`;
