@@ -1,6 +1,7 @@
 import { posix } from 'node:path';
 import { fileExists, readText } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
+import { confirm } from '../ui/prompt';
 import type { CommandModule } from './types';
 
 interface Opts {
@@ -27,7 +28,8 @@ export const patchManifestCommand: CommandModule = {
       .addHelpText(
         'after',
         '\nThe original is copied to the backup dir (0600) before the manifest is rewritten atomically.\n' +
-          'Re-running is safe: an already patched manifest is left alone.',
+          'Re-running is safe: an already patched manifest is left alone.\n' +
+          'The kubelet restarts the apiserver when the manifest changes: it asks first (--yes answers for CI).',
       )
       .action(
         wrap<Opts>(async (ctx, opts) => {
@@ -54,18 +56,22 @@ export const patchManifestCommand: CommandModule = {
             }
             if (!version) ctx.out.warn('cannot tell the Kubernetes version from the image tag; the reload flag needs 1.26+');
           }
-          const r = await applyManifestPatch(
-            { now: ctx.now },
-            {
-              manifest,
-              backupDir: ctx.paths.backupDir,
-              manifestsDir: ctx.paths.manifestsDir,
-              dryRun: opts.dryRun,
-              configPath,
-              replace: opts.replace,
-              reloadFlag: opts.automaticReload,
-            },
-          );
+          const patchOptions = {
+            manifest,
+            backupDir: ctx.paths.backupDir,
+            manifestsDir: ctx.paths.manifestsDir,
+            configPath,
+            replace: opts.replace,
+            reloadFlag: opts.automaticReload,
+          };
+          if (!opts.dryRun) {
+            // A changed manifest restarts the apiserver: ask first, but only when it would change.
+            const planned = await applyManifestPatch({ now: ctx.now }, { ...patchOptions, dryRun: true });
+            if (planned.changed) {
+              await confirm(ctx, `patch ${manifest} (${planned.actions.join('; ')})? The kubelet restarts the apiserver.`);
+            }
+          }
+          const r = await applyManifestPatch({ now: ctx.now }, { ...patchOptions, dryRun: opts.dryRun });
           if (r.changed && !(await fileExists(configPath))) {
             ctx.out.warn(`${configPath} does not exist yet: the apiserver will not start until it does (write-config creates it)`);
           }

@@ -55,7 +55,7 @@ describe('k8s-encrypt patch-manifest', () => {
 
   it('patches, keeps the mode, backs up 0600 outside the manifests dir, and a re-run is a no-op', async () => {
     const before = install('kubeadm-1.29.yaml');
-    const r = await runCli(['--root', root, 'patch-manifest']);
+    const r = await runCli(['--root', root, 'patch-manifest', '--yes']);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/^patched .*kube-apiserver\.yaml \(backup: .*\.bak\)/);
     expect(r.stderr).toContain(`add flag --encryption-provider-config=${config} (command)`);
@@ -70,11 +70,32 @@ describe('k8s-encrypt patch-manifest', () => {
     expect(readFileSync(join(backups, backup!), 'utf8')).toBe(before);
     expect(modeOf(join(backups, backup!))).toBe(0o600);
 
-    const again = await runCli(['--root', root, 'patch-manifest']);
+    const again = await runCli(['--root', root, 'patch-manifest', '--yes']);
     expect(again.exitCode).toBe(0);
     expect(again.stdout).toContain('already configured, nothing to do');
     expect(readFileSync(manifest, 'utf8')).toBe(after);
     expect(listBackups()).toHaveLength(1);
+  });
+
+  it('asks before a change (it restarts the apiserver): without a terminal and --yes it fails at once with exit 2 and changes nothing', async () => {
+    const before = install('kubeadm-1.29.yaml');
+    const r = await runCli(['--root', root, 'patch-manifest']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^error: confirmation needed: patch .*kube-apiserver\.yaml \(add flag --encryption-provider-config=.*\)\? The kubelet restarts the apiserver\./);
+    expect(r.stderr).toContain('--yes');
+    expect(readFileSync(manifest, 'utf8')).toBe(before);
+    expect(listBackups()).toEqual([]);
+    expect(jsonOf(await runCli(['--root', root, '--json', 'patch-manifest']))).toMatchObject({ ok: false, error: { exitCode: 2 } });
+    expect(readFileSync(manifest, 'utf8')).toBe(before);
+
+    // Nothing to change, or only a dry run: nothing to ask.
+    const dry = await runCli(['--root', root, 'patch-manifest', '--dry-run']);
+    expect(dry.exitCode).toBe(0);
+    expect(await runCli(['--root', root, 'patch-manifest', '--yes'])).toMatchObject({ exitCode: 0 });
+    const again = await runCli(['--root', root, 'patch-manifest']);
+    expect(again.exitCode).toBe(0);
+    expect(again.stdout).toContain('already configured, nothing to do');
   });
 
   it('keeps a 0644 manifest 0644 and handles --manifest/--config-path/--backup-dir on a JSON file', async () => {
@@ -84,7 +105,7 @@ describe('k8s-encrypt patch-manifest', () => {
     install('kube-apiserver.json', 'apiserver.json');
     chmodSync(manifest, 0o644);
     const backupDir = join(root, 'my-backups');
-    const r = await runCli(['--json', 'patch-manifest', '--manifest', manifest, '--config-path', config, '--backup-dir', backupDir]);
+    const r = await runCli(['--json', '--yes', 'patch-manifest', '--manifest', manifest, '--config-path', config, '--backup-dir', backupDir]);
     expect(r.exitCode).toBe(0);
     const j = jsonOf(r);
     expect(j).toMatchObject({ ok: true, manifest, changed: true, dryRun: false, volumeName: 'encryption-config' });
@@ -99,14 +120,14 @@ describe('k8s-encrypt patch-manifest', () => {
     expect(modeOf(manifest)).toBe(0o644);
     expect(r.stderr).toBe('');
 
-    const again = jsonOf(await runCli(['--json', 'patch-manifest', '--manifest', manifest, '--config-path', config, '--backup-dir', backupDir]));
+    const again = jsonOf(await runCli(['--json', '--yes', 'patch-manifest', '--manifest', manifest, '--config-path', config, '--backup-dir', backupDir]));
     expect(again).toMatchObject({ ok: true, changed: false, actions: [] });
     expect(again.backup).toBeUndefined();
   });
 
   it('refuses another config with exit 6 and changes nothing; --replace switches it', async () => {
     const before = install('different-config.yaml');
-    const r = await runCli(['--root', root, 'patch-manifest']);
+    const r = await runCli(['--root', root, 'patch-manifest', '--yes']);
     expect(r.exitCode).toBe(6);
     expect(r.stdout).toBe('');
     expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
@@ -114,17 +135,17 @@ describe('k8s-encrypt patch-manifest', () => {
     expect(readFileSync(manifest, 'utf8')).toBe(before);
     expect(listBackups()).toEqual([]);
 
-    const j = jsonOf(await runCli(['--root', root, '--json', 'patch-manifest']));
+    const j = jsonOf(await runCli(['--root', root, '--json', '--yes', 'patch-manifest']));
     expect(j).toMatchObject({ ok: false, error: { exitCode: 6, kind: 'refused' } });
 
-    const rep = await runCli(['--root', root, 'patch-manifest', '--replace']);
+    const rep = await runCli(['--root', root, 'patch-manifest', '--replace', '--yes']);
     expect(rep.exitCode).toBe(0);
     expect(readFileSync(manifest, 'utf8')).toContain(`--encryption-provider-config=${config}`);
   });
 
   it('refuses a backup dir inside the manifests dir', async () => {
     const before = install('kubeadm-1.32.yaml');
-    const r = await runCli(['--root', root, 'patch-manifest', '--backup-dir', join(manifestsDir, 'backups')]);
+    const r = await runCli(['--root', root, 'patch-manifest', '--yes', '--backup-dir', join(manifestsDir, 'backups')]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/^error: backup dir .* lies inside the kubelet's manifests directory/);
     expect(readFileSync(manifest, 'utf8')).toBe(before);
@@ -133,7 +154,7 @@ describe('k8s-encrypt patch-manifest', () => {
 
   it('refuses --automatic-reload on an apiserver older than 1.26', async () => {
     install('kubeadm-1.24.yaml');
-    const r = await runCli(['--root', root, 'patch-manifest', '--automatic-reload']);
+    const r = await runCli(['--root', root, 'patch-manifest', '--yes', '--automatic-reload']);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/needs Kubernetes 1\.26\+, the manifest runs 1\.24\.17/);
   });
@@ -153,7 +174,7 @@ describe('k8s-encrypt patch-manifest', () => {
         return undefined;
       }
     })();
-    const r = await runCli(['--root', root, 'patch-manifest', ...(extra as string[])]);
+    const r = await runCli(['--root', root, 'patch-manifest', '--yes', ...(extra as string[])]);
     expect(r.exitCode).toBe(2);
     expect(r.stdout).toBe('');
     expect(String(r.stderr).trim().split('\n')).toHaveLength(1);
