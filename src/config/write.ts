@@ -7,6 +7,7 @@ import { errorsOf, findingLine, NEWEST_KUBE_VERSION, parseKubeVersion, validateE
 import type { Context } from '../context';
 import { backupFile, writeFileAtomic, SECRET_FILE_MODE, PRIVATE_DIR_MODE } from '../state/atomic';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
+import { confirm } from '../ui/prompt';
 import { redactConfigText } from '../ui/redact';
 
 export interface Opts {
@@ -192,7 +193,8 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
   const plan = planWriteConfig(input);
 
   const exists = await isExistingFile(out);
-  if (exists && !opts.force) {
+  // A dry run shows what would happen, the refusal included, instead of refusing.
+  if (exists && !opts.force && !opts.dryRun) {
     throw new CliError(`${out} already exists; refusing to overwrite it (its keys may be the only way to read what is stored)`, {
       exitCode: ExitCode.Refused,
       hint: 'pass --force to replace it (a backup is kept in the backup dir), or choose another --out',
@@ -215,10 +217,19 @@ export async function runWriteConfig(ctx: Context, opts: Opts): Promise<void> {
   if (opts.dryRun) {
     warn();
     const content = redactConfigText(plan.text);
-    ctx.out.info(`dry run: would write ${out} (mode 0600)${exists ? `, after backing up the existing file to ${ctx.paths.backupDir}` : ''}`);
-    ctx.out.result({ ...summary, written: false, dryRun: true, overwrite: exists, content }, () => content);
+    const needsForce = exists && !opts.force;
+    ctx.out.info(
+      `dry run: would write ${out} (mode 0600)${exists ? `, replacing the existing file after backing it up (0600) to ${ctx.paths.backupDir}` : ''}` +
+        (needsForce ? `; ${out} already exists, so this needs --force (its keys may be the only way to read what is stored)` : ''),
+    );
+    ctx.out.result(
+      { ...summary, written: false, dryRun: true, overwrite: exists, ...(exists ? { needsForce, backupDir: ctx.paths.backupDir } : {}), content },
+      () => content,
+    );
     return;
   }
+
+  if (exists) await confirm(ctx, `replace ${out}? Its keys may be the only way to read what is stored; a 0600 backup goes to ${ctx.paths.backupDir}.`);
 
   const backup = exists ? await backupFile(out, ctx.paths.backupDir, ctx.now()) : undefined;
   const created = await missingDirs(out);

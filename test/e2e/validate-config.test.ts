@@ -112,7 +112,7 @@ describe('no output of write-config or validate-config contains a key', () => {
       runs.push(
         [...json, 'write-config', '--out', join(dir, `dry${json.length}.yaml`), '--key-file', keyFile, '--dry-run'],
         [...json, 'write-config', '--out', join(dir, `k${json.length}.yaml`), '--key-file', keyFile],
-        [...json, 'write-config', '--out', join(dir, `k${json.length}.yaml`), '--key-file', keyFile, '--force'],
+        [...json, '--yes', 'write-config', '--out', join(dir, `k${json.length}.yaml`), '--key-file', keyFile, '--force'],
         [...json, 'write-config', '--out', join(dir, `s${json.length}.yaml`), '--provider', 'secretbox', '--key-file', shortFile],
         [...json, 'write-config', '--out', join(dir, `x${json.length}.yaml`), '--key-file', keyFile, '--resources', 'Secrets'],
       );
@@ -121,7 +121,7 @@ describe('no output of write-config or validate-config contains a key', () => {
     for (const args of runs) results.push(await cli(args));
     // stdin as the key source
     results.push(await cli(['write-config', '--out', out, '--key-stdin'], key32.toString('base64')));
-    results.push(await cli(['--json', 'write-config', '--out', out, '--key-stdin', '--provider', 'secretbox', '--force'], key16.toString('base64')));
+    results.push(await cli(['--json', '--yes', 'write-config', '--out', out, '--key-stdin', '--provider', 'secretbox', '--force'], key16.toString('base64')));
 
     // validate-config on a good file and on files where the key is malformed in different ways
     await copyFile(join(dir, 'k0.yaml'), bad);

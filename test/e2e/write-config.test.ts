@@ -92,7 +92,13 @@ describe('k8s-encrypt write-config', () => {
     const out = join(root, 'config.yaml');
     await cli(['write-config', '--out', out]);
     const before = await readFile(out);
-    const r = await cli(['--json', 'write-config', '--out', out, '--force', '--provider', 'aesgcm']);
+    // Replacing removes the file's keys from where the apiserver reads them: it asks first.
+    const asked = await cli(['write-config', '--out', out, '--force', '--provider', 'aesgcm']);
+    expect(asked.exitCode).toBe(2);
+    expect(asked.stderr).toMatch(/^error: confirmation needed: replace .*config\.yaml\? .*backup/);
+    expect(await readFile(out)).toEqual(before);
+    expect(await exists(join(root, 'var'))).toBe(false);
+    const r = await cli(['--json', '--yes', 'write-config', '--out', out, '--force', '--provider', 'aesgcm']);
     expect(r.exitCode).toBe(0);
     const j = jsonOf(r);
     expect(j.written).toBe(true);
@@ -103,6 +109,24 @@ describe('k8s-encrypt write-config', () => {
     expect(after).not.toEqual(before.toString());
     expect(after).toContain('aesgcm:');
     expect(r.stdout).not.toContain(before.toString().match(/secret: (\S+)/)![1]);
+  });
+
+  it('--dry-run on an existing file shows the plan (--force needed, the backup) and exits 0, changing nothing', async () => {
+    const out = join(root, 'config.yaml');
+    expect((await cli(['write-config', '--out', out])).exitCode).toBe(0);
+    const before = await readFile(out);
+    const r = await cli(['write-config', '--out', out, '--provider', 'secretbox', '--dry-run']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain('- secretbox:');
+    expect(r.stdout).toContain('secret: <redacted>');
+    expect(r.stderr).toContain(`dry run: would write ${out} (mode 0600), replacing the existing file after backing it up (0600) to ${join(root, 'var/lib/k8s-encrypt/backups')}`);
+    expect(r.stderr).toMatch(/already exists, so this needs --force/);
+    const j = jsonOf(await cli(['--json', 'write-config', '--out', out, '--dry-run']));
+    expect(j).toMatchObject({ ok: true, written: false, dryRun: true, overwrite: true, needsForce: true, backupDir: join(root, 'var/lib/k8s-encrypt/backups') });
+    const forced = jsonOf(await cli(['--json', 'write-config', '--out', out, '--dry-run', '--force']));
+    expect(forced).toMatchObject({ ok: true, overwrite: true, needsForce: false });
+    expect(await readFile(out)).toEqual(before);
+    expect(await exists(join(root, 'var'))).toBe(false);
   });
 
   it('--dry-run prints the config with the key redacted and writes nothing', async () => {
