@@ -554,6 +554,8 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
       ctx.out.result({ dryRun: true, stage, sha256: sha, diff }, () => `stage ${stage}: install ${file} as ${node.configPath} (dry run, keys redacted)\n${diff || '(no change)'}`);
       return;
     }
+    // A follower restarts this node's apiserver as the first node's run does: it asks the same way.
+    await confirm(ctx, `install ${file} as ${node.configPath} on ${node.nodeName} (${spec.operation}, stage ${stage})? The apiserver restarts.`);
     lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
     if (current !== text) {
       const { assertKmsHealthy } = await import('../kms/health');

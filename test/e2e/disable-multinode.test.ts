@@ -47,6 +47,13 @@ describe('disable on two control planes', () => {
       expect(cfg0.resources[0].providers[0]).toEqual({ identity: {} });
       expect(cfg0.resources[0].providers[1].aescbc).toBeDefined();
 
+      // The follower asks too (it restarts node 1's apiserver): no terminal, no --yes, exit 2, nothing changed.
+      const cfg1 = await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8');
+      const unasked = await runCli([...bed.nodes[1]!.cliArgs, '--json', 'disable', '--from-config', await copyConfigFrom0(bed, copies, 'identity-first.yaml')]);
+      expect(unasked.exitCode).toBe(2);
+      expect(jsonOf(unasked).error.message).toMatch(/^confirmation needed: install .* on cp-1 \(disable, stage promote\)/);
+      expect(await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8')).toBe(cfg1);
+
       okJson(await cli(1, 'disable', '--from-config', await copyConfigFrom0(bed, copies, 'identity-first.yaml')));
 
       // Rewrite to plaintext and verify, then node 0 drops encryption and waits for node 1.

@@ -54,6 +54,15 @@ describe('rotate-key on two control planes', () => {
       expect(fork.exitCode).toBe(6);
       expect(jsonOf(fork).error.message).toMatch(/a transition is under way on cp-0 \(stage add-reader\)/);
 
+      // Following restarts node 1's apiserver: without a terminal it needs --yes, and changes nothing.
+      const node1Config = await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8');
+      const starts1 = bed.nodes[1]!.apiserverStarts();
+      const unasked = await runCli([...bed.nodes[1]!.cliArgs, '--json', 'rotate-key', '--from-config', await copyFrom0('add-reader.yaml')]);
+      expect(unasked.exitCode).toBe(2);
+      expect(jsonOf(unasked).error.message).toMatch(/^confirmation needed: install .*add-reader\.yaml as .* on cp-1 \(rotate-key, stage add-reader\)\? The apiserver restarts\./);
+      expect(await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8')).toBe(node1Config);
+      expect(bed.nodes[1]!.apiserverStarts()).toBe(starts1);
+
       // Node 1 takes the same file; the stage is found from node 0's record.
       j = ok(await cli(1, 'rotate-key', '--from-config', await copyFrom0('add-reader.yaml')));
       expect(j).toMatchObject({ state: 'done', stage: 'add-reader' });
