@@ -670,7 +670,8 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
     if (errors.length) throw usageError(`${source} would not be accepted by kube-apiserver ${node.kubeVersion}: ${errors[0]!.path}: ${errors[0]!.message}`);
     const deps = await transitionDeps(ctx, node, topts, '"k8s-encrypt rollback"');
     const scan = await scanLabels(deps, current, resourcesOfBoth(current, cfg));
-    assertNothingUnder(scan, cfg, `restore ${source}`, false, ctx.out);
+    // rollback has no --force: it never makes an object unreadable.
+    assertNothingUnder(scan, cfg, `restore ${source}`, false, ctx.out, `restore a copy that still reads them (--to FILE, e.g. a newer backup in ${ctx.paths.backupDir}), or keep the current config: rollback never makes objects unreadable`);
     const restored = describeConfigText(text, cfg);
     const diff = unifiedDiff(describeConfigText(currentText, current).redacted, restored.redacted, node.configPath);
 

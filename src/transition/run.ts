@@ -196,13 +196,20 @@ export async function scanLabels(
   }
 }
 
-/** The refusal to remove what etcd still holds objects under (unless --force). */
+/** What to do about objects a target config could not read, for callers that take --force. */
+export const REWRITE_OR_FORCE_HINT = 'rewrite them first ("k8s-encrypt re-encrypt-all --verify", or re-run this command), or pass --force if they may be lost';
+
+/**
+ * The refusal to remove what etcd still holds objects under (unless `force`). The hint is the
+ * caller's: only a command that has --force may suggest it.
+ */
 export function assertNothingUnder(
   scan: LabelCounts[],
   target: EncryptionConfiguration,
   what: string,
   force: boolean,
   out: TransitionReporter,
+  hint: string = REWRITE_OR_FORCE_HINT,
 ): JsonObject {
   const bad = unreadableLabels(target, scan);
   if (bad.length === 0) return { unreadable: [] };
@@ -216,7 +223,7 @@ export function assertNothingUnder(
   }
   throw new CliError(`refusing to ${what}: etcd still holds ${list.join('; ')}`, {
     exitCode: ExitCode.Refused,
-    hint: 'rewrite them first ("k8s-encrypt re-encrypt-all --verify", or re-run this command), or pass --force if they may be lost',
+    hint,
     details: { unreadable: bad },
   });
 }

@@ -146,6 +146,9 @@ describe('rollback', () => {
     const r = await cli('--yes', 'rollback');
     expect(r.exitCode).toBe(6);
     expect(jsonOf(r).error.message).toMatch(/refusing to restore .*etcd still holds 20\d secrets under aescbc:key-/);
+    // rollback has no --force, so its hint must not offer one.
+    expect(jsonOf(r).error.hint).toMatch(/--to FILE.*rollback never makes objects unreadable/);
+    expect(jsonOf(r).error.hint).not.toContain('--force');
     expect(await configText()).toBe(cfg);
     expect(ok(await cli('--yes', 'rotate-key')).state).toBe('done');
     await allUnder(await writeLabel());

@@ -15,6 +15,7 @@ import {
   unreadableLabels,
   type TransitionInput,
 } from '../../src/transition/plan';
+import { assertNothingUnder } from '../../src/transition/run';
 
 const K1 = Buffer.alloc(32, 1).toString('base64');
 const K2 = Buffer.alloc(32, 2).toString('base64');
@@ -204,5 +205,28 @@ describe('unreadableLabels: what a config could no longer read', () => {
   });
   it('a resource no rule covers reads plaintext only', () => {
     expect(unreadableLabels(cfg, [{ resource: 'configmaps', counts: { plaintext: 4, 'aescbc:x': 1 } }])).toEqual([{ resource: 'configmaps', label: 'aescbc:x', count: 1 }]);
+  });
+});
+
+describe('assertNothingUnder: the refusal names what etcd holds, with the caller\'s hint', () => {
+  const cfg = parseEncryptionConfig(text(baseCfg()), 'c');
+  const scan = [{ resource: 'secrets', counts: { 'aescbc:old': 3 }, examples: { 'aescbc:old': ['default/a'] }, writeLabel: 'aescbc:key-20260101T000000Z', stale: 3 }];
+  const quiet = { step() {}, info() {}, warn() {}, success() {} };
+  const refusal = (hint?: string) => {
+    try {
+      assertNothingUnder(scan, cfg, 'restore x', false, quiet, ...(hint === undefined ? [] : [hint]));
+    } catch (err) {
+      return err as CliError;
+    }
+    throw new Error('not refused');
+  };
+  it.each([
+    ['a command with --force (default)', undefined, /re-encrypt-all --verify.*pass --force/],
+    ['rollback, which has no --force', 'restore a copy that still reads them (--to FILE)', /^restore a copy that still reads them \(--to FILE\)$/],
+  ])('%s', (_what, hint, want) => {
+    const err = refusal(hint);
+    expect(err.exitCode).toBe(ExitCode.Refused);
+    expect(err.message).toBe('refusing to restore x: etcd still holds 3 secrets under aescbc:old (e.g. default/a)');
+    expect(err.hint).toMatch(want);
   });
 });
