@@ -499,38 +499,46 @@ async function restorePrevious(deps: TransitionDeps, j: StepJournal, s: string, 
     problems.push(`could not put back ${deps.configPath}: ${(err as Error).message}`);
   }
 
-  let healthy = false;
-  if (problems.length === 0) {
-    deps.out.step('waiting for the previous apiserver to be healthy again');
-    const waitDeps = { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}) };
-    try {
-      // A restored manifest restarts the pod: wait for that new process. Otherwise (a failed
-      // reload) the previous configuration is still running and only readiness matters.
-      if (restarts) {
-        await waitForApiserver(waitDeps, { since: restoredAt, mode: 'restart', timeoutMs: deps.timeoutMs, nodeName: deps.nodeName, ...(restoredSha ? { configSha256: restoredSha } : {}) });
-      } else {
-        await waitForReady(waitDeps, deps.timeoutMs);
-      }
-      healthy = true;
-    } catch (err) {
-      if (deps.signal?.aborted) throw err;
-      problems.push(`the previous apiserver is not healthy yet either (${(err as Error).message})`);
-    }
-  }
-
+  const healthy = problems.length === 0 && (await waitForPrevious(deps, restarts ? { since: restoredAt, ...(restoredSha ? { configSha256: restoredSha } : {}) } : undefined, problems));
   const tried = cause instanceof WaitTimeoutError ? `the apiserver did not run the ${s} config within ${Math.round(cause.waitedMs / 1000)} s` : cause.message;
-  const message = `${tried}; rolled back: ${restored.join('; ') || 'nothing to restore (the file was already in place)'}${healthy ? '; the previous apiserver is healthy again' : ''}${problems.length ? `; ${problems.join('; ')}` : ''}`;
+  const message = rolledBackMessage(tried, restored, 'nothing to restore (the file was already in place)', healthy, problems);
   if (begun.flag === false) {
     await j.setStatus('rolled-back', message);
   } else {
     await j.forget([`${s}:begin`, `${s}:write`, `${s}:apply`, `${s}:wait`]);
     await j.setStatus('waiting', `stage ${s} rolled back`);
   }
+  return rolledBackError(message, cause, { restored, problems, healthy });
+}
+
+/**
+ * After a rollback: waits until the previous apiserver is healthy. A restored manifest restarts
+ * the pod (`restart`: wait for that new process); otherwise (a failed reload) the previous
+ * configuration is still running and only readiness matters. A failure is added to `problems`.
+ */
+async function waitForPrevious(deps: TransitionDeps, restart: { since: Date; configSha256?: string } | undefined, problems: string[]): Promise<boolean> {
+  deps.out.step('waiting for the previous apiserver to be healthy again');
+  const waitDeps = { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}) };
+  try {
+    if (restart) await waitForApiserver(waitDeps, { ...restart, mode: 'restart', timeoutMs: deps.timeoutMs, nodeName: deps.nodeName });
+    else await waitForReady(waitDeps, deps.timeoutMs);
+    return true;
+  } catch (err) {
+    if (deps.signal?.aborted) throw err;
+    problems.push(`the previous apiserver is not healthy yet either (${(err as Error).message})`);
+    return false;
+  }
+}
+
+const rolledBackMessage = (tried: string, restored: string[], nothing: string, healthy: boolean, problems: string[]) =>
+  `${tried}; rolled back: ${restored.join('; ') || nothing}${healthy ? '; the previous apiserver is healthy again' : ''}${problems.length ? `; ${problems.join('; ')}` : ''}`;
+
+function rolledBackError(message: string, cause: CliError, details: { restored: string[]; problems: string[]; healthy: boolean }): CliError {
   return new CliError(message, {
     exitCode: ExitCode.RolledBack,
     hint: 'see why in the apiserver log: crictl logs $(crictl ps -a --name kube-apiserver -q | head -1) (containerd), or the pod logs under /var/log/pods/; then re-run to retry',
     cause,
-    details: { restored, problems, healthy, lastSeen: cause instanceof WaitTimeoutError ? cause.lastSeen : cause.message },
+    details: { ...details, lastSeen: cause instanceof WaitTimeoutError ? cause.lastSeen : cause.message },
   });
 }
 
@@ -686,6 +694,53 @@ async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJ
   return { stage: 'rewrite', rewrite: run as unknown as StageOutcome['rewrite'], verified: String(verify.detail) };
 }
 
+/**
+ * disable's last stage did not come up without the flag: put the manifest with the flag and mount
+ * back (the config file is still in place: it is removed only after the wait), wait for the
+ * previous apiserver, and forget the unpatch so that a re-run retries it.
+ */
+async function restoreEncryptedManifest(deps: TransitionDeps, j: StepJournal, backup: string | undefined, cause: CliError): Promise<CliError> {
+  deps.out.warn(`${cause.message}: rolling back stage prune`);
+  const restored: string[] = [];
+  const problems: string[] = [];
+  const restoredAt = deps.now();
+  try {
+    const current = await readText(deps.manifestPath, 'read manifest');
+    // Unpatched before an interruption, the journal has no backup: the one to restore is the
+    // newest whose unpatch gives exactly the manifest that is there now.
+    const source = backup ?? (await findUnpatchedFrom(deps, current));
+    if (!source) {
+      problems.push(`no backup in ${deps.backupDir} holds the manifest as it was before the unpatch: put --${CONFIG_FLAG} and its mount back by hand`);
+    } else {
+      const mode = (await stat(deps.manifestPath)).mode & 0o7777;
+      await writeFileAtomic(deps.manifestPath, await readText(source, 'read backup'), { mode });
+      restored.push(`${deps.manifestPath} from ${source}`);
+    }
+  } catch (err) {
+    problems.push(`could not restore ${deps.manifestPath}: ${(err as Error).message}`);
+  }
+  const configSha = (await fileExists(deps.configPath)) ? sha256Hex(await readText(deps.configPath, 'read config')) : undefined;
+  if (configSha) restored.push(`${deps.configPath} left in place`);
+  const healthy = problems.length === 0 && (await waitForPrevious(deps, { since: restoredAt, ...(configSha ? { configSha256: configSha } : {}) }, problems));
+  const tried = cause instanceof WaitTimeoutError ? `the apiserver did not come back without --${CONFIG_FLAG} within ${Math.round(cause.waitedMs / 1000)} s` : cause.message;
+  const message = rolledBackMessage(tried, restored, 'nothing restored', healthy, problems);
+  await j.forget(['prune:unpatch', 'prune:wait']);
+  await j.setStatus('waiting', 'stage prune rolled back');
+  return rolledBackError(message, cause, { restored, problems, healthy });
+}
+
+async function findUnpatchedFrom(deps: TransitionDeps, current: string): Promise<string | undefined> {
+  for (const b of await listBackups(deps.backupDir, basename(deps.manifestPath))) {
+    const text = await readText(b, 'read backup');
+    const flag = readApiserverFlags(text, b).flags.get(CONFIG_FLAG);
+    if (flag === undefined) continue;
+    const cfg = (await fileExists(deps.configPath)) ? parseEncryptionConfig(await readText(deps.configPath, 'read config'), deps.configPath) : undefined;
+    const plan = planManifestUnpatch(text, deps.manifestPath, { configPath: flag, extraMountDirs: cfg ? kmsSocketDirs(cfg) : [] });
+    if (plan.changed && plan.newText === current) return b;
+  }
+  return undefined;
+}
+
 /** disable's last stage on this node: flag and mount out, wait, kubeadm-config, the file to a backup. */
 export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: EncryptionConfiguration | undefined): Promise<StageOutcome> {
   const kmsDirs = cfg ? kmsSocketDirs(cfg) : [];
@@ -702,18 +757,24 @@ export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: En
   });
   const waited = await once(j, 'prune:wait', async () => {
     deps.out.step(`waiting for this node's apiserver to restart without encryption (up to ${Math.round(deps.timeoutMs / 1000)} s)`);
-    const r = await waitForApiserver(
-      { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: (m) => deps.out.info(`  … ${m}`) },
-      {
-        since: new Date(str(unpatched.since)!),
-        mode: 'restart',
-        timeoutMs: deps.timeoutMs,
-        nodeName: deps.nodeName,
-        ...(str(unpatched.mirrorHashBefore) ? { expectMirrorPodHashChange: str(unpatched.mirrorHashBefore)! } : {}),
-      },
-    );
-    deps.out.success(`the apiserver runs without --${CONFIG_FLAG} (${r.evidence}: ${r.detail})`);
-    return { evidence: r.evidence, detail: r.detail };
+    try {
+      const r = await waitForApiserver(
+        { api: deps.api, now: deps.now, ...(deps.signal ? { signal: deps.signal } : {}), ...(deps.sleep ? { sleep: deps.sleep } : {}), onProgress: progressOf(deps) },
+        {
+          since: new Date(str(unpatched.since)!),
+          mode: 'restart',
+          timeoutMs: deps.timeoutMs,
+          nodeName: deps.nodeName,
+          ...(str(unpatched.mirrorHashBefore) ? { expectMirrorPodHashChange: str(unpatched.mirrorHashBefore)! } : {}),
+        },
+      );
+      deps.out.success(`the apiserver runs without --${CONFIG_FLAG} (${r.evidence}: ${r.detail})`);
+      return { evidence: r.evidence, detail: r.detail };
+    } catch (err) {
+      if (deps.signal?.aborted) throw err;
+      if (!(err instanceof CliError) || err.exitCode !== ExitCode.Cluster) throw err;
+      throw await restoreEncryptedManifest(deps, j, str(unpatched.backup), err);
+    }
   });
   await once(j, 'prune:kubeadm-config', async () => {
     if (!deps.kubeadmConfig) return { status: 'skipped', reason: '--no-kubeadm-config' };

@@ -65,3 +65,45 @@ describe('disable after kill -9', () => {
     expect(backups.some((b) => b.startsWith('config.yaml.'))).toBe(true);
   }, 90_000);
 });
+
+describe("disable's last stage when the apiserver does not come back without the flag", () => {
+  it('puts the manifest with the flag back, keeps the config, exits 5, and a re-run retries', async () => {
+    const cli = (...args: string[]) => runCli([...bed.nodes[0]!.cliArgs, '--yes', '--json', ...args]);
+    // Encryption on again (the test above turned it off), then disable up to its last stage.
+    expect((await cli('init')).exitCode).toBe(0);
+    expect(jsonOf(await cli('disable', '--stage', 'promote')).state).toBe('stopped');
+    expect(jsonOf(await cli('disable', '--stage', 'rewrite')).state).toBe('stopped');
+    const config = join(root(), 'etc/kubernetes/encryption/config.yaml');
+    const manifestBefore = await readFile(bed.nodes[0]!.manifest, 'utf8');
+    const configBefore = await readFile(config, 'utf8');
+    expect(manifestBefore).toContain('--encryption-provider-config');
+
+    await bed.nodes[0]!.setKnobs({ crashOnStart: true });
+    // Human output: the warning that it rolls back is the operator's cue (--json keeps stderr quiet).
+    const child = execa(process.execPath, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', 'disable', '--timeout', '12s'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+    // The operator fixes the node while the tool puts the previous manifest back.
+    child.stderr?.on('data', (d: Buffer) => {
+      if (d.toString().includes('rolling back stage prune')) void bed.nodes[0]!.setKnobs({});
+    });
+    const r = await child;
+    await bed.nodes[0]!.setKnobs({});
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(5);
+    expect(r.stderr).toMatch(/^error: the apiserver did not come back without --encryption-provider-config within 12 s; rolled back: .*kube-apiserver\.yaml from .*kube-apiserver\.yaml\.\d{8}T\d{6}Z(-\d+)?\.bak; .*config\.yaml left in place; the previous apiserver is healthy again \(see why in the apiserver log: crictl logs/m);
+    expect(r.stderr).toMatch(/crictl logs.*re-run to retry/);
+    expect(await readFile(bed.nodes[0]!.manifest, 'utf8')).toBe(manifestBefore);
+    expect(await readFile(config, 'utf8')).toBe(configBefore);
+    const kubeadm = (await (await bed.api(0)).get('/api/v1/namespaces/kube-system/configmaps/kubeadm-config')).body.data.ClusterConfiguration;
+    expect(kubeadm).toContain('encryption-provider-config');
+    expect((await journal()).status).toBe('waiting');
+    await bed.nodes[0]!.waitReady(30_000);
+    expect(await userSecrets()).toEqual(before);
+
+    const again = await cli('disable');
+    expect(again.exitCode, `${again.stdout}\n${again.stderr}`).toBe(0);
+    expect(jsonOf(again).state).toBe('done');
+    expect(await readFile(bed.nodes[0]!.manifest, 'utf8')).not.toContain('--encryption-provider-config');
+    await expect(stat(config)).rejects.toThrow();
+    await bed.nodes[0]!.waitReady(30_000);
+    expect(await secretHashes(await bed.api(0))).toEqual(before);
+  }, 120_000);
+});
