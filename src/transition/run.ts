@@ -4,9 +4,10 @@ import { basename, dirname, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { convergence, notConvergedError, recordStage, stagesOfAll, type Convergence } from '../cluster/nodes';
-import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption, removeLeftoverCanaries } from '../cluster/proof';
+import { describeError } from '../cluster/errors';
+import { CANARY_PREFIX, MANAGED_BY, observedPrefix, proveEncryption, removeLeftoverCanaries, TRANSFORMATION_METRIC } from '../cluster/proof';
 import type { RewriteSummary } from '../cluster/rewrite';
-import { mirrorPodHash, waitForApiserver, waitForReady, WaitTimeoutError } from '../cluster/wait';
+import { mirrorPodHash, parseMetrics, waitForApiserver, waitForReady, WaitTimeoutError, type MetricSample } from '../cluster/wait';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
@@ -405,9 +406,35 @@ async function proveWrites(deps: TransitionDeps, cfg: StageConfig): Promise<Json
   return { method: p.method, weaker: p.weaker, observed: p.observed, detail: p.detail };
 }
 
+/** to_storage transformations the apiserver counted: under `k8s:enc:` prefixes, and under any other (identity). */
+export function toStorageCounts(samples: readonly MetricSample[]): { encrypted: number; identity: number } {
+  const counts = { encrypted: 0, identity: 0 };
+  for (const s of samples) {
+    if (s.name !== TRANSFORMATION_METRIC) continue;
+    if (s.labels.transformation_type && s.labels.transformation_type !== 'to_storage') continue;
+    if (s.labels.status && s.labels.status !== 'OK') continue;
+    // Upstream labels identity with its empty prefix (transformer_prefix="").
+    if ((s.labels.transformer_prefix ?? '').startsWith('k8s:enc:')) counts.encrypted += s.value;
+    else counts.identity += s.value;
+  }
+  return counts;
+}
+
 /**
- * identity writes: a canary must be stored without any `k8s:enc:` prefix. No metrics fallback
- * here: plaintext leaves no transformer count to look at, so etcd must be readable.
+ * The weaker proof of plaintext writes, from the counts before and after the canary write: the
+ * identity transformer counted a write and no encrypting one did. Every stage that writes
+ * plaintext puts identity first for every resource it covers, so any encrypted write here means
+ * this apiserver does not run that config; an apiserver without any config counts nothing.
+ */
+export function plaintextByMetrics(before: { encrypted: number; identity: number }, after: { encrypted: number; identity: number }): 'plaintext' | 'encrypted' | 'unproven' {
+  if (after.encrypted > before.encrypted) return 'encrypted';
+  return after.identity > before.identity ? 'plaintext' : 'unproven';
+}
+
+/**
+ * identity writes: a canary must be stored without any `k8s:enc:` prefix. When etcd cannot be
+ * read, the apiserver's transformation counts stand in (weaker, and said so): the canary write
+ * must be counted under identity and nothing under an encrypting prefix.
  */
 async function provePlaintext(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
   const ns = 'kube-system';
@@ -416,27 +443,58 @@ async function provePlaintext(deps: TransitionDeps, cfg: StageConfig): Promise<J
   const name = `${CANARY_PREFIX}${sha256Hex(`${deps.nodeName}\0${cfg.sha256}`).slice(0, 10)}`;
   await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
   const key = `${(deps.etcd.prefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const counts = () => deps.api.getText('/metrics').then((t) => toStorageCounts(parseMetrics(t)), () => undefined);
+  const before = await counts();
   await deps.api.post(`/api/v1/namespaces/${ns}/secrets`, {
     apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: ns, labels: { ...MANAGED_BY } }, data: { canary: randomBytes(16).toString('base64') },
   });
   try {
-    const reader = await deps.openEtcd(deps.etcd);
     let raw: Uint8Array | undefined;
+    let etcdProblem: string | undefined;
     try {
-      raw = await reader.get(key);
-    } finally {
-      reader.close();
+      const reader = await deps.openEtcd(deps.etcd);
+      try {
+        raw = await reader.get(key);
+      } finally {
+        reader.close();
+      }
+    } catch (err) {
+      if (deps.signal?.aborted) throw err;
+      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
     }
-    const observed = raw ? observedPrefix(raw) : 'missing';
-    if (!observed.startsWith('plaintext')) {
-      throw new CliError(`a Secret written now is stored as "${observed}", not as plaintext`, {
+    if (etcdProblem === undefined) {
+      const observed = raw ? observedPrefix(raw) : 'missing';
+      if (!observed.startsWith('plaintext')) {
+        throw new CliError(`a Secret written now is stored as "${observed}", not as plaintext`, {
+          exitCode: ExitCode.Verification,
+          hint: 'the apiserver does not run the identity-first config: check "k8s-encrypt status"',
+        });
+      }
+      const detail = `canary ${ns}/${name} is stored in etcd as ${observed}`;
+      deps.out.success(detail);
+      return { method: 'etcd', weaker: false, observed, detail };
+    }
+
+    deps.out.warn(`${etcdProblem}; falling back to the apiserver's metrics (weaker evidence)`);
+    const after = await counts();
+    const verdict = before && after ? plaintextByMetrics(before, after) : 'unproven';
+    if (verdict === 'plaintext') {
+      const detail = `${etcdProblem}; ${TRANSFORMATION_METRIC} counted the canary ${ns}/${name} under identity (${before!.identity} -> ${after!.identity}) and no encrypted write (weaker: the apiserver's count, not etcd's bytes)`;
+      deps.out.success(detail);
+      return { method: 'metrics', weaker: true, observed: 'plaintext (metrics)', detail };
+    }
+    throw new CliError(
+      verdict === 'encrypted'
+        ? `${etcdProblem}, and the apiserver's metrics count an encrypted write with the canary: new writes are not plaintext`
+        : `plaintext writes could not be proven: ${etcdProblem}, and the apiserver's metrics ${before && after ? 'count no identity write with the canary' : 'could not be read'}`,
+      {
         exitCode: ExitCode.Verification,
-        hint: 'the apiserver does not run the identity-first config: check "k8s-encrypt status"',
-      });
-    }
-    const detail = `canary ${ns}/${name} is stored in etcd as ${observed}`;
-    deps.out.success(detail);
-    return { method: 'etcd', weaker: false, observed, detail };
+        hint: verdict === 'encrypted'
+          ? 'the apiserver does not run the identity-first config: check "k8s-encrypt status"'
+          : 'check the etcd client certificates named by the manifest (--etcd-certfile/--etcd-keyfile/--etcd-cafile), then re-run',
+        details: { canary: `${ns}/${name}`, before: before ?? null, after: after ?? null },
+      },
+    );
   } finally {
     await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => deps.out.warn(`could not delete the canary ${ns}/${name}; delete it by hand`));
   }

@@ -15,7 +15,8 @@ import {
   unreadableLabels,
   type TransitionInput,
 } from '../../src/transition/plan';
-import { assertNothingUnder } from '../../src/transition/run';
+import { assertNothingUnder, plaintextByMetrics, toStorageCounts } from '../../src/transition/run';
+import { parseMetrics } from '../../src/cluster/wait';
 
 const K1 = Buffer.alloc(32, 1).toString('base64');
 const K2 = Buffer.alloc(32, 2).toString('base64');
@@ -228,5 +229,32 @@ describe('assertNothingUnder: the refusal names what etcd holds, with the caller
     expect(err.exitCode).toBe(ExitCode.Refused);
     expect(err.message).toBe('refusing to restore x: etcd still holds 3 secrets under aescbc:old (e.g. default/a)');
     expect(err.hint).toMatch(want);
+  });
+});
+
+describe('plaintextByMetrics: the weaker proof of plaintext writes from the transformation counts', () => {
+  // What kube-apiserver exposes: identity is counted under its empty prefix.
+  const metrics = (identity: number, encrypted: number, extra = '') =>
+    parseMetrics(
+      [
+        `apiserver_storage_transformation_operations_total{status="OK",transformation_type="to_storage",transformer_prefix=""} ${identity}`,
+        `apiserver_storage_transformation_operations_total{status="OK",transformation_type="to_storage",transformer_prefix="k8s:enc:aescbc:v1:key-1:"} ${encrypted}`,
+        `apiserver_storage_transformation_operations_total{status="OK",transformation_type="from_storage",transformer_prefix="k8s:enc:aescbc:v1:key-1:"} 50`,
+        `apiserver_storage_transformation_operations_total{status="Unknown",transformation_type="to_storage",transformer_prefix=""} 7`,
+        extra,
+      ].join('\n'),
+    );
+  it('counts to_storage OK samples, identity apart from k8s:enc: prefixes', () => {
+    expect(toStorageCounts(metrics(4, 2))).toEqual({ identity: 4, encrypted: 2 });
+    expect(toStorageCounts(parseMetrics('process_start_time_seconds 1\n'))).toEqual({ identity: 0, encrypted: 0 });
+  });
+  it.each([
+    ['the canary counted under identity only', metrics(4, 2), metrics(5, 2), 'plaintext'],
+    ['an encrypted write with the canary (the config is not running)', metrics(4, 2), metrics(5, 3), 'encrypted'],
+    ['encrypted only', metrics(4, 2), metrics(4, 3), 'encrypted'],
+    ['nothing counted (no config loaded at all)', metrics(0, 0), metrics(0, 0), 'unproven'],
+    ['a failed identity write does not count', metrics(4, 2), metrics(4, 2, 'apiserver_storage_transformation_operations_total{status="Unknown",transformation_type="to_storage",transformer_prefix=""} 9'), 'unproven'],
+  ])('%s: %s', (_what, before, after, want) => {
+    expect(plaintextByMetrics(toStorageCounts(before), toStorageCounts(after))).toBe(want);
   });
 });
