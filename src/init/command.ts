@@ -125,7 +125,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     }
     const resuming = journal !== undefined && !isFinished(journal.status);
     if (resuming) {
-      ctx.out.info(`continuing the interrupted ${journal!.id} (${journal!.status}) where it stopped`);
+      ctx.out.info(resumeNotice(journal!.id, journal!.status, journal!.message));
       const j = journal!.inputs;
       const ignored = [
         opts.provider !== 'aescbc' && opts.provider !== j.provider ? '--provider' : '',
@@ -426,12 +426,11 @@ function printResult(ctx: Context, r: InitResult, journalId: string, kept: strin
       return [
         `${c.yellow('…')} this control plane is at stage "${r.multiNode.stage}" (config sha256 ${r.configSha256.slice(0, 12)}…)`,
         ...r.multiNode.nodes.map((n) => `  ${n.node}: ${n.reports}`),
+        ...(r.proof?.weaker ? [`  proof: ${r.proof.detail} [weaker: metrics only]`] : []),
         `next: ${r.multiNode.next}`,
       ].join('\n');
     }
-    const lines = [
-      `${c.green('✓')} encryption at rest is on${r.mode === 'from-config' ? ` at stage "${r.multiNode.stage}"` : ''}: ${r.provider}, key ${r.keyName}, config ${r.config}`,
-    ];
+    const lines = [`${c.green('✓')} ${doneHeadline(r)}`];
     if (r.evidence) lines.push(`  apiserver: ${r.evidence.evidence} (${r.evidence.detail})`);
     if (r.proof) lines.push(`  proof: ${r.proof.detail}${r.proof.weaker ? ' [weaker: metrics only]' : ''}`);
     if (r.kubeadmConfig) lines.push(`  kubeadm-config: ${r.kubeadmConfig.status}${r.kubeadmConfig.reason ? ` (${r.kubeadmConfig.reason})` : ''}`);
@@ -443,4 +442,25 @@ function printResult(ctx: Context, r: InitResult, journalId: string, kept: strin
     if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
     return lines.join('\n');
   });
+}
+
+/**
+ * What a re-run continues: a planned pause (this control plane waited at a stage gate for the
+ * others), a stage that was rolled back, or a run that was interrupted.
+ */
+export function resumeNotice(id: string, status: string, message: string | undefined): string {
+  if (status === 'waiting' && message?.endsWith(':gate')) {
+    const stage = message.slice(0, -':gate'.length);
+    return `${id} paused after stage "${stage}" to wait for the other control planes: checking whether they all run it`;
+  }
+  if (status === 'waiting' && message) return `continuing ${id} (${message}): retrying`;
+  return `continuing the interrupted ${id} (${status}) where it stopped`;
+}
+
+/** The first line of a finished init: at the add-reader stage nothing is encrypted yet. */
+export function doneHeadline(r: Pick<InitResult, 'mode' | 'provider' | 'keyName' | 'config' | 'multiNode'>): string {
+  if (r.mode === 'from-config' && r.multiNode.stage === 'add-reader') {
+    return `stage "add-reader": this apiserver can read ${r.provider} key ${r.keyName} (config ${r.config}); new writes are still plaintext until stage "promote"`;
+  }
+  return `encryption at rest is on${r.mode === 'from-config' ? ` at stage "${r.multiNode.stage}"` : ''}: ${r.provider}, key ${r.keyName}, config ${r.config}`;
 }

@@ -56,6 +56,11 @@ describe('init on two control planes', () => {
     const r = await init(0);
     expect(r.exitCode).toBe(6);
     expect(jsonOf(r).error.message).toMatch(/not every control plane runs stage "add-reader".*cp-1: nothing yet/);
+    // The pause was planned: the re-run says so instead of calling it an interruption.
+    const human = await runCli([...bed.nodes[0]!.cliArgs, '--yes', 'init']);
+    expect(human.exitCode).toBe(6);
+    expect(human.stderr).toMatch(/paused after stage "add-reader" to wait for the other control planes/);
+    expect(human.stderr).not.toMatch(/interrupted/);
     expect(bed.nodes[0]!.apiserverStarts()).toBe(starts);
     expect(await firstProvider(0)).toBe('identity');
   }, 60_000);
