@@ -152,6 +152,19 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
     expect(keys).not.toContain('/registry/secretsx/default/not-a-secret');
   });
 
+  it('pages sized by bytes still return every key once, in order', async () => {
+    const all: string[] = [];
+    for await (const kv of reader.scan('/registry/secrets/', { pageSize: 500 })) all.push(kv.key);
+    // Starts at one key, then grows and shrinks with the values seen (pageBytes of ~2 values).
+    const paged: string[] = [];
+    for await (const kv of reader.scan('/registry/secrets/', { pageSize: 1, pageBytes: 600, maxPageSize: 3 })) {
+      expect(kv.value?.length).toBeGreaterThan(0);
+      paged.push(kv.key);
+    }
+    expect(paged).toEqual(all);
+    expect(all.length).toBe(30 + vectors.length);
+  });
+
   it('halves its page when a page of large values is over the reply limit', async () => {
     const small = await openEtcd(reader.connection, { maxReplyBytes: 1024 * 1024 });
     try {
