@@ -103,7 +103,7 @@ export class Store {
       const d = await decodeStored(kv.value, etcdKey, transformers);
       plaintext = d.plaintext;
       stale = transformers.length > 0 && d.stale;
-      if (transformers.length) this.metrics.transformation('from_storage', transformers[d.index]!.prefix || 'identity', 'OK');
+      if (transformers.length) this.metrics.transformation('from_storage', transformers[d.index]!.prefix, 'OK');
     } catch (err) {
       if (transformers.length) this.metrics.transformation('from_storage', 'unknown', 'Unknown');
       throw new TransformError(etcdKey, (err as Error).message);
@@ -236,10 +236,10 @@ export class Store {
     if (!first) return plain;
     try {
       const stored = await first.encrypt(plain, etcdKey);
-      this.metrics.transformation('to_storage', first.prefix || 'identity', 'OK');
+      this.metrics.transformation('to_storage', first.prefix, 'OK');
       return stored;
     } catch (err) {
-      this.metrics.transformation('to_storage', first.prefix || 'identity', 'Unknown');
+      this.metrics.transformation('to_storage', first.prefix, 'Unknown');
       throw internalError(`unable to transform key ${JSON.stringify(etcdKey)}: ${(err as Error).message}`);
     }
   }
