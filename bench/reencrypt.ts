@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { createApiClient, loadKubeconfig } from '../src/cluster/api';
+import { DEFAULT_CONCURRENCY } from '../src/cluster/rewrite';
 import { writeFileAtomic } from '../src/state/atomic';
 import type { Bed, BedNode, TestApi } from '../test/bed/index';
 
@@ -318,7 +319,7 @@ function parseArgs(argv: string[]) {
   };
   return {
     objects: Number(get('--objects') ?? 10_000),
-    concurrency: Number(get('--concurrency') ?? 16),
+    concurrency: Number(get('--concurrency') ?? DEFAULT_CONCURRENCY),
     skipKubectl: argv.includes('--skip-kubectl'),
   };
 }

@@ -7,7 +7,9 @@ import { CliError, ExitCode, exitCodeNames } from './ui/errors';
 import { Output, wantColor } from './ui/output';
 import { VERSION } from './version';
 import { silenceIpServernameWarning } from './ui/warnings';
+import { boundYoungGeneration } from './heap';
 
+boundYoungGeneration();
 silenceIpServernameWarning();
 
 const controller = new AbortController();

@@ -307,11 +307,15 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
           signal: o.signal,
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
+          // Decoded as it arrives (no chunk list, no concatenated copy): a list page is ~1 MB and
+          // off-heap buffers are only freed by a later GC, which showed in re-encrypt-all's RSS.
+          res.setEncoding('utf8');
+          let text = '';
+          res.on('data', (c: string) => {
+            text += c;
+          });
           res.on('error', (err) => reject(new ApiConnectionError(url, err.message, (err as NodeJS.ErrnoException).code, err)));
           res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
             const status = res.statusCode ?? 0;
             const isJson = /json/.test(String(res.headers['content-type'] ?? ''));
             let body: unknown = text;
