@@ -11,6 +11,7 @@ import { isLocalProvider, parseProvider, type LocalProvider, type Provider } fro
 import { sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
 import { parseGoDuration, parseKubeVersion } from '../config/validate';
+import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
@@ -102,6 +103,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   // Preflight, read-only: the manifest must be there and parse.
   const manifestText = await readText(manifestPath, 'read manifest');
   const flags = readApiserverFlags(manifestText, manifestPath);
+  await assertBackupDirOutside(paths.backupDir, paths.manifestsDir);
   const fromConfigText = opts.fromConfig ? await readText(resolve(opts.fromConfig), 'read --from-config file') : undefined;
 
   let lock: Lock | undefined;

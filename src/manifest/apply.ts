@@ -78,6 +78,8 @@ export async function writeManifestPlan(
     ...(plan.configPathInPod ? { configPathInPod: plan.configPathInPod } : {}),
   };
   if (!plan.changed || opts.dryRun) return base;
+  // Every manifest write backs up first: the engine's callers too, not only applyManifestChange.
+  await assertBackupDirOutside(opts.backupDir, opts.manifestsDir ?? dirname(opts.manifest));
   let mode: number;
   try {
     mode = (await stat(opts.manifest)).mode & 0o7777;

@@ -13,6 +13,7 @@ import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, parseGoDuration, validateEncryptionConfig } from '../config/validate';
 import { etcdConnectionFromFlags } from '../etcd/client';
+import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, unifiedDiff } from '../manifest/patch';
 import { ensureDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
@@ -142,6 +143,7 @@ async function readNode(ctx: Context, opts: TransitionOptions, nodeName?: string
   const manifestPath = ctx.paths.manifest;
   const manifestText = await readText(manifestPath, 'read manifest');
   const parsed = readApiserverFlags(manifestText, manifestPath);
+  await assertBackupDirOutside(ctx.paths.backupDir, ctx.paths.manifestsDir);
   // The config the apiserver reads: the flag's value (kubeadm mounts it at the same path), unless given.
   const configPath = opts.config ? resolve(opts.config) : parsed.flags.get(CONFIG_FLAG) ?? ctx.paths.config;
   const api = await localApiserverClient(ctx.paths.kubeconfig, manifestText, manifestPath);
