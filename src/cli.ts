@@ -5,7 +5,7 @@ import type { Context, GlobalOptions } from './context';
 import { resolvePaths } from './paths';
 import { CliError, ExitCode, exitCodeNames } from './ui/errors';
 import { Output, wantColor } from './ui/output';
-import { VERSION } from './version';
+import { unsupportedNode, VERSION } from './version';
 import { silenceIpServernameWarning } from './ui/warnings';
 import { boundYoungGeneration } from './heap';
 
@@ -125,6 +125,11 @@ export function buildProgram(): Command {
 }
 
 async function main(argv: string[]): Promise<void> {
+  const old = unsupportedNode(process.versions.node);
+  if (old) {
+    process.exitCode = report(makeOutput({ json: argv.includes('--json') }), new CliError(old.message, { hint: old.hint, exitCode: ExitCode.Usage }));
+    return;
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
