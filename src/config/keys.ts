@@ -6,6 +6,16 @@ export type LocalProvider = (typeof LOCAL_PROVIDERS)[number];
 export const PROVIDERS = [...LOCAL_PROVIDERS, 'kms'] as const;
 export type Provider = (typeof PROVIDERS)[number];
 
+/** Names we write: they end up in etcd value prefixes (`k8s:enc:aescbc:v1:NAME:`), so no ':' or '/'. */
+export const WRITABLE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** --key-name as write-config, init and rotate-key accept it. */
+export function checkKeyName(name: string | undefined): void {
+  if (name !== undefined && !WRITABLE_NAME.test(name)) {
+    throw usageError(`--key-name "${name}" is not a usable key name`, 'use letters, digits, ".", "_" or "-" (at most 63)');
+  }
+}
+
 /** Key lengths the apiserver accepts (k8s.io/apiserver encryptionconfig validation). */
 export const KEY_LENGTHS: Record<LocalProvider, readonly number[]> = {
   aescbc: [16, 24, 32],

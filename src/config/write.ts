@@ -1,6 +1,6 @@
 import { lstat, readFile, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { decodeKey, generateKey, parseProvider, type Provider } from './keys';
+import { checkKeyName, decodeKey, generateKey, parseProvider, WRITABLE_NAME, type Provider } from './keys';
 import { buildEncryptionConfig, newKeyName, renderEncryptionConfig } from './render';
 import type { EncryptionConfiguration } from './schema';
 import { errorsOf, findingLine, NEWEST_KUBE_VERSION, parseKubeVersion, validateEncryptionConfig, warningsOf, type Finding } from './validate';
@@ -27,8 +27,6 @@ export interface Opts {
   dryRun?: boolean;
 }
 
-/** Names we write: they end up in etcd value prefixes (`k8s:enc:aescbc:v1:NAME:`). */
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export interface WriteConfigInput {
   provider: Provider;
@@ -115,7 +113,7 @@ async function gatherInput(ctx: Context, opts: Opts, provider: Provider): Promis
     if (!opts.kmsName || !opts.kmsEndpoint) {
       throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
     }
-    if (!NAME.test(opts.kmsName)) {
+    if (!WRITABLE_NAME.test(opts.kmsName)) {
       throw usageError(`--kms-name "${opts.kmsName}" is not a usable name`, 'use letters, digits, ".", "_" or "-" (at most 63)');
     }
     const kms = {
@@ -135,9 +133,7 @@ async function gatherInput(ctx: Context, opts: Opts, provider: Provider): Promis
   }
   if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
   const keyName = opts.keyName ?? newKeyName(ctx.now());
-  if (!NAME.test(keyName)) {
-    throw usageError(`--key-name "${keyName}" is not a usable key name`, 'use letters, digits, ".", "_" or "-" (at most 63)');
-  }
+  checkKeyName(keyName);
   let key: string;
   let generated = false;
   if (opts.keyFile) key = decodeKey(provider, await readKeyFile(opts.keyFile), `the key in ${opts.keyFile}`).toString('base64');

@@ -7,7 +7,7 @@ import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
 import { readClusterConfiguration } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
-import { isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
+import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
 import { parseGoDuration, parseKubeVersion } from '../config/validate';
@@ -73,6 +73,7 @@ function checkOptions(opts: Opts): void {
     if (stray) throw usageError(`--from-config installs the given file as is; --${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} does not apply`);
   }
   if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
+  checkKeyName(opts.keyName);
 }
 
 async function freshKey(

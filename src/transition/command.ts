@@ -7,7 +7,7 @@ import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, readStages } from '../cluster/nodes';
 import { localApiserverClient } from '../cluster/wait';
 import { firstProvider } from '../config/model';
-import { decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
+import { checkKeyName, decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
@@ -302,6 +302,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   parseTimeoutMs(opts.timeout);
   const ageLimit = opts.ifOlderThan !== undefined ? parseAge(opts.ifOlderThan) : undefined;
   if (spec.kind === 'rotate' && opts.provider !== undefined) parseProvider(opts.provider);
+  checkKeyName(opts.keyName);
 
   const stateDir = ctx.paths.stateDir;
   let journal = await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now });
