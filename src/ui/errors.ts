@@ -8,7 +8,8 @@ export const ExitCode = {
   Internal: 1,
   /** Bad flags or input, an invalid file, a missing confirmation: nothing was changed. */
   Usage: 2,
-  /** The apiserver, etcd, a KMS plugin or the filesystem refused or could not be reached. */
+  /** The apiserver, etcd or a KMS plugin refused or could not be reached (files that cannot be
+   * read or written are Usage: the operator fixes a path or a permission). */
   Cluster: 3,
   /** The work ran but the result is not what it must be (objects not encrypted, checks failed). */
   Verification: 4,
