@@ -55,7 +55,13 @@ describe('status with two control planes', () => {
 
   it('two nodes on different configs: disagreement by config hash, --exit-code 4 through the CLI', async () => {
     await applyEncryptionConfig(cp1, aescbcConfig(newKey('b1')));
-    const r = await report(cp0, { cluster: true, etcd: false });
+    // What cp-0 can see of cp-1 (its mirror pod, its metrics) settles a moment after cp-1 is
+    // ready; status is a point-in-time view, so poll until cp-1 is judged at all.
+    let r = await report(cp0, { cluster: true, etcd: false });
+    for (let i = 0; i < 60 && r.apiservers.available && r.apiservers.nodes.some((n) => n.runsCurrentConfig === 'unknown'); i++) {
+      await new Promise((res) => setTimeout(res, 250));
+      r = await report(cp0, { cluster: true, etcd: false });
+    }
     if (!r.apiservers.available) throw new Error(r.apiservers.reason);
     expect(r.apiservers.nodes.map((n) => [n.name, n.runsCurrentConfig])).toEqual([
       ['cp-0', 'yes'],
