@@ -110,7 +110,8 @@ export function etcdError(conn: EtcdConnection, action: string, err: unknown): C
   if (err instanceof CliError) return err;
   const raw = (err as Error | undefined)?.message ?? String(err);
   const where = conn.endpoints.join(',');
-  let why = raw.replace(/\s+/g, ' ').slice(0, 300);
+  // grpc appends diagnostics ("Last error: …. Resolution note: ") that say nothing to an operator.
+  let why = raw.replace(/\s+/g, ' ').replace(/\.?\s*Resolution note:.*$/, '').slice(0, 300);
   if (/certificate|SSL|TLS|handshake|self.signed|unable to verify|altname|wrong version number/i.test(raw)) {
     why = `TLS failed (${why})`;
   } else if (/UNAVAILABLE|ECONNREFUSED|No connection established|connect|DEADLINE|deadline|circuit/i.test(raw)) {
