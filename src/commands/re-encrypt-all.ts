@@ -2,6 +2,7 @@ import type { ChalkInstance } from 'chalk';
 import { DEFAULT_CONCURRENCY, type RewriteSummary } from '../cluster/rewrite';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
+import { fileExists } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import { intOption, type CommandModule } from './types';
 
@@ -109,34 +110,39 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
     if (!opts.resume && !opts.dryRun && (await fileExists(store.path))) {
       ctx.out.info(`a checkpoint of an interrupted run exists (${store.path}); starting over (--resume continues it)`);
     }
+    const verifier = opts.verify && !opts.dryRun ? await openEtcdVerifier(ctx) : undefined;
     ctx.out.step(
       `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency} in flight, pages of ${opts.pageSize})`,
     );
     let summary: ReEncryptResult;
     try {
-      summary = await rewrite.rewriteAll(
-        {
-          api,
-          checkpoint: store,
-          now: ctx.now,
-          onProgress: (p) => reporter.update(p),
-          onNotice: (m) => ctx.out.info(m),
-          signal: ctx.signal,
-        },
-        {
-          resources,
-          concurrency: opts.concurrency,
-          pageSize: opts.pageSize,
-          resume: opts.resume,
-          dryRun: opts.dryRun,
-        },
-      );
+      try {
+        summary = await rewrite.rewriteAll(
+          {
+            api,
+            checkpoint: store,
+            now: ctx.now,
+            onProgress: (p) => reporter.update(p),
+            onNotice: (m) => ctx.out.info(m),
+            signal: ctx.signal,
+          },
+          {
+            resources,
+            concurrency: opts.concurrency,
+            pageSize: opts.pageSize,
+            resume: opts.resume,
+            dryRun: opts.dryRun,
+          },
+        );
+      } finally {
+        reporter.stop();
+      }
+      if (verifier) {
+        ctx.out.step('verifying in etcd');
+        summary.verify = await verifier.verify(resources.map((r) => r.resource), loaded!.config);
+      }
     } finally {
-      reporter.stop();
-    }
-    if (opts.verify && !opts.dryRun) {
-      ctx.out.step('verifying in etcd');
-      summary.verify = await verifyInEtcd(ctx, resources.map((r) => r.resource), loaded!.config);
+      verifier?.close();
     }
     const problems: string[] = [];
     if (summary.failed) problems.push(`${summary.failed} objects could not be rewritten`);
@@ -157,23 +163,12 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
   }
 }
 
-async function fileExists(p: string): Promise<boolean> {
-  const { stat } = await import('node:fs/promises');
-  return stat(p).then(
-    () => true,
-    () => false,
-  );
-}
-
 /**
  * Reads etcd the way kube-apiserver does (connection from the manifest's flags) and counts, per
  * resource, the objects not stored the way new writes are: the shared scanner `status` uses.
+ * Connects before the rewrite starts, so an unreachable etcd fails the run before any PUT.
  */
-async function verifyInEtcd(
-  ctx: Context,
-  resources: string[],
-  config: EncryptionConfiguration,
-): Promise<NonNullable<ReEncryptResult['verify']>> {
+async function openEtcdVerifier(ctx: Context) {
   const [{ readApiserverFlags }, etcd, scan, codec, { readText }] = await Promise.all([
     import('../manifest/manifest'),
     import('../etcd/client'),
@@ -184,32 +179,35 @@ async function verifyInEtcd(
   const text = await readText(ctx.paths.manifest, 'read the kube-apiserver manifest');
   const conn = etcd.etcdConnectionFromFlags(readApiserverFlags(text, ctx.paths.manifest).flags);
   const reader = await etcd.openEtcd(conn);
-  let report;
-  try {
-    report = await scan.scanEncryptionState(reader, {
-      prefix: conn.prefix,
-      resources: resources.map((r) => ({ resource: r, etcdPrefix: scan.etcdPrefixFor(r, conn.prefix) })),
-      transformersFor: (r) => codec.transformersForResource(config, r),
-      signal: ctx.signal,
-    });
-  } catch (err) {
-    throw etcd.etcdError(conn, 'scan', err);
-  } finally {
-    reader.close();
-  }
-  const writePrefixes: Record<string, string> = {};
-  const out: VerifyResult[] = report.resources.map((r) => {
-    writePrefixes[r.resource] = r.writeLabel;
-    // Plaintext is only wrong when the resource is meant to be encrypted.
-    const plaintext = r.writeLabel === 'plaintext' ? 0 : r.plaintext.count;
-    return {
-      resource: r.resource,
-      stale: r.stale.count - plaintext,
-      plaintext,
-      examples: r.stale.items.slice(0, 5).map((o) => (o.namespace ? `${o.namespace}/${o.name}` : o.name)),
-    };
-  });
-  return { ok: report.staleTotal === 0, writePrefixes, resources: out };
+  return {
+    close: () => reader.close(),
+    async verify(resources: string[], config: EncryptionConfiguration): Promise<NonNullable<ReEncryptResult['verify']>> {
+      let report;
+      try {
+        report = await scan.scanEncryptionState(reader, {
+          prefix: conn.prefix,
+          resources: resources.map((r) => ({ resource: r, etcdPrefix: scan.etcdPrefixFor(r, conn.prefix) })),
+          transformersFor: (r) => codec.transformersForResource(config, r),
+          signal: ctx.signal,
+        });
+      } catch (err) {
+        throw etcd.etcdError(conn, 'scan', err);
+      }
+      const writePrefixes: Record<string, string> = {};
+      const out: VerifyResult[] = report.resources.map((r) => {
+        writePrefixes[r.resource] = r.writeLabel;
+        // Plaintext is only wrong when the resource is meant to be encrypted.
+        const plaintext = r.writeLabel === 'plaintext' ? 0 : r.plaintext.count;
+        return {
+          resource: r.resource,
+          stale: r.stale.count - plaintext,
+          plaintext,
+          examples: r.stale.items.slice(0, 5).map((o) => (o.namespace ? `${o.namespace}/${o.name}` : o.name)),
+        };
+      });
+      return { ok: report.staleTotal === 0, writePrefixes, resources: out };
+    },
+  };
 }
 
 export const reEncryptAllCommand: CommandModule = {

@@ -2,7 +2,7 @@
 // with fewer PUTs than a full run, data unchanged, etcd all under the new key (--verify agrees),
 // and the error paths exit with the documented codes.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +90,16 @@ describe('k8s-encrypt re-encrypt-all', () => {
     const r = await runCli([...args, 're-encrypt-all', '--concurrency', '16']);
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(String(r.stdout)).toMatch(new RegExp(`rewrote secrets: 0 rewritten, ${before.size} already current`));
+  }, 30_000);
+
+  it('--verify with etcd out of reach fails before the first PUT', async () => {
+    const manifest = join(stateDir, 'unreachable-etcd.yaml');
+    const text = readFileSync(bed.nodes[0]!.manifest, 'utf8').replace(/--etcd-servers=\S+/, '--etcd-servers=https://127.0.0.1:1');
+    writeFileSync(manifest, text);
+    const r = await runCli([...args, 're-encrypt-all', '--verify', '--manifest', manifest]);
+    expect(r.exitCode).toBe(3);
+    expect(String(r.stderr)).toMatch(/etcd connection check at https:\/\/127\.0\.0\.1:1/);
+    expect(String(r.stderr)).not.toMatch(/rewriting secrets/);
   }, 30_000);
 
   it.each([
