@@ -1,5 +1,5 @@
 import type { Context } from '../context';
-import { ExitCode } from '../ui/errors';
+import { CliError, ExitCode } from '../ui/errors';
 import { intOption, type CommandModule } from './types';
 
 interface Opts {
@@ -20,6 +20,13 @@ export function parseResourceList(v: string | undefined): string[] | undefined {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+  const bad = list.find((r) => !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(r));
+  if (bad !== undefined) {
+    throw new CliError(`--resources: "${bad}" is not a resource name`, {
+      exitCode: ExitCode.Usage,
+      hint: 'give plural resource names, comma-separated: secrets,configmaps,widgets.example.com',
+    });
+  }
   return list.length ? list : undefined;
 }
 

@@ -286,6 +286,16 @@ function buildEtcd(input: StatusInput, findings: Finding[]): EtcdSection | Unava
     return unavailable(input.etcd);
   }
   const s = input.etcd.data;
+  // Wildcard rules are not expanded into resources (that needs discovery): say what was not looked at.
+  const wild = input.config.ok ? [...new Set(input.config.data.rules.flatMap((r) => r.resources).filter((r) => r.includes('*')))] : [];
+  if (wild.length) {
+    findings.push({
+      id: 'etcd.wildcard-not-scanned',
+      level: 'warn',
+      section: 'etcd',
+      message: `rules ${wild.map((w) => `"${w}"`).join(', ')} may cover more than the scanned ${input.options.resources.join(', ')}: name them with --resources to scan them`,
+    });
+  }
   const resources = s.resources.map((r) => {
     if (r.writeLabel === 'plaintext' && r.total > 0) {
       add('not-encrypted', `${r.resource}: all ${r.total} objects are stored unencrypted, and new writes are not encrypted either`);

@@ -248,6 +248,15 @@ describe('buildStatusReport', () => {
     });
   });
 
+  it('warns (without failing) that wildcard rules may cover resources the scan did not list', () => {
+    const wildcard = config({ rules: [{ index: 0, resources: ['secrets'], providers: [{ kind: 'identity' }] }, { index: 1, resources: ['*.*'], providers: [{ kind: 'identity' }] }] });
+    const r = buildStatusReport(input({ config: gathered(wildcard) }));
+    const f = r.findings.find((x) => x.id === 'etcd.wildcard-not-scanned');
+    expect(f).toMatchObject({ level: 'warn', section: 'etcd' });
+    expect(f!.message).toMatch(/"\*\.\*" may cover more than the scanned secrets/);
+    expect(buildStatusReport(input()).findings.map((x) => x.id)).not.toContain('etcd.wildcard-not-scanned');
+  });
+
   it('says why a section is missing, and whether it was skipped', () => {
     const r = buildStatusReport(input({ etcd: skipped('--no-etcd'), apiservers: missing('no kubeconfig') }));
     expect(r.etcd).toEqual({ available: false, reason: '--no-etcd', skipped: true });
