@@ -12,6 +12,9 @@ import { identityTransformer, localTransformer } from '../src/etcd/codec';
 import { ProtoWriter } from '../src/etcd/protobuf';
 import { scanEncryptionState } from '../src/etcd/scan';
 import { startEtcd } from '../test/helpers/etcd';
+import { silenceIpServernameWarning } from '../src/ui/warnings';
+
+silenceIpServernameWarning();
 
 const { values } = parseArgs({
   options: {

@@ -24,6 +24,9 @@ import { createApiClient, loadKubeconfig } from '../src/cluster/api';
 import { DEFAULT_CONCURRENCY } from '../src/cluster/rewrite';
 import { writeFileAtomic } from '../src/state/atomic';
 import type { Bed, BedNode, TestApi } from '../test/bed/index';
+import { silenceIpServernameWarning } from '../src/ui/warnings';
+
+silenceIpServernameWarning();
 
 // ---------------------------------------------------------------------------------------------
 // Helpers shared with test/integration/rewrite*.test.ts and test/e2e/re-encrypt-all*.test.ts
@@ -223,10 +226,10 @@ function repoRoot(): string {
   return d;
 }
 
-async function runCliBench(node: BedNode, stateDir: string, n: number, concurrency: number): Promise<Measured> {
+async function runCliBench(node: BedNode, stateDir: string, n: number, concurrency: number, extra: string[] = []): Promise<Measured> {
   const bin = join(repoRoot(), 'bin/k8s-encrypt.js');
   const t0 = performance.now();
-  const p = spawn(process.execPath, [bin, ...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', '--concurrency', String(concurrency)], {
+  const p = spawn(process.execPath, [bin, ...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', '--concurrency', String(concurrency), ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', CI: 'true' },
   });
@@ -321,6 +324,8 @@ function parseArgs(argv: string[]) {
     objects: Number(get('--objects') ?? 10_000),
     concurrency: Number(get('--concurrency') ?? DEFAULT_CONCURRENCY),
     skipKubectl: argv.includes('--skip-kubectl'),
+    /** Passed to the CLI run as --page-size (its own default otherwise). */
+    pageSize: get('--page-size'),
   };
 }
 
@@ -377,7 +382,7 @@ async function main(): Promise<void> {
 
     await restale();
     log('running k8s-encrypt re-encrypt-all ...');
-    results.push(await runCliBench(node, stateDir, args.objects, args.concurrency));
+    results.push(await runCliBench(node, stateDir, args.objects, args.concurrency, args.pageSize ? ['--page-size', args.pageSize] : []));
     log(`  ${JSON.stringify(results.at(-1))}`);
 
     if (!args.skipKubectl) {

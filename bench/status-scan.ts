@@ -18,6 +18,9 @@ import { localTransformer } from '../src/etcd/codec';
 import { ProtoWriter } from '../src/etcd/protobuf';
 import { startEtcd } from '../test/helpers/etcd';
 import { repoRoot } from '../test/bed/index';
+import { silenceIpServernameWarning } from '../src/ui/warnings';
+
+silenceIpServernameWarning();
 
 const { values } = parseArgs({ options: { objects: { type: 'string', default: '100000' } } });
 const objects = Number(values.objects);

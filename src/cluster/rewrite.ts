@@ -105,7 +105,10 @@ export const DEFAULT_CONCURRENCY = 32;
 /** The engine retries throttling itself (withRetry: Retry-After, cap, jitter, counted), so the
  * client's own 429 retry is off for its requests. */
 const OWN_RETRIES = { throttleRetries: 0 } as const;
-export const DEFAULT_PAGE_SIZE = 500;
+/** Objects per list page. A page lives until its last PUT is dispatched; at 500 its objects
+ * outlived young-generation collections and piled up in the old space (135 MB RSS at 30,000
+ * Secrets, 158-166 MB at 100,000); at 100 they die young (115 MB and 135 MB) at the same rate. */
+export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_FAILURES_KEPT = 1000;
 
 interface KubeObject {

@@ -1,5 +1,5 @@
 import type { ChalkInstance } from 'chalk';
-import { DEFAULT_CONCURRENCY, type RewriteSummary } from '../cluster/rewrite';
+import { DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
 import { fileExists } from '../state/atomic';
@@ -217,7 +217,7 @@ export const reEncryptAllCommand: CommandModule = {
       .description('rewrite every object so it is stored with the current write key (paged, concurrent, resumable)')
       .option('--resources <list>', 'secrets, a comma-separated list (configmaps, plural.group), or from-config', 'secrets')
       .option('--concurrency <n>', 'requests in flight', intOption('--concurrency'), DEFAULT_CONCURRENCY)
-      .option('--page-size <n>', 'objects per list page', intOption('--page-size'), 500)
+      .option('--page-size <n>', 'objects per list page', intOption('--page-size'), DEFAULT_PAGE_SIZE)
       .option('--resume', 'continue the interrupted run from its checkpoint', false)
       .option('--dry-run', 'list and count the objects, write nothing', false)
       .option('--verify', 'afterwards, read etcd and fail if objects remain under another key or in plaintext', false)
