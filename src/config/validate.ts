@@ -16,6 +16,20 @@ export { findingLine, type Finding } from './parse';
 export { NEWEST_KUBE_VERSION } from './versions';
 import { NEWEST_KUBE_VERSION } from './versions';
 
+/** kube-apiserver's --feature-gates as name -> enabled. */
+export type FeatureGates = Record<string, boolean>;
+
+/** Parses `--feature-gates=KMSv1=true,Foo=false` (the value only); junk entries are ignored, as
+ * they are not this tool's to judge. */
+export function parseFeatureGates(value: string | undefined): FeatureGates {
+  const gates: FeatureGates = {};
+  for (const part of (value ?? '').split(',')) {
+    const m = /^\s*([A-Za-z0-9]+)\s*=\s*(true|false)\s*$/i.exec(part);
+    if (m) gates[m[1]!] = m[2]!.toLowerCase() === 'true';
+  }
+  return gates;
+}
+
 export interface KubeVersion {
   major: number;
   minor: number;
@@ -194,7 +208,7 @@ function validateKeys(kind: LocalProvider, keys: EncryptionKey[], path: string, 
   });
 }
 
-function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findings, v: KubeVersion): void {
+function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findings, v: KubeVersion, gates: FeatureGates): void {
   const api = effectiveKmsApiVersion(kms);
 
   // name (validateKMSConfigName)
@@ -240,6 +254,11 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findin
   const gateV1 =
     'the apiserver refuses to start with KMS v1 unless it runs with --feature-gates=KMSv1=true; use apiVersion: v2';
   if (api === 'v1') {
+    if (atLeast(v, 29) && gates.KMSv1 === true) {
+      // The operator turned the gate on: the apiserver starts; v1 is still on its way out.
+      f.warning(`${path}.apiVersion`, 'KMS v1 is deprecated (this apiserver runs with --feature-gates=KMSv1=true): move to apiVersion: v2');
+      return;
+    }
     if (kms.apiVersion === undefined || kms.apiVersion === '') {
       if (atLeast(v, 29)) f.error(`${path}.apiVersion`, `apiVersion is not set, so it defaults to v1: since 1.29 ${gateV1}`);
       else f.warning(`${path}.apiVersion`, 'apiVersion is not set, so it defaults to v1 (deprecated, off by default from 1.29): set apiVersion: v2');
@@ -248,6 +267,7 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findin
     return;
   }
   if (!atLeast(v, 25)) f.error(`${path}.apiVersion`, `KMS v2 does not exist before Kubernetes 1.25 (this is 1.${v.minor})`);
+  else if (!atLeast(v, 27) && gates.KMSv2 === true) f.warning(`${path}.apiVersion`, `KMS v2 is alpha in 1.${v.minor} (enabled here with --feature-gates=KMSv2=true)`);
   else if (!atLeast(v, 27)) {
     f.error(
       `${path}.apiVersion`,
@@ -263,9 +283,10 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findin
  */
 export function validateEncryptionConfig(
   cfg: EncryptionConfiguration,
-  opts: { kubeVersion?: string } = {},
+  opts: { kubeVersion?: string; featureGates?: FeatureGates } = {},
 ): Finding[] {
   const v = parseKubeVersion(opts.kubeVersion ?? NEWEST_KUBE_VERSION);
+  const gates = opts.featureGates ?? {};
   const f = new Findings();
   if (cfg.resources.length === 0) {
     f.error('resources', MSG.atLeastOne('resources'));
@@ -312,7 +333,7 @@ export function validateEncryptionConfig(
       if (kinds.length === 0) f.error(path, MSG.noProvider);
       if (kinds.length > 1) f.error(path, MSG.moreThanOne);
       for (const kind of kinds) {
-        if (kind === 'kms') validateKms(p.kms!, `${path}.kms`, kmsNames, f, v);
+        if (kind === 'kms') validateKms(p.kms!, `${path}.kms`, kmsNames, f, v, gates);
         else if (kind !== 'identity') {
           if (!keyNames.has(kind)) keyNames.set(kind, new Map());
           validateKeys(kind, p[kind]!.keys, `${path}.${kind}.keys`, keyNames.get(kind)!, f);

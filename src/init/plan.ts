@@ -15,6 +15,7 @@ import {
   type StageName,
   type TransitionPlan,
 } from '../transition/plan';
+import { parseFeatureGates } from '../config/validate';
 import { CliError, ExitCode } from '../ui/errors';
 import { planRestartAnnotation, type RestartPlan } from './restart';
 
@@ -158,6 +159,8 @@ export function planInit(input: InitInput): InitPlan {
   const warnings: string[] = [];
   const flags = readApiserverFlags(input.manifestText, o.manifestPath).flags;
   const currentFlag = flags.get(CONFIG_FLAG);
+  // The apiserver's own --feature-gates decide whether it takes KMS v1 (1.29+) or alpha KMS v2.
+  const featureGates = parseFeatureGates(flags.get('feature-gates'));
 
   const mode: InitMode =
     input.configSource === 'from-config' ? 'from-config' : input.controlPlanes > 1 ? 'staged' : 'single';
@@ -190,11 +193,11 @@ export function planInit(input: InitInput): InitPlan {
   if (mode === 'from-config') {
     // Installed byte for byte: its sha256 is what every control plane compares.
     const stage = enableStageOf(given!);
-    checkStageConfig(given!, input.kubeVersion, 'the --from-config file', warnings);
+    checkStageConfig(given!, input.kubeVersion, 'the --from-config file', warnings, featureGates);
     config = { stage, ...describeConfigText(input.configText!, given!) };
     steps = [{ name: stage, title: `install the --from-config file as ${o.configPath} (stage ${stage}): flag and mount if missing, wait, prove, record in kube-system/kubeadm-config, record the stage` }];
   } else {
-    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion });
+    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion, featureGates });
     const installs = transition.stages.filter((st) => st.config);
     config = { stage: installs[0]!.name, ...installs[0]!.config! };
     if (installs[1]) writeConfig = { stage: installs[1].name, ...installs[1].config! };

@@ -11,7 +11,7 @@ import { checkKeyName, decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS,
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
-import { errorsOf, parseGoDuration, validateEncryptionConfig } from '../config/validate';
+import { errorsOf, parseFeatureGates, parseGoDuration, validateEncryptionConfig, type FeatureGates } from '../config/validate';
 import { etcdConnectionFromFlags } from '../etcd/client';
 import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
@@ -134,6 +134,8 @@ export interface NodeView {
   configPath: string;
   api: ApiClient;
   kubeVersion: string;
+  /** The apiserver's --feature-gates: KMSv1/KMSv2 change which configs it accepts. */
+  featureGates: FeatureGates;
   controlPlanes: number;
   nodeName: string;
   hasNode: boolean;
@@ -177,6 +179,7 @@ async function readNode(ctx: Context, opts: TransitionOptions, nodeName?: string
       configPath,
       api,
       kubeVersion: version ?? parsed.kubeVersionFromImage ?? '',
+      featureGates: parseFeatureGates(parsed.flags.get('feature-gates')),
       controlPlanes: Math.max(1, cps.length, opts.controlPlanes ?? 0),
       nodeName: me.name,
       hasNode: cps.find((c) => c.name === me.name)?.hasNode ?? false,
@@ -369,7 +372,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
           element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
         }
       }
-      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion });
+      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates });
       // A new transition can only begin at its first stage: check before anything is journaled.
       if (only && plan.stages[0]!.name !== only) {
         const known = plan.stages.some((st) => st.name === only);
@@ -473,7 +476,7 @@ async function resumePlan(ctx: Context, j: Journal<TransitionJournalInputs>, nod
     const local = localKindOf(element);
     if (local) secrets = element[local]!.keys.map((k) => k.secret);
   }
-  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion });
+  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates });
   const shas = stageShas(plan);
   if (JSON.stringify(shas) !== JSON.stringify(i.stageSha256)) {
     if (anyWritten) throw refused(`the stages of ${j.id} no longer match what it wrote`, `move ${j.path} away to start over`);
@@ -540,7 +543,7 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
   const node = await readNode(ctx, opts);
   let lock: Lock | undefined;
   try {
-    const errors = errorsOf(validateEncryptionConfig(cfg, { kubeVersion: node.kubeVersion }));
+    const errors = errorsOf(validateEncryptionConfig(cfg, { kubeVersion: node.kubeVersion, featureGates: node.featureGates }));
     if (errors.length) throw usageError(`${file} would not be accepted by kube-apiserver ${node.kubeVersion}: ${errors[0]!.path}: ${errors[0]!.message}`);
     if (node.flags.get(CONFIG_FLAG) === undefined) throw refused(`${ctx.paths.manifest} has no --${CONFIG_FLAG}`, 'turn encryption on here first ("k8s-encrypt init --from-config FILE")');
     let stage: string | undefined = only;
@@ -669,7 +672,7 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
     if (!source) throw refused(`no earlier config of ${node.configPath} is kept in ${ctx.paths.backupDir}`, 'pass --to FILE to restore a specific copy');
     const text = await readText(source, 'read backup');
     const cfg = parseEncryptionConfig(text, source);
-    const errors = errorsOf(validateEncryptionConfig(cfg, { kubeVersion: node.kubeVersion }));
+    const errors = errorsOf(validateEncryptionConfig(cfg, { kubeVersion: node.kubeVersion, featureGates: node.featureGates }));
     if (errors.length) throw usageError(`${source} would not be accepted by kube-apiserver ${node.kubeVersion}: ${errors[0]!.path}: ${errors[0]!.message}`);
     const deps = await transitionDeps(ctx, node, topts, '"k8s-encrypt rollback"');
     const scan = await scanLabels(deps, current, resourcesOfBoth(current, cfg));

@@ -3,7 +3,7 @@ import { firstProvider, resourcesOf, withIdentityFirst, withPromoted, withPruned
 import { renderEncryptionConfig } from '../config/render';
 import { LOCAL_PROVIDERS } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
-import { errorsOf, validateEncryptionConfig, warningsOf } from '../config/validate';
+import { errorsOf, validateEncryptionConfig, warningsOf, type FeatureGates } from '../config/validate';
 import { transformerLabel, transformersForResource } from '../etcd/codec';
 import type { KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
 import { unifiedDiff, type ManifestPlan } from '../manifest/patch';
@@ -83,6 +83,8 @@ export interface TransitionInput {
   element?: ProviderConfig;
   controlPlanes: number;
   kubeVersion: string;
+  /** The apiserver's --feature-gates (KMSv1/KMSv2 change what it accepts). */
+  featureGates?: FeatureGates;
 }
 
 const refused = (message: string, hint?: string) => new CliError(message, { exitCode: ExitCode.Refused, hint });
@@ -136,8 +138,14 @@ function namesOf(el: ProviderConfig): string[] {
 }
 
 /** Refuses a config this apiserver version would reject; collects its warnings once each. Pure. */
-export function checkStageConfig(cfg: EncryptionConfiguration, kubeVersion: string, what: string, warnings: string[]): void {
-  const findings = validateEncryptionConfig(cfg, { kubeVersion });
+export function checkStageConfig(
+  cfg: EncryptionConfiguration,
+  kubeVersion: string,
+  what: string,
+  warnings: string[],
+  featureGates: FeatureGates = {},
+): void {
+  const findings = validateEncryptionConfig(cfg, { kubeVersion, featureGates });
   const errors = errorsOf(findings);
   if (errors.length) {
     const first = errors.slice(0, 3).map((f) => (f.path ? `${f.path}: ${f.message}` : f.message)).join('; ');
@@ -179,7 +187,7 @@ export function planTransition(input: TransitionInput): TransitionPlan {
   let prev = baseStage;
   let prevCfg = base;
   const push = (name: StageName, title: string, cfg: EncryptionConfiguration | undefined, extra: Partial<PlannedStage> = {}) => {
-    if (cfg) checkStageConfig(cfg, input.kubeVersion, `the ${name} config`, warnings);
+    if (cfg) checkStageConfig(cfg, input.kubeVersion, `the ${name} config`, warnings, input.featureGates);
     const config = cfg ? stageConfig(cfg) : undefined;
     const removes = cfg ? [...labelsOf(prevCfg, resources)].filter((l) => !labelsOf(cfg, resources).has(l)) : [];
     const diff = config ? unifiedDiff(prev.redacted, config.redacted, input.configPath) : '';

@@ -5,6 +5,7 @@ import {
   NEWEST_KUBE_VERSION,
   parseGoDuration,
   parseKubeVersion,
+  parseFeatureGates,
   validateEncryptionConfig,
   type Finding,
 } from '../../src/config/validate';
@@ -40,6 +41,7 @@ interface Row {
   rule: string;
   config: EncryptionConfiguration;
   kubeVersion?: string;
+  featureGates?: Record<string, boolean>;
   level: Finding['level'];
   path: string;
   message: string | RegExp;
@@ -102,6 +104,8 @@ const rows: Row[] = [
   { rule: 'kms v1 deprecated in 1.28', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.28', level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /deprecated since 1.28/ },
   { rule: 'kms v2 before 1.25', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.24', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: 'KMS v2 does not exist before Kubernetes 1.25 (this is 1.24)' },
   { rule: 'kms v2 alpha', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.26', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /alpha in 1.26.*--feature-gates=KMSv2=true/ },
+  { rule: 'kms v1 on 1.29+ with the KMSv1 gate on', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.30', featureGates: { KMSv1: true }, level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /KMS v1 is deprecated \(this apiserver runs with --feature-gates=KMSv1=true\)/ },
+  { rule: 'kms v2 alpha with the KMSv2 gate on', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.26', featureGates: { KMSv2: true }, level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /alpha in 1.26 \(enabled here/ },
   { rule: 'kms v2 beta', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.27', level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: 'KMS v2 is beta in 1.27 (GA in 1.29)' },
   // first provider
   { rule: 'identity first', config: cfg(rule(['secrets'], id, sb())), level: 'warning', path: 'resources[0].providers[0].identity', message: /new writes are stored unencrypted/ },
@@ -110,8 +114,8 @@ const rows: Row[] = [
 ];
 
 describe('validateEncryptionConfig: one row per rule', () => {
-  it.each(rows)('$rule', ({ config, kubeVersion, level, path, message }) => {
-    const findings = validateEncryptionConfig(config, kubeVersion ? { kubeVersion } : {});
+  it.each(rows)('$rule', ({ config, kubeVersion, featureGates, level, path, message }) => {
+    const findings = validateEncryptionConfig(config, { ...(kubeVersion ? { kubeVersion } : {}), ...(featureGates ? { featureGates } : {}) });
     const hit = findings.find((f) => f.path === path && (typeof message === 'string' ? f.message === message : message.test(f.message)));
     expect(hit, `findings were ${JSON.stringify(findings, null, 1)}`).toBeDefined();
     expect(hit!.level).toBe(level);
@@ -181,5 +185,15 @@ describe('Go-compatible parsing helpers', () => {
     expect(decodeBase64Strict(K32.replace(/=/g, ''))).toBeUndefined();
     expect(decodeBase64Strict(` ${K32}`)).toBeUndefined();
     expect(decodeBase64Strict('a-b_')).toBeUndefined();
+  });
+});
+
+describe('parseFeatureGates', () => {
+  it.each([
+    [undefined, {}],
+    ['KMSv1=true', { KMSv1: true }],
+    ['KMSv1=true, KMSv2=false,Junk,X=maybe', { KMSv1: true, KMSv2: false }],
+  ])('%j', (value, want) => {
+    expect(parseFeatureGates(value)).toEqual(want);
   });
 });
