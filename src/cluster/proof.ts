@@ -37,6 +37,9 @@ export interface ProofOptions<C> {
   /** --etcd-prefix of the apiserver (default /registry). */
   etcdKeyPrefix?: string;
   namespace?: string;
+  /** A fixed canary name (e.g. per node and config): one left by an interrupted proof under this
+   * name is deleted first, however young. Default: a random name. */
+  name?: string;
 }
 
 export interface ProofResult {
@@ -75,8 +78,9 @@ export function transformationCount(samples: readonly MetricSample[], expectedPr
 
 export async function proveEncryption<C>(deps: ProofDeps<C>, o: ProofOptions<C>): Promise<ProofResult> {
   const ns = o.namespace ?? 'kube-system';
-  const name = `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
+  const name = o.name ?? `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
   const etcdKey = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  if (o.name) await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
 
   const before = await readCount(deps, o.expectedPrefix);
   await createCanary(deps, ns, name);

@@ -395,12 +395,20 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
   return { stage: s as StageName, evidence: `${String(waited.evidence)}: ${String(waited.detail)}`, proof: String(proof.detail) };
 }
 
+/**
+ * Canaries are named after this node and config: a re-run after kill -9 mid-proof removes its own
+ * canary, however young (removeLeftoverCanaries spares young ones: they may be another node's).
+ */
+function canaryNameFor(deps: TransitionDeps, cfg: StageConfig): string {
+  return `${CANARY_PREFIX}${sha256Hex(`${deps.nodeName}\0${cfg.sha256}`).slice(0, 10)}`;
+}
+
 /** A canary Secret must land in etcd the way the config writes (encrypted prefix, or plaintext). */
 async function proveWrites(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
   if (!cfg.writePrefix) return provePlaintext(deps, cfg);
   const p = await proveEncryption(
     { api: deps.api, openEtcd: deps.openEtcd, onProgress: (m) => deps.out.warn(m) },
-    { expectedPrefix: cfg.writePrefix, etcd: deps.etcd, ...(deps.etcd.prefix ? { etcdKeyPrefix: deps.etcd.prefix } : {}) },
+    { expectedPrefix: cfg.writePrefix, etcd: deps.etcd, name: canaryNameFor(deps, cfg), ...(deps.etcd.prefix ? { etcdKeyPrefix: deps.etcd.prefix } : {}) },
   );
   deps.out.success(p.detail);
   return { method: p.method, weaker: p.weaker, observed: p.observed, detail: p.detail };
@@ -438,9 +446,7 @@ export function plaintextByMetrics(before: { encrypted: number; identity: number
  */
 async function provePlaintext(deps: TransitionDeps, cfg: StageConfig): Promise<JsonObject> {
   const ns = 'kube-system';
-  // Named after this node and config: a re-run after kill -9 mid-proof removes its own canary,
-  // however young (removeLeftoverCanaries spares young ones: they may be another node's).
-  const name = `${CANARY_PREFIX}${sha256Hex(`${deps.nodeName}\0${cfg.sha256}`).slice(0, 10)}`;
+  const name = canaryNameFor(deps, cfg);
   await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
   const key = `${(deps.etcd.prefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
   const counts = () => deps.api.getText('/metrics').then((t) => toStorageCounts(parseMetrics(t)), () => undefined);

@@ -161,6 +161,19 @@ describe('runInit', () => {
   }, 60_000);
 });
 
+describe('proveEncryption with a fixed canary name', () => {
+  it('replaces the canary an interrupted proof left under that name, however young, and cleans up', async () => {
+    const name = 'k8s-encrypt-canary-fixedname1';
+    await api.post('/api/v1/namespaces/kube-system/secrets', {
+      apiVersion: 'v1', kind: 'Secret', metadata: { name, labels: { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } }, data: { canary: 'eA==' },
+    });
+    const p = await proveEncryption({ api, openEtcd: (c) => openEtcd(c) }, { expectedPrefix: 'k8s:enc:aescbc:v1:key1:', etcd: (await deps()).etcd, name });
+    expect(p).toMatchObject({ method: 'etcd', weaker: false, canary: `kube-system/${name}` });
+    const left = await api.get<{ items: unknown[] }>('/api/v1/namespaces/kube-system/secrets', { query: { labelSelector: 'app.kubernetes.io/managed-by=k8s-encrypt' } });
+    expect(left.items).toEqual([]);
+  });
+});
+
 describe('removeLeftoverCanaries', () => {
   it('deletes canaries an interrupted run left, but not one a proof may be using right now', async () => {
     const name = 'k8s-encrypt-canary-leftover1';
