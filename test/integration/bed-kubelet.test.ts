@@ -163,7 +163,9 @@ describe('kubelet stand-in', () => {
     await writeFile(join(n.paths.manifestsDir, 'kms-plugin.yaml.bak'), stringify(other));
     await writeFile(join(n.paths.manifestsDir, '.kms-plugin.yaml.swp'), stringify({ ...other, metadata: { name: 'hidden' } }));
     await writeFile(join(n.paths.manifestsDir, 'notes.txt'), 'not a pod');
+    // A rescan may see the three files in separate passes: wait for the last one's verdict too.
     await until('second pod', () => n.kubelet.podViews().length === 2);
+    await until('notes.txt judged', () => n.kubelet.events.some((e) => e.includes('notes.txt: not a Pod manifest')));
     const views = n.kubelet.podViews();
     expect(views.map((v) => v.pod).sort()).toEqual(['kms-plugin-k-d', 'kube-apiserver-k-d']);
     expect(views.find((v) => v.pod === 'kms-plugin-k-d')).toMatchObject({ running: true, apiserver: false });
