@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed } from '../bed/index';
 import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { killAtEachBoundary } from './rotate-helpers';
 
 const JOURNAL_REL = 'var/lib/k8s-encrypt/journals/disable.json';
 let bed: Bed;
@@ -26,30 +27,13 @@ afterAll(async () => bed?.stop());
 describe('disable after kill -9', () => {
   it('continues from every boundary and leaves nothing encrypted and nothing lost', async () => {
     const boundaries = ['promote:begin', 'promote:write', 'promote:wait', 'rewrite:run', 'prune:check', 'prune:unpatch', 'prune:wait', 'prune:kubeadm-config', 'prune:remove-config'];
-    const killedAt: string[] = [];
-    for (const boundary of boundaries) {
-      const child = execa(process.execPath, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', '--json', 'disable'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
-      let exited = false;
-      void child.then(() => (exited = true));
-      for (;;) {
-        const j = await journal();
-        if (j.status === 'done' || exited) break;
-        if (j.steps.some((s: any) => s.name === boundary)) {
-          child.kill('SIGKILL');
-          killedAt.push(boundary);
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 15));
-      }
-      const r = await child;
-      if ((await journal()).status === 'done') {
-        expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
-        break;
-      }
-      expect(r.signal).toBe('SIGKILL');
-      await bed.nodes[0]!.waitReady(30_000);
-      expect(await userSecrets()).toEqual(before);
-    }
+    const killedAt = await killAtEachBoundary({
+      node: bed.nodes[0]!,
+      command: 'disable',
+      boundaries,
+      journal,
+      afterKill: async () => expect(await userSecrets()).toEqual(before),
+    });
     expect(killedAt.length).toBeGreaterThanOrEqual(5);
     if ((await journal()).status !== 'done') {
       const r = await runCli([...bed.nodes[0]!.cliArgs, '--yes', '--json', 'disable']);

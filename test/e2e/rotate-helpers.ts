@@ -1,10 +1,11 @@
-// Shared by the rotate/disable e2e tests on two control planes.
+// Shared by the rotate-key and disable e2e tests: two control planes, kill -9 at stage boundaries.
 import { createHash } from 'node:crypto';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { expect } from 'vitest';
-import type { Bed, TestApi } from '../bed/index';
-import { jsonOf, runCli } from '../helpers/cli';
+import type { Bed, BedNode, TestApi } from '../bed/index';
+import { BIN, jsonOf, runCli } from '../helpers/cli';
 
 export const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
 
@@ -82,3 +83,43 @@ export function startReader(apis: TestApi[], before: Map<string, string>) {
   };
 }
 
+/**
+ * Runs `k8s-encrypt <command> --yes --json` on a node again and again, each time killing it with
+ * SIGKILL as soon as its journal records the next boundary, until a run finishes by itself. After
+ * every kill `afterKill` checks that nothing was lost. Returns the boundaries it killed at.
+ */
+export async function killAtEachBoundary(o: {
+  node: BedNode;
+  command: string;
+  boundaries: string[];
+  journal: () => Promise<{ status?: string; steps: { name: string }[] }>;
+  afterKill: () => Promise<void>;
+}): Promise<string[]> {
+  const killedAt: string[] = [];
+  for (const boundary of o.boundaries) {
+    const child = execa(process.execPath, [BIN, ...o.node.cliArgs, '--yes', '--json', o.command], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+    let exited = false;
+    void child.then(() => (exited = true));
+    for (;;) {
+      const j = await o.journal();
+      if (j.status === 'done' || exited) break;
+      if (j.steps.some((s) => s.name === boundary)) {
+        child.kill('SIGKILL');
+        killedAt.push(boundary);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    const r = await child;
+    if ((await o.journal()).status === 'done') {
+      expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+      break;
+    }
+    expect(r.signal).toBe('SIGKILL');
+    // Whatever was interrupted, the next run must find everything readable (once a restart the
+    // kill interrupted is over).
+    await o.node.waitReady(30_000);
+    await o.afterKill();
+  }
+  return killedAt;
+}

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed } from '../bed/index';
 import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { killAtEachBoundary } from './rotate-helpers';
 
 const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
 const JOURNAL_REL = 'var/lib/k8s-encrypt/journals/rotate-key.json';
@@ -48,32 +49,13 @@ afterAll(async () => bed?.stop());
 describe('rotate-key after kill -9 at stage boundaries', () => {
   it('each kill leaves a state the next run continues from; the last run completes and nothing is lost', async () => {
     const boundaries = ['promote:begin', 'promote:write', 'promote:apply', 'promote:wait', 'rewrite:run', 'prune:check', 'prune:write', 'prune:wait'];
-    const killedAt: string[] = [];
-    for (const boundary of boundaries) {
-      const child = execa(process.execPath, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', '--json', 'rotate-key'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
-      let exited = false;
-      void child.then(() => (exited = true));
-      for (;;) {
-        const j = await journal();
-        if (j.status === 'done' || exited) break;
-        if (j.steps.some((s: any) => s.name === boundary)) {
-          child.kill('SIGKILL');
-          killedAt.push(boundary);
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 15));
-      }
-      const r = await child;
-      if ((await journal()).status === 'done') {
-        expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
-        break;
-      }
-      expect(r.signal).toBe('SIGKILL');
-      // Whatever was interrupted, every Secret still reads back through the API (once a restart
-      // the kill interrupted is over).
-      await bed.nodes[0]!.waitReady(30_000);
-      expect(await userSecrets()).toEqual(before);
-    }
+    const killedAt = await killAtEachBoundary({
+      node: bed.nodes[0]!,
+      command: 'rotate-key',
+      boundaries,
+      journal,
+      afterKill: async () => expect(await userSecrets()).toEqual(before),
+    });
     expect(killedAt.length).toBeGreaterThanOrEqual(4);
     if ((await journal()).status !== 'done') ok(await cli('--yes', 'rotate-key'));
     const j = await journal();
