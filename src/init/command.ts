@@ -21,7 +21,8 @@ import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions } from './plan';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
-import { engineDeps, newKey, parseTimeoutMs } from '../transition/command';
+import { engineDeps, parseTimeoutMs } from '../transition/command';
+import { configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
 import type { TransitionReporter } from '../transition/run';
 import type { Output } from '../ui/output';
 
@@ -84,8 +85,20 @@ async function freshKey(
 ): Promise<{ key: string | undefined; keySource: InitJournalInputs['keySource'] }> {
   if (fromConfig) return { key: undefined, keySource: 'from-config' };
   if (!isLocalProvider(provider)) return { key: undefined, keySource: 'kms' };
-  const k = await newKey(ctx, provider, opts);
-  return { key: k.key, keySource: k.source as InitJournalInputs['keySource'] };
+  const k = await readKey(ctx, provider, opts);
+  return { key: k.key, keySource: k.source };
+}
+
+/**
+ * The --from-config text a resumed init installs: the file again, or (it came on stdin) what this
+ * run got on stdin, else the copy the interrupted run already wrote.
+ */
+async function resumedFromConfig(path: string | null, given: ConfigSource | undefined, written: string | undefined): Promise<string | undefined> {
+  if (path === null) return undefined;
+  if (path !== STDIN) return readText(path, 'read --from-config file');
+  if (given?.path === STDIN) return given.text;
+  if (written !== undefined) return written;
+  throw usageError('the interrupted init read its config from stdin and had not written it yet', 're-run with --from-config - and the same file on stdin');
 }
 
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
@@ -105,7 +118,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   const manifestText = await readText(manifestPath, 'read manifest');
   const flags = readApiserverFlags(manifestText, manifestPath);
   await assertBackupDirOutside(paths.backupDir, paths.manifestsDir);
-  const fromConfigText = opts.fromConfig ? await readText(resolve(opts.fromConfig), 'read --from-config file') : undefined;
+  const fromSource: ConfigSource | undefined = opts.fromConfig ? await readConfigSource(ctx, opts.fromConfig, opts.keyStdin) : undefined;
+  const fromConfigText = fromSource?.text;
 
   let lock: Lock | undefined;
   let api: ApiClient | undefined;
@@ -135,7 +149,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         opts.resources !== 'secrets' && opts.resources !== j.resources.join(',') ? '--resources' : '',
         opts.keyName && opts.keyName !== j.keyName ? '--key-name' : '',
         opts.keyFile && !j.keyFile ? '--key-file' : '',
-        opts.fromConfig && resolve(opts.fromConfig) !== j.fromConfig ? '--from-config' : '',
+        opts.fromConfig && configSourcePath(opts.fromConfig) !== j.fromConfig ? '--from-config' : '',
       ].filter(Boolean);
       if (ignored.length) ctx.out.warn(`${ignored.join(', ')} ignored: the interrupted run's plan is continued (move ${journal!.path} away to start over)`);
     }
@@ -194,10 +208,10 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         } else if (j.keySource === 'stdin' && !opts.keyStdin) {
           throw usageError('the interrupted init read its key from stdin and had not written it yet', 're-run with --key-stdin and the same key');
         } else if (j.keySource !== 'kms') {
-          key = (await newKey(ctx, j.provider as LocalProvider, j.keySource === 'file' && j.keyFile ? { keyFile: j.keyFile } : j.keySource === 'stdin' ? { keyStdin: true } : {})).key;
+          key = (await readKey(ctx, j.provider as LocalProvider, j.keySource === 'file' && j.keyFile ? { keyFile: j.keyFile } : j.keySource === 'stdin' ? { keyStdin: true } : {})).key;
         }
       }
-      const fromText = j.fromConfig ? await readText(j.fromConfig, 'read --from-config file') : undefined;
+      const fromText = await resumedFromConfig(j.fromConfig, fromSource, ours ? existingConfigText : undefined);
       input = {
         options: {
           provider: j.provider as Provider,
@@ -370,7 +384,7 @@ function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNo
     controlPlanes: plan.controlPlanes,
     keySource,
     keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
-    fromConfig: opts.fromConfig ? resolve(opts.fromConfig) : null,
+    fromConfig: opts.fromConfig ? configSourcePath(opts.fromConfig) : null,
     kms: k ? { name: k.name, endpoint: k.endpoint, apiVersion: k.apiVersion, timeout: k.timeout ?? null } : null,
   };
 }

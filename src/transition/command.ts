@@ -9,6 +9,7 @@ import { localApiserverClient } from '../cluster/wait';
 import { firstProvider } from '../config/model';
 import { checkKeyName, decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
+import { readConfigSource, readKey } from '../config/input';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, parseFeatureGates, parseGoDuration, validateEncryptionConfig, type FeatureGates } from '../config/validate';
@@ -116,12 +117,6 @@ function parseStageName(v: string | undefined): StageName | undefined {
   if (v === undefined) return undefined;
   if (!(STAGES as readonly string[]).includes(v)) throw usageError(`unknown stage "${v}"`, `use one of: ${STAGES.join(', ')}`);
   return v as StageName;
-}
-
-async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,14 +279,6 @@ function takenNames(cfg: EncryptionConfiguration): string[] {
   }));
 }
 
-/** A new local key: from --key-file, --key-stdin, or generated. */
-export async function newKey(ctx: Context, provider: LocalProvider, opts: Pick<TransitionOptions, 'keyFile' | 'keyStdin'>): Promise<{ key: string; source: TransitionJournalInputs['keySource'] }> {
-  if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
-  if (opts.keyFile) return { key: decodeKey(provider, await readText(opts.keyFile, 'read key file'), `the key in ${opts.keyFile}`).toString('base64'), source: 'file' };
-  if (opts.keyStdin) return { key: decodeKey(provider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64'), source: 'stdin' };
-  return { key: generateKey(provider), source: 'generated' };
-}
-
 // ---------------------------------------------------------------------------------------------
 
 export interface CommandSpec {
@@ -366,7 +353,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
           keySource = 'kms';
         } else {
           if (!isLocalProvider(provider)) throw usageError(`unknown provider "${provider}"`);
-          const k = await newKey(ctx, provider, opts);
+          const k = await readKey(ctx, provider, opts);
           keySource = k.source;
           secrets = [k.key];
           element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
@@ -469,7 +456,7 @@ async function resumePlan(ctx: Context, j: Journal<TransitionJournalInputs>, nod
       // Interrupted before the key reached the file: nothing holds it, so a new one is as good.
       if (i.provider === 'kms') element = buildProviderElement({ provider: 'kms', keyName: i.targetName, kms: { name: i.kms!.name, endpoint: i.kms!.endpoint, apiVersion: i.kms!.apiVersion, ...(i.kms!.timeout ? { timeout: i.kms!.timeout } : {}) } });
       else {
-        const k = await newKey(ctx, i.provider as LocalProvider, i.keySource === 'file' ? { keyFile: i.keyFile! } : i.keySource === 'stdin' ? { keyStdin: true } : {});
+        const k = await readKey(ctx, i.provider as LocalProvider, i.keySource === 'file' ? { keyFile: i.keyFile! } : i.keySource === 'stdin' ? { keyStdin: true } : {});
         element = buildProviderElement({ provider: i.provider as LocalProvider, keyName: i.targetName, key: k.key });
       }
     }
@@ -536,8 +523,8 @@ function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: T
 // Further control planes: install the first node's file for a stage.
 
 async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, only: StageName | undefined): Promise<void> {
-  const file = resolve(opts.fromConfig!);
-  const text = await readText(file, 'read --from-config file');
+  const source = await readConfigSource(ctx, opts.fromConfig!, opts.keyStdin);
+  const { text, label: file } = source;
   const cfg = parseEncryptionConfig(text, file);
   const sha = sha256Hex(text);
   const node = await readNode(ctx, opts);
