@@ -28,6 +28,7 @@ export interface Opts {
   kmsEndpoint?: string;
   kmsApiVersion: 'v1' | 'v2';
   kmsTimeout?: string;
+  keepBackups: number;
 }
 
 export const initCommand: CommandModule = {
@@ -43,6 +44,7 @@ export const initCommand: CommandModule = {
       .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--config <path>', 'where the EncryptionConfiguration goes (default ROOT/etc/kubernetes/encryption/config.yaml)')
       .option('--timeout <duration>', 'how long the apiserver may take to come back before the change is rolled back (default 5m)')
+      .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
       .option('--no-kubeadm-config', 'do not record the flag and mount in kube-system/kubeadm-config')
       .option('--dry-run', 'print the whole plan (key redacted, config, manifest diff, kubeadm-config diff, later steps); change nothing', false)
       .option('--from-config <file>', 'other control planes: install exactly this config (copied from the first node; - reads it from standard input) and record the stage')

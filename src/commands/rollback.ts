@@ -18,7 +18,7 @@ export const rollbackCommand: CommandModule = {
       .option('--dry-run', 'print the diff (keys redacted) and the check; change nothing', false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, opts) => {
-          const { runRollbackCommand } = await import('../transition/command');
+          const { runRollbackCommand } = await import('../transition/rollback-command');
           await runRollbackCommand(ctx, opts as never);
         }),
       );
