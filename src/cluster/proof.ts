@@ -65,7 +65,7 @@ export function observedPrefix(raw: Uint8Array): string {
 }
 
 /** Transformation operations counted for a prefix (label values may omit the key name). */
-export function transformationCount(samples: readonly MetricSample[], expectedPrefix: string): number {
+function transformationCount(samples: readonly MetricSample[], expectedPrefix: string): number {
   return metric(samples, TRANSFORMATION_METRIC)
     .filter((s) => {
       const p = s.labels.transformer_prefix ?? '';

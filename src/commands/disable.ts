@@ -1,4 +1,8 @@
+import { z } from 'zod';
+import { nodeOptions, parseOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
+
+export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, kubeadmConfig: z.boolean() });
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd
@@ -22,9 +26,10 @@ export const disableCommand: CommandModule = {
       .option('--force', 'advance although control planes disagree, or turn off although etcd still holds encrypted objects', false)
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
-        wrap<Record<string, unknown>>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(DisableOptions, raw, 'disable');
           const { runTransitionCommand } = await import('../transition/command');
-          await runTransitionCommand(ctx, { kind: 'disable', operation: 'disable' }, opts as never);
+          await runTransitionCommand(ctx, { kind: 'disable', operation: 'disable' }, opts);
         }),
       );
   },

@@ -1,4 +1,6 @@
 import { Option } from 'commander';
+import { z } from 'zod';
+import { keyOptions, nodeOptions, parseOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
 /**
@@ -11,25 +13,16 @@ import { intOption, type CommandModule } from './types';
  * refused (exit 6, "already encrypted": see status / rotate-key).
  */
 
-export interface Opts {
-  provider: string;
-  resources: string;
-  keyName?: string;
-  keyFile?: string;
-  keyStdin?: boolean;
-  timeout?: string;
-  kubeadmConfig: boolean;
-  dryRun?: boolean;
-  fromConfig?: string;
-  force?: boolean;
-  nodeName?: string;
-  controlPlanes?: number;
-  kmsName?: string;
-  kmsEndpoint?: string;
-  kmsApiVersion: 'v1' | 'v2';
-  kmsTimeout?: string;
-  keepBackups: number;
-}
+export const InitOptions = z.object({
+  ...nodeOptions,
+  ...keyOptions,
+  ...stagedOptions,
+  provider: z.string(),
+  resources: z.string(),
+  timeout: z.string().optional(),
+  kubeadmConfig: z.boolean(),
+});
+export type Opts = z.infer<typeof InitOptions>;
 
 export const initCommand: CommandModule = {
   register(program, wrap) {
@@ -56,7 +49,8 @@ export const initCommand: CommandModule = {
       .addOption(new Option('--kms-api-version <v>', 'KMS API version (--provider kms)').choices(['v1', 'v2']).default('v2'))
       .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
       .action(
-        wrap<Opts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(InitOptions, raw, 'init');
           const { runInitCommand } = await import('../init/command');
           await runInitCommand(ctx, opts);
         }),

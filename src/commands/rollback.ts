@@ -1,4 +1,8 @@
+import { z } from 'zod';
+import { nodeOptions, parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
+
+export const RollbackOptions = z.object({ ...nodeOptions, to: z.string().optional(), timeout: z.string() });
 
 /**
  * `k8s-encrypt rollback`: restores the previous config on this node (the newest backup that differs
@@ -17,9 +21,10 @@ export const rollbackCommand: CommandModule = {
       .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)")
       .option('--dry-run', 'print the diff (keys redacted) and the check; change nothing', false)
       .action(
-        wrap<Record<string, unknown>>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(RollbackOptions, raw, 'rollback');
           const { runRollbackCommand } = await import('../transition/rollback-command');
-          await runRollbackCommand(ctx, opts as never);
+          await runRollbackCommand(ctx, opts);
         }),
       );
   },

@@ -1,5 +1,9 @@
 import { Option } from 'commander';
+import { z } from 'zod';
+import { keyOptions, nodeOptions, parseOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
+
+export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
@@ -32,9 +36,10 @@ export const rotateKeyCommand: CommandModule = {
       .option('--force', 'advance although control planes disagree, or remove a key etcd still holds objects under', false)
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
-        wrap<Record<string, unknown>>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(RotateKeyOptions, raw, 'rotate-key');
           const { runTransitionCommand } = await import('../transition/command');
-          await runTransitionCommand(ctx, { kind: 'rotate', operation: 'rotate-key' }, { kubeadmConfig: true, ...(opts as object) } as never);
+          await runTransitionCommand(ctx, { kind: 'rotate', operation: 'rotate-key' }, { ...opts, kubeadmConfig: true });
         }),
       );
   },

@@ -26,7 +26,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
       import('../manifest/manifest'),
       import('../cluster/wait'),
       import('../cluster/nodes'),
-      import('../init/command'),
+      import('../transition/front'),
       import('../config/parse'),
       import('../manifest/patch'),
     ]);

@@ -13,7 +13,7 @@ import { decodeKey, generateKey, type LocalProvider } from './keys';
 /** `--from-config -`: the config comes on standard input (fleet mode pipes it over SSH). */
 export const STDIN = '-';
 
-export async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
+async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
   return Buffer.concat(chunks).toString('utf8');

@@ -10,7 +10,7 @@ import { localApiserverClient } from '../cluster/wait';
 import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
-import { parseGoDuration, parseKubeVersion } from '../config/validate';
+import { parseKubeVersion } from '../config/validate';
 import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
@@ -22,13 +22,12 @@ import { confirm } from '../ui/prompt';
 import { planInit, type InitInput, type InitPlan, type KmsOptions } from './plan';
 import { initReporter, printDryRun, printResult, resumeNotice } from './print';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
-import { assertFollowerReads, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
+import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
+import { parseResources } from '../config/write';
 import { configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
 
-export const INIT_OPERATION = 'init';
-export const DEFAULT_TIMEOUT = '5m';
-
-export { parseTimeoutMs };
+const INIT_OPERATION = 'init';
+const DEFAULT_TIMEOUT = '5m';
 
 /** Writes would fail half-way without permission: find out before changing anything. */
 async function assertWritable(paths: string[]): Promise<void> {
@@ -107,8 +106,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   const manifestPath = paths.manifest;
   const configPath = paths.config;
   const provider: Provider = parseProvider(opts.provider);
-  const resources = opts.resources.split(',').map((r) => r.trim()).filter(Boolean);
-  if (resources.length === 0) throw usageError('--resources names no resource', 'e.g. --resources secrets,configmaps');
+  const resources = parseResources(opts.resources);
   if (provider === 'kms' && !opts.fromConfig && (!opts.kmsName || !opts.kmsEndpoint)) {
     throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
   }
@@ -277,14 +275,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       return;
     }
 
-    if (plan.provider === 'kms' && !resuming) {
-      const { assertKmsHealthy } = await import('../kms/health');
-      const k = plan.kms;
-      if (k) {
-        ctx.out.step(`checking the KMS plugin at ${k.endpoint}`);
-        await assertKmsHealthy(k.endpoint, { apiVersion: k.apiVersion, ...(k.timeout ? { timeoutMs: Math.round((parseGoDuration(k.timeout) ?? 3e9) / 1e6) } : {}) });
-      }
-    }
+    if (plan.kms && !resuming) await checkKmsPlugin(ctx, plan.kms);
 
     for (const w of plan.warnings) ctx.out.warn(w);
     if (!resuming) {

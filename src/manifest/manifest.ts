@@ -162,6 +162,14 @@ export function scanFlags(items: string[], list: FlagList): FlagOccurrence[] {
   return out;
 }
 
+/**
+ * A container's command + args as flags (the last occurrence wins, as with pflag): the one reader
+ * for a running pod's flags (status reads its mirror pod with it), `--name value` included. Pure.
+ */
+export function flagsOfArgs(args: readonly string[]): Map<string, string> {
+  return new Map(scanFlags([...args], 'command').map((f) => [f.name, f.value] as const));
+}
+
 /** The list the apiserver's flags live in: args when it carries flags or when there is no command. */
 export function flagListOf(c: Container): FlagList {
   const args = listOf(c, 'args');

@@ -16,7 +16,7 @@ import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { KmsHealthOptions, KmsHealthReport } from '../kms/health';
 import { CONFIG_INFO_METRIC, PROCESS_START_METRIC, RELOAD_TIMESTAMP_METRIC, parseMetrics } from '../cluster/wait';
 import { CONFIG_HASH_ANNOTATION } from '../manifest/restart';
-import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags, scanFlags } from '../manifest/manifest';
+import { apiserverFlagsOf, flagsOfArgs, hostPathMountsOf, parseManifest, readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, RELOAD_FLAG } from '../manifest/patch';
 import { CliError } from '../ui/errors';
 import {
@@ -229,7 +229,7 @@ export function metricsFacts(text: string): ApiserverMetrics {
 
 /** host:port of an apiserver from its flags (specific --bind-address, else --advertise-address). */
 export function endpointFromArgs(args: readonly string[]): string | undefined {
-  const flags = new Map(scanFlags([...args], 'command').map((f) => [f.name, f.value] as const));
+  const flags = flagsOfArgs(args);
   const wild = new Set(['', '0.0.0.0', '::', '[::]']);
   const bind = flags.get('bind-address') ?? '';
   const adv = flags.get('advertise-address') ?? '';
@@ -291,9 +291,9 @@ export async function gatherApiservers(
         if (typeof ann[KUBEADM_ENDPOINT_ANNOTATION] === 'string') podEndpoint = ann[KUBEADM_ENDPOINT_ANNOTATION];
         const c = (pod?.spec?.containers ?? []).find((x: any) => x?.name === 'kube-apiserver') ?? pod?.spec?.containers?.[0];
         const args: string[] = [...(c?.command ?? []), ...(c?.args ?? [])].map(String);
-        const flag = args.find((a) => a === `--${CONFIG_FLAG}` || a.startsWith(`--${CONFIG_FLAG}=`));
-        facts.flagInPod = flag !== undefined;
-        if (flag?.includes('=')) facts.configFlag = flag.slice(flag.indexOf('=') + 1);
+        const inPod = flagsOfArgs(args).get(CONFIG_FLAG);
+        facts.flagInPod = inPod !== undefined;
+        if (inPod !== undefined) facts.configFlag = inPod;
         podEndpoint ??= endpointFromArgs(args);
         const statuses: any[] = pod?.status?.containerStatuses ?? [];
         const st = statuses.find((s) => s?.name === 'kube-apiserver') ?? statuses[0];

@@ -18,7 +18,7 @@ import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planTransition, resumePoint, STAGES, type StageName, type TransitionKind, type TransitionPlan } from './plan';
 import { runTransition } from './executor';
-import { keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
+import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
 import { findElement, localKindOf, takenNames } from '../config/elements';
 import { printDryRun, printResult } from './print';
 import { follow, followDisablePrune } from './follow';
@@ -73,7 +73,7 @@ export interface TransitionJournalInputs extends JsonObject {
   timeoutMs: number;
 }
 
-export function parseAge(v: string): number {
+function parseAge(v: string): number {
   const m = /^(\d+(?:\.\d+)?)(d|w)$/.exec(v.trim());
   if (m) return Number(m[1]) * (m[2] === 'w' ? 7 : 1) * 86_400_000;
   const ns = parseGoDuration(v.trim());
@@ -178,11 +178,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       }
 
       if (opts.dryRun) return printDryRun(ctx, plan);
-      if (element?.kms && !resuming) {
-        const { assertKmsHealthy } = await import('../kms/health');
-        ctx.out.step(`checking the KMS plugin at ${element.kms.endpoint}`);
-        await assertKmsHealthy(element.kms.endpoint, { apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', ...(element.kms.timeout ? { timeoutMs: Math.round((parseGoDuration(element.kms.timeout) ?? 3e9) / 1e6) } : {}) });
-      }
+      if (element?.kms && !resuming) await checkKmsPlugin(ctx, element.kms);
       for (const w of plan.warnings) ctx.out.warn(w);
       await confirm(
         ctx,

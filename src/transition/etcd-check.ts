@@ -52,7 +52,7 @@ export async function scanLabels(
 }
 
 /** What to do about objects a target config could not read, for callers that take --force. */
-export const REWRITE_OR_FORCE_HINT = 'rewrite them first ("k8s-encrypt re-encrypt-all --verify", or re-run this command), or pass --force if they may be lost';
+const REWRITE_OR_FORCE_HINT = 'rewrite them first ("k8s-encrypt re-encrypt-all --verify", or re-run this command), or pass --force if they may be lost';
 
 /**
  * The refusal to remove what etcd still holds objects under (unless `force`). The hint is the

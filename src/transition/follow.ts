@@ -15,7 +15,7 @@ import { installConfig } from './install';
 import { manifestLine, planInstallChange, planUnpatchChange } from './manifest-change';
 import { unpatchStage } from './unpatch';
 import { assertNothingUnder, scanLabels } from './etcd-check';
-import { assertFollowerReads, readNode, refused, transitionDeps } from './front';
+import { assertFollowerReads, checkKmsPlugin, readNode, refused, transitionDeps } from './front';
 import type { CommandSpec, TransitionOptions } from './command';
 // ---------------------------------------------------------------------------------------------
 // Further control planes: install the first node's file for a stage.
@@ -51,11 +51,7 @@ export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOp
     await confirm(ctx, `install ${file} as ${node.configPath} on ${node.nodeName} (${spec.operation}, stage ${stage})? The apiserver restarts.`);
     lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
     if (current !== text) {
-      const { assertKmsHealthy } = await import('../kms/health');
-      for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) {
-        ctx.out.step(`checking the KMS plugin at ${k.endpoint}`);
-        await assertKmsHealthy(k.endpoint, { apiVersion: k.apiVersion === 'v1' ? 'v1' : 'v2' });
-      }
+      for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) await checkKmsPlugin(ctx, k);
     }
     if (currentCfg && current !== text) {
       // The other control planes run what this one ran (or one stage on): a writer this node could

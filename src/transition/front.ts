@@ -104,7 +104,7 @@ export async function readNode(ctx: Context, opts: TransitionOptions, nodeName?:
  * The re-encrypt-all engine as init and the transitions run it: resources resolved by discovery, a
  * checkpoint keyed by the config's sha256 (a re-run after kill -9 continues), progress on stderr.
  */
-export async function rewriteWithCheckpoint(ctx: Context, api: ApiClient, configPath: string, resources: string[]) {
+async function rewriteWithCheckpoint(ctx: Context, api: ApiClient, configPath: string, resources: string[]) {
   const [{ resolveResources }, { rewriteAll }, cp, progress] = await Promise.all([
     import('../cluster/discovery'),
     import('../cluster/rewrite'),
@@ -230,4 +230,12 @@ export async function removeBaseCopy(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw fsError('remove', path, err);
   });
+}
+
+/** A KMS plugin must answer before any config names it (the apiserver would not come back). */
+export async function checkKmsPlugin(ctx: Pick<Context, 'out'>, kms: { endpoint: string; apiVersion?: string | undefined; timeout?: string | undefined }): Promise<void> {
+  const { assertKmsHealthy } = await import('../kms/health');
+  ctx.out.step(`checking the KMS plugin at ${kms.endpoint}`);
+  const ns = kms.timeout ? parseGoDuration(kms.timeout) : undefined;
+  await assertKmsHealthy(kms.endpoint, { apiVersion: kms.apiVersion === 'v1' ? 'v1' : 'v2', ...(ns ? { timeoutMs: Math.round(ns / 1e6) } : {}) });
 }

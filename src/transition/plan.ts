@@ -80,7 +80,7 @@ export interface TransitionPlan {
 }
 
 /** aescbc is the default (kubeadm's docs show it), but upstream recommends against it. */
-export const AESCBC_NOTE =
+const AESCBC_NOTE =
   'aescbc is the default provider, and the weakest of them (CBC, open to padding-oracle attacks); secretbox, aesgcm (rotated often) and KMS v2 are stronger: pass --provider';
 
 export interface TransitionInput {
@@ -128,7 +128,7 @@ function labelsOf(cfg: EncryptionConfiguration, resources: readonly string[]): S
   return new Set(resources.flatMap((r) => readersOf(cfg, r)));
 }
 
-export function stageConfig(cfg: EncryptionConfiguration): StageConfig {
+function stageConfig(cfg: EncryptionConfiguration): StageConfig {
   const text = renderEncryptionConfig(cfg);
   return describeConfigText(text, cfg);
 }

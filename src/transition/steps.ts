@@ -13,7 +13,7 @@ import type { StepJournal } from './engine';
 const nullableString = z.string().nullable();
 
 const kubeadmVolume = z.object({ name: z.string(), dir: z.string(), pathType: z.enum(['Directory', 'DirectoryOrCreate']), readOnly: z.boolean().optional() });
-export const KubeadmOptionsSchema = z.object({
+const KubeadmOptionsSchema = z.object({
   configPath: z.string(),
   mountDir: z.string().optional(),
   volumeName: z.string().optional(),

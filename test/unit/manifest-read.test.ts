@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
+  flagsOfArgs,
   apiserverEndpoint,
   etcdFlags,
   getFlag,
@@ -122,5 +123,17 @@ describe('bad manifests: one clear line, exit code 2', () => {
     expect(() => planManifestPatch(pod, 'm.yaml', { configPath: 'encryption/config.yaml' })).toThrow(
       /--config-path must be an absolute path, got "encryption\/config.yaml"/,
     );
+  });
+});
+
+describe('flagsOfArgs (a running pod\'s flags, as status reads its mirror pod)', () => {
+  it.each([
+    ['--name=value', ['kube-apiserver', '--encryption-provider-config=/etc/enc/config.yaml']],
+    ['--name value (split)', ['kube-apiserver', '--encryption-provider-config', '/etc/enc/config.yaml']],
+  ])('%s', (_, args) => {
+    expect(flagsOfArgs(args).get('encryption-provider-config')).toBe('/etc/enc/config.yaml');
+  });
+  it('no flag: undefined', () => {
+    expect(flagsOfArgs(['kube-apiserver', '--secure-port=6443']).get('encryption-provider-config')).toBeUndefined();
   });
 });

@@ -1,0 +1,43 @@
+import { z } from 'zod';
+import { usageError } from '../ui/errors';
+
+/**
+ * Options are checked with a schema at the edge, so a command's run function receives exactly
+ * the typed object it declares (commander's parsers have already turned the numbers into numbers).
+ */
+export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown, command: string): z.infer<S> {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const flag = issue?.path.length ? `--${String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'an option';
+  throw usageError(`${command}: ${flag}: ${issue?.message ?? 'invalid'}`, `see "k8s-encrypt ${command} --help"`);
+}
+
+const str = z.string().optional();
+const flag = z.boolean().optional();
+
+/** What every transition command (init, rotate-key, disable, rollback) shares. */
+export const nodeOptions = {
+  config: str,
+  nodeName: str,
+  dryRun: flag,
+  keepBackups: z.number().int().min(1),
+};
+
+export const keyOptions = {
+  keyName: str,
+  keyFile: str,
+  keyStdin: flag,
+  kmsName: str,
+  kmsEndpoint: str,
+  kmsApiVersion: z.enum(['v1', 'v2']),
+  kmsTimeout: str,
+};
+
+export const stagedOptions = {
+  stage: str,
+  fromConfig: str,
+  force: flag,
+  controlPlanes: z.number().int().min(1).optional(),
+  timeout: z.string(),
+};
