@@ -148,7 +148,7 @@ describe('k8s-encrypt write-config', () => {
 
   it.each([
     ['a key that is not base64', ['--key-file', 'KEY'], 'this is not a key!', /the key in .* is not valid base64/],
-    ['a key of the wrong length', ['--key-file', 'KEY'], Buffer.alloc(20).toString('base64'), /is 20 bytes; a aescbc key must be 16, 24 or 32 bytes/],
+    ['a key of the wrong length', ['--key-file', 'KEY'], Buffer.alloc(20).toString('base64'), /is 20 bytes; an aescbc key must be 16, 24 or 32 bytes/],
     ['a 16-byte secretbox key on stdin', ['--provider', 'secretbox', '--key-stdin'], Buffer.alloc(16).toString('base64'), /the key on stdin is 16 bytes; a secretbox key must be 32 bytes/],
     ['an unknown provider', ['--provider', 'rot13'], '', /unknown provider "rot13"/],
     ['a KMS endpoint that is not unix://', ['--provider', 'kms', '--kms-name', 'k', '--kms-endpoint', 'tcp://10.0.0.1:9000'], '', /--kms-endpoint: unsupported scheme "tcp" for KMS provider, only unix is supported/],
