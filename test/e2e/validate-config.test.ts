@@ -24,7 +24,7 @@ describe('k8s-encrypt validate-config', () => {
     const r = await cli(['validate-config', fixture('aescbc-two-keys.yaml')]);
     expect(r.exitCode).toBe(0);
     // aescbc, the tool's default, draws no warning.
-    expect(r.stdout.trim()).toBe(`✓ ${fixture('aescbc-two-keys.yaml')} is valid for Kubernetes 1.34`);
+    expect(String(r.stdout).trim()).toBe(`✓ ${fixture('aescbc-two-keys.yaml')} is valid for Kubernetes 1.34`);
     const w = await cli(['validate-config', fixture('kms-v2-wildcard.json')]);
     expect(w.stdout).toContain('is valid for Kubernetes 1.34 (1 warning)');
     expect(w.stdout).toMatch(/! warning resources\[1\]\.providers\[0\]\.identity: identity is the only provider/);
