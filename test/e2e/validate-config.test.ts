@@ -130,6 +130,22 @@ describe('k8s-encrypt validate-config', () => {
     }
   });
 
+  it('agrees with upstream corpus files across versions (see test/unit/config-upstream.test.ts)', async () => {
+    const up = (name: string) => join(FIXTURES, 'upstream', name);
+    const typo = up('invalid/invalid-typo.yaml');
+    const cases: [string[], number, string][] = [
+      [['--kube-version', '1.28', typo], 0, 'unknown field: a 1.28 apiserver decodes without strict checks, so the field is dropped'],
+      [['--kube-version', '1.32', '--feature-gates', 'KMSv1=true', typo], 2, 'strict decoding error: unknown field "resources[0].providers[3].kms.pandas"'],
+      [['--kube-version', '1.32', up('valid/kms/multiple-providers.yaml')], 2, 'Set --feature-gates=KMSv1=true to use the deprecated KMSv1 feature.'],
+      [['--kube-version', '1.32', '--feature-gates', 'KMSv1=true', up('valid/kms/multiple-providers.yaml')], 0, 'KMS v1 is deprecated (enabled here with --feature-gates=KMSv1=true)'],
+      [['--kube-version', '1.24', up('valid/legacy.yaml')], 0, 'is a legacy form the apiserver still loads'],
+    ];
+    for (const [args, code, line] of cases) {
+      const r = await cli(['validate-config', ...args]);
+      expect([r.exitCode, String(r.stdout)]).toEqual([code, expect.stringContaining(line)]);
+    }
+  });
+
   it('reads ROOT/etc/kubernetes/encryption/config.yaml when no path is given', async () => {
     const r = await cli(['validate-config']);
     expect(r.exitCode).toBe(2);
