@@ -13,6 +13,7 @@ import {
   secretValuesIn,
 } from '../../src/config/parse';
 import { CliError } from '../../src/ui/errors';
+import { renderEncryptionConfig } from '../../src/config/render';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/configs/', import.meta.url));
 const fixture = (name: string) => readFile(join(FIXTURES, name), 'utf8');
@@ -76,6 +77,10 @@ describe('parseEncryptionConfig', () => {
     expect(r.config).toMatchObject({ apiVersion: 'apiserver.config.k8s.io/v1', kind: 'EncryptionConfiguration' });
     expect(r.warnings).toEqual([{ level: 'warning', path: '', message: expect.stringMatching(/legacy form the apiserver still loads; the current form is apiVersion: apiserver.config.k8s.io\/v1 and kind: EncryptionConfiguration/) }]);
     expect(parseEncryptionConfig(`apiVersion: v1\nkind: EncryptionConfig\nresources: []\n`, 'x').kind).toBe('EncryptionConfiguration');
+    // What rotate-key and write-config write back is the current form.
+    const rewritten = renderEncryptionConfig(r.config);
+    expect(rewritten).toMatch(/^apiVersion: apiserver.config.k8s.io\/v1\nkind: EncryptionConfiguration$/m);
+    expect(rewritten).not.toMatch(/EncryptionConfig$/m);
   });
 
   it.each([
