@@ -147,6 +147,22 @@ describe("the stand-in's transformers read what real kube-apiservers stored", ()
     }
   });
 
+  it('asks a KMS v1 plugin its Version before the first call, and refuses another API version', async () => {
+    const fresh = new KmsPlugins(PodFs.fromEnv(undefined));
+    try {
+      await plugin.setKnobs({ wrongVersion: true });
+      await expect(fresh.v1('v1x', `unix://${plugin.socketPath}`, 3000).encrypt(Buffer.from('x'))).rejects.toThrow(
+        'KMS provider api version v2 is not supported, only v1beta1 is supported now',
+      );
+      await plugin.setKnobs({ wrongVersion: false });
+      const p = fresh.v1('v1y', `unix://${plugin.socketPath}`, 3000);
+      expect(await p.decrypt(await p.encrypt(Buffer.from('x')))).toEqual(Buffer.from('x'));
+    } finally {
+      await plugin.setKnobs({ wrongVersion: false });
+      fresh.closeAll();
+    }
+  });
+
   it('serves a resource from every exact rule naming it, else *.group, else *.* (config.go)', async () => {
     const a = local.find((v) => v.provider === 'aescbc')!;
     const b = local.find((v) => v.provider === 'secretbox')!;

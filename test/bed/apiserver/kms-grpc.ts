@@ -91,24 +91,25 @@ export function kmsV2Plugin(endpoint: string, timeoutMs: number): KmsV2Plugin {
 
 const V1_API_VERSION = 'v1beta1';
 
+/** The v1 gRPCService: its interceptor asks Version once before the first other call. */
 export function kmsV1Plugin(endpoint: string, timeoutMs: number): KmsV1Plugin {
   const { call, close } = unaryCaller(endpoint, 'v1beta1.KeyManagementService', timeoutMs);
-  return {
-    async encrypt(plain) {
-      const r = await call('Encrypt', [
-        { no: 1, bytes: V1_API_VERSION },
-        { no: 2, bytes: plain },
-      ]);
-      return bytes(r, 1);
-    },
-    async decrypt(cipher) {
-      const r = await call('Decrypt', [
-        { no: 1, bytes: V1_API_VERSION },
-        { no: 2, bytes: cipher },
-      ]);
-      return bytes(r, 1);
-    },
-    close,
+  let versionChecked: Promise<void> | undefined;
+  const checkVersion = () =>
+    (versionChecked ??= call('Version', [{ no: 1, bytes: V1_API_VERSION }]).then(
+      (r) => {
+        if (str(r, 1) !== V1_API_VERSION) throw new Error(`KMS provider api version ${str(r, 1)} is not supported, only ${V1_API_VERSION} is supported now`);
+      },
+      (err: Error) => {
+        throw new Error(`failed get version from remote KMS provider: ${err.message}`);
+      },
+    )).catch((err: Error) => {
+      versionChecked = undefined;
+      throw err;
+    });
+  const v1call = async (method: 'Encrypt' | 'Decrypt', payload: Buffer) => {
+    await checkVersion();
+    return bytes(await call(method, [{ no: 1, bytes: V1_API_VERSION }, { no: 2, bytes: payload }]), 1);
   };
+  return { encrypt: (plain) => v1call('Encrypt', plain), decrypt: (cipher) => v1call('Decrypt', cipher), close };
 }
-
