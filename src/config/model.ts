@@ -54,6 +54,14 @@ export function firstProvider(cfg: EncryptionConfiguration, resource: string): P
   return providersFor(cfg, resource)[0];
 }
 
+/**
+ * The resource a config's writer is read from (its write key, prefix and label): Secrets when a rule
+ * serves them, else the first resource the config names.
+ */
+export function writeResourceOf(cfg: EncryptionConfiguration): string {
+  return firstProvider(cfg, 'secrets') ? 'secrets' : (resourcesOf(cfg)[0] ?? 'secrets');
+}
+
 export interface ProviderSummary {
   kind: ProviderKind | 'invalid';
   /** Key names of aescbc/aesgcm/secretbox, the write key first. */

@@ -9,6 +9,7 @@ import {
   withPromoted,
   withPruned,
   withReader,
+  writeResourceOf,
 } from '../../src/config/model';
 import { buildEncryptionConfig } from '../../src/config/render';
 import type { EncryptionConfiguration, ProviderConfig } from '../../src/config/schema';
@@ -201,4 +202,20 @@ describe('which providers serve a resource (upstream transformerFromOverrides)',
     expect(chain({ ...cfg, resources: [{ resources: [], providers: got }] })).toEqual(want);
     expect(firstProvider(cfg, resource)).toEqual(got[0]);
   });
+});
+
+describe("the resource a config's writer is read from", () => {
+  const cfgOf = (names: string[][]): EncryptionConfiguration => ({
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'EncryptionConfiguration',
+    resources: names.map((resources, i) => ({ resources, providers: [aescbc(`k${i}`, K1)] })),
+  });
+  it.each([
+    [[['secrets']], 'secrets'],
+    [[['configmaps'], ['secrets']], 'secrets'],
+    [[['configmaps'], ['*.*']], 'secrets'],
+    [[['configmaps'], ['*.']], 'secrets'],
+    [[['configmaps'], ['*.apps']], 'configmaps'],
+    [[['*.apps']], '*.apps'],
+  ])('%j -> %s', (names, want) => expect(writeResourceOf(cfgOf(names))).toBe(want));
 });
