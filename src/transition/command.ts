@@ -6,7 +6,7 @@ import type { ApiClient } from '../cluster/api';
 import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, readStages } from '../cluster/nodes';
 import { localApiserverClient } from '../cluster/wait';
-import { firstProvider } from '../config/model';
+import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
@@ -346,7 +346,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       let element: ProviderConfig | undefined;
       let keySource: TransitionJournalInputs['keySource'] = 'none';
       if (spec.kind === 'rotate') {
-        const writer = firstProvider(base, 'secrets') ?? base.resources[0]?.providers[0];
+        const writer = firstProvider(base, writeResourceOf(base));
         if (ageLimit !== undefined) {
           const age = await writeKeyAge(ctx, writer, node.configPath);
           if (age.ms < ageLimit) {
