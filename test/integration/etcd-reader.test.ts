@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { etcdConnectionFromFlags, openEtcd, type EtcdReader } from '../../src/etcd/client';
+import { etcdConnectionFromFlags, openEtcd, type EtcdClient } from '../../src/etcd/client';
 import { identityTransformer, localTransformer, type ValueTransformer } from '../../src/etcd/codec';
 import { etcdPrefixFor, scanEncryptionState } from '../../src/etcd/scan';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -61,7 +61,7 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
   let dir: string;
   let pki: Awaited<ReturnType<typeof makePki>>;
   let etcd: RunningEtcd;
-  let reader: EtcdReader;
+  let reader: EtcdClient;
 
   const cbcNew = localTransformer('aescbc', 'key2', randomBytes(32).toString('base64'));
   const cbcOld = localTransformer('aescbc', 'kat-cbc-32', vec('aescbc', 'kat-cbc-32').keyBase64);
