@@ -1,6 +1,6 @@
 import type { CommandModule } from './types';
+import { collect } from './safety';
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /**
  * `k8s-encrypt keys export|import`: escrow the keys of a config as an age-encrypted bundle, and

@@ -74,3 +74,21 @@ export function localKeysOf(cfg: EncryptionConfiguration): { provider: string; n
 export function keysWithoutEscrow(cfg: EncryptionConfiguration, records: readonly EscrowRecord[]): { provider: string; name: string }[] {
   return localKeysOf(cfg).filter((k) => !records.some((r) => r.keys.some((rk) => rk.provider === k.provider && rk.name === k.name)));
 }
+
+/**
+ * status's warning lines: a key of the config in use that no escrow record names. Reads the
+ * config and the records; a config that cannot be read is status's own finding, not repeated here.
+ */
+export async function escrowWarnings(stateDir: string, configPath: string): Promise<string[]> {
+  const { loadEncryptionConfig } = await import('../config/parse');
+  let cfg: EncryptionConfiguration;
+  try {
+    cfg = (await loadEncryptionConfig(configPath)).config;
+  } catch {
+    return [];
+  }
+  const missingKeys = keysWithoutEscrow(cfg, await loadEscrowRecords(stateDir));
+  return missingKeys.map(
+    (k) => `key ${k.provider}:${k.name} in ${configPath} has no recorded escrow: without a copy elsewhere, a lost node loses every Secret under it ("k8s-encrypt keys export --recipient age1...")`,
+  );
+}
