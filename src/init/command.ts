@@ -24,7 +24,7 @@ import { runInit, type InitJournalInputs, type InitResult } from './run';
 import { engineDeps, newKey, parseTimeoutMs } from '../transition/command';
 import type { TransitionReporter } from '../transition/run';
 import type { Output } from '../ui/output';
-import { checkSafetyOptions, runSafetyNet, safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
+import { checkSafetyOptions, runSafetyNet, safetyNetLines, safetyNetPreview, SNAPSHOT_STEP } from '../snapshot/guard';
 import { ESCROW_STEP } from '../escrow/export';
 
 export const INIT_OPERATION = 'init';
@@ -257,6 +257,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     const secrets = key ? [key] : [];
 
     if (opts.dryRun) {
+      if (plan.mode !== 'from-config') for (const l of safetyNetPreview(ctx, opts, plan.keyName)) ctx.out.info(l);
       await printDryRun(ctx, plan);
       return;
     }

@@ -10,7 +10,7 @@ import type { Context } from '../context';
 import { etcdConnectionFromFlags, openEtcd, type EtcdConnection } from '../etcd/client';
 import type { JsonObject } from '../state/journal';
 import { CliError, ExitCode, usageError } from '../ui/errors';
-import { checkEscrowOptions, escrowNewKey, ESCROW_STEP, type EscrowOptions } from '../escrow/export';
+import { checkEscrowOptions, escrowDirOf, escrowNewKey, ESCROW_STEP, type EscrowOptions } from '../escrow/export';
 import { assertRoomFor, checkSnapshotFile, pruneSnapshots, snapshotName, sweepPartials, takeSnapshot, type SnapshotSource } from './take';
 
 export interface SnapshotOptions {
@@ -135,4 +135,15 @@ export function safetyNetLines(journal: { output(step: string): JsonObject | und
   const s = describeSnapshot(journal.output(SNAPSHOT_STEP));
   const e = journal.output(ESCROW_STEP);
   return [...(s ? [`  etcd snapshot: ${s}`] : []), ...(e ? [`  key escrow: ${e.path} (${e.fingerprint})`] : [])];
+}
+
+/** What --dry-run says the safety net would do before the first change. */
+export function safetyNetPreview(ctx: Context, opts: SnapshotOptions & EscrowOptions, newKeyName?: string): string[] {
+  const lines = [
+    opts.snapshot === false
+      ? 'before the first change: no etcd snapshot (--no-snapshot)'
+      : `before the first change: an etcd snapshot into ${snapshotDirOf(ctx, opts)} (0600, etcd's sha256 verified; needs twice the database size free; keeps ${opts.keepSnapshots ?? DEFAULT_KEEP_SNAPSHOTS})`,
+  ];
+  if (newKeyName && opts.escrowRecipient?.length) lines.push(`before the key is written: escrow ${newKeyName} to ${join(escrowDirOf(ctx, opts), `${newKeyName}.age`)} (sealed to ${opts.escrowRecipient.length} age recipient(s))`);
+  return lines;
 }

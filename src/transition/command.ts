@@ -21,7 +21,7 @@ import { Journal, isFinished, type JsonObject } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
-import { checkSafetyOptions, runSafetyNet, safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
+import { checkSafetyOptions, runSafetyNet, safetyNetLines, safetyNetPreview, SNAPSHOT_STEP } from '../snapshot/guard';
 import { ESCROW_STEP } from '../escrow/export';
 import {
   describeConfigText,
@@ -390,7 +390,10 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         );
       }
 
-      if (opts.dryRun) return printDryRun(ctx, plan);
+      if (opts.dryRun) {
+        for (const l of safetyNetPreview(ctx, opts, spec.kind === 'rotate' ? plan.target.name : undefined)) ctx.out.info(l);
+        return printDryRun(ctx, plan);
+      }
       if (element?.kms && !resuming) {
         const { assertKmsHealthy } = await import('../kms/health');
         ctx.out.step(`checking the KMS plugin at ${element.kms.endpoint}`);

@@ -40,6 +40,15 @@ describe('snapshot, escrow and restore drill around init', () => {
     await expect(stat(join(n.root, 'var/lib/k8s-encrypt'))).rejects.toThrow();
   });
 
+  it('--dry-run says what the snapshot and escrow would do and writes neither', async () => {
+    const n = bed.nodes[0]!;
+    const r = await runCli([...n.cliArgs, 'init', '--dry-run', '--escrow-recipient', recipient]);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stderr)).toMatch(/before the first change: an etcd snapshot into .*var\/lib\/k8s-encrypt\/snapshots/);
+    expect(String(r.stderr)).toMatch(/before the key is written: escrow key-\d{8}T\d{6}Z to .*escrow\/key-\d{8}T\d{6}Z\.age/);
+    await expect(stat(join(n.root, 'var/lib/k8s-encrypt/snapshots'))).rejects.toThrow();
+  });
+
   it('init --yes --escrow-recipient leaves a verified snapshot and a bundle written before the first encrypted write', async () => {
     const n = bed.nodes[0]!;
     const r = await runCli([...n.cliArgs, '--yes', '--json', 'init', '--escrow-recipient', recipient]);
