@@ -120,6 +120,24 @@ describe('snapshot, escrow and restore drill around init', () => {
     expect(String(human.stdout)).toMatch(/bed-secret-\d+ \(aescbc:.*\): no matching key was found/);
   });
 
+  it('rotate-key --escrow-recipient: snapshot and escrow before the promote write; its snapshot reads back under the old key', async () => {
+    const n = bed.nodes[0]!;
+    const r = await runCli([...n.cliArgs, '--yes', '--json', 'rotate-key', '--escrow-recipient', recipient]);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const j = jsonOf(r);
+    expect(j.escrow.path).toBe(join(n.root, 'var/lib/k8s-encrypt/escrow', `${j.target.name}.age`));
+    const journal = JSON.parse(await readFile(join(n.root, 'var/lib/k8s-encrypt/journals/rotate-key.json'), 'utf8'));
+    const names: string[] = journal.steps.map((s: { name: string }) => s.name);
+    expect(names.slice(0, 2)).toEqual(['snapshot', 'escrow']);
+    expect(names.findIndex((s) => s.endsWith(':write'))).toBeGreaterThan(1);
+    // The rotation's bundle holds the new key and the old one: its snapshot (all under the old key) reads back.
+    const v = await runCli(['--json', 'verify-snapshot', j.snapshot.path, '--bundle', j.escrow.path, '--identity', idFile]);
+    expect(v.exitCode, String(v.stderr)).toBe(0);
+    const secrets = jsonOf(v).resources.find((x: { resource: string }) => x.resource === 'secrets');
+    expect(secrets.readableBy).toEqual({ [`aescbc:${init.keyName}`]: secrets.total });
+    expect(jsonOf(v).keysFrom).toContain(j.escrow.path);
+  });
+
   it('verify-snapshot refuses a damaged snapshot (exit 4) and status warns about a key with no escrow', async () => {
     const bytes = await readFile(init.snapshot.path);
     bytes[bytes.length - 100]! ^= 1;
@@ -132,6 +150,6 @@ describe('snapshot, escrow and restore drill around init', () => {
     const n = bed.nodes[0]!;
     await rm(join(n.root, 'var/lib/k8s-encrypt/escrow.json'));
     const s = await runCli([...n.cliArgs, 'status', '--no-etcd']);
-    expect(String(s.stderr)).toMatch(new RegExp(`key aescbc:${init.keyName} in .* has no recorded escrow`));
+    expect(String(s.stderr)).toMatch(/key aescbc:key-\d{8}T\d{6}Z in .* has no recorded escrow/);
   });
 });
