@@ -57,6 +57,10 @@ describe('bbolt reader on real etcd 3.4 snapshots', () => {
     await put(etcd.endpoint, '/registry/secrets/a/two', 'gone soon');
     await etcdctl(etcd.endpoint, 'del', '/registry/secrets/a/two');
     await put(etcd.endpoint, '/registry/configmaps/a/x', 'cm');
+    // A key with a lease: etcd's lease IDs are int64 values past 2^53.
+    const lease = (await etcdctl(etcd.endpoint, 'lease', 'grant', '600')).stdout.split(' ')[1]!;
+    expect(BigInt(`0x${lease}`)).toBeGreaterThan(2n ** 53n);
+    await etcdctl(etcd.endpoint, 'put', `--lease=${lease}`, '/registry/secrets/a/leased', 'with-lease');
     const file = join(dir, 'small.db');
     await etcdctl(etcd.endpoint, 'snapshot', 'save', file);
     const summary: SnapshotSummary = { revision: 0n, records: 0 };
@@ -64,6 +68,7 @@ describe('bbolt reader on real etcd 3.4 snapshots', () => {
     expect(got).toEqual(await serverView(etcd.endpoint, '/registry/secrets/'));
     expect(got.get('/registry/secrets/a/one')).toBe(Buffer.from('v2').toString('hex'));
     expect(got.has('/registry/secrets/a/two')).toBe(false);
+    expect(got.get('/registry/secrets/a/leased')).toBe(Buffer.from('with-lease').toString('hex'));
     expect(summary.records).toBeGreaterThanOrEqual(5);
     const db = await BoltDb.open(file);
     try {
