@@ -1,8 +1,9 @@
 import { z } from 'zod';
-import { nodeOptions, parseOptions, stagedOptions } from './options';
+import { nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
+import { addSnapshotOptions } from './safety';
 
-export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, kubeadmConfig: z.boolean() });
+export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: z.boolean() });
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd
@@ -11,8 +12,7 @@ export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, kubea
  */
 export const disableCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('disable')
+    addSnapshotOptions(program.command('disable'))
       .description('turn encryption at rest off: identity first, rewrite, verify, then remove the flag, mount and config')
       .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune (prune on a further control plane unpatches it)')
       .option('--from-config <file>', "further control planes: install the first node's config for the current stage (- reads it from standard input)")

@@ -1,7 +1,8 @@
 import { Option } from 'commander';
 import { z } from 'zod';
-import { keyOptions, nodeOptions, parseOptions, stagedOptions } from './options';
+import { escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
+import { addEscrowOptions, addSnapshotOptions } from './safety';
 
 /**
  * `k8s-encrypt init`: turn on encryption at rest on this control-plane node, prove it, rewrite
@@ -17,6 +18,8 @@ export const InitOptions = z.object({
   ...nodeOptions,
   ...keyOptions,
   ...stagedOptions,
+  ...snapshotOptions,
+  ...escrowOptions,
   provider: z.string(),
   resources: z.string(),
   timeout: z.string().optional(),
@@ -26,8 +29,7 @@ export type Opts = z.infer<typeof InitOptions>;
 
 export const initCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('init')
+    addEscrowOptions(addSnapshotOptions(program.command('init')))
       .description('turn on encryption at rest on this control-plane node: config, manifest, wait, proof, rewrite (rolled back if the apiserver does not come back)')
       .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms', 'aescbc')
       .option('--resources <list>', 'comma-separated resources to encrypt', 'secrets')

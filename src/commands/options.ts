@@ -41,3 +41,16 @@ export const stagedOptions = {
   controlPlanes: z.number().int().min(1).optional(),
   timeout: z.string(),
 };
+
+/** The safety net's flags (src/commands/safety.ts): a snapshot before the first change. */
+export const snapshotOptions = {
+  snapshot: flag,
+  snapshotDir: str,
+  keepSnapshots: z.number().int().min(1).optional(),
+};
+
+/** ... and the new key escrowed before it encrypts anything (init, rotate-key). */
+export const escrowOptions = {
+  escrowRecipient: z.array(z.string()).optional(),
+  escrowDir: str,
+};

@@ -1,9 +1,10 @@
 import { Option } from 'commander';
 import { z } from 'zod';
-import { keyOptions, nodeOptions, parseOptions, stagedOptions } from './options';
+import { escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
+import { addEscrowOptions, addSnapshotOptions } from './safety';
 
-export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
+export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
@@ -13,8 +14,7 @@ export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...sta
  */
 export const rotateKeyCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('rotate-key')
+    addEscrowOptions(addSnapshotOptions(program.command('rotate-key')))
       .description('rotate the write key (or change provider) through safe stages: add-reader, promote, rewrite, prune')
       .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms (default: the current write provider)')
       .option('--key-file <file>', 'read the new base64 key from this file (default: generate one)')

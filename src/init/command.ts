@@ -21,6 +21,7 @@ import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planInit, type InitInput, type InitPlan, type KmsOptions } from './plan';
 import { initReporter, printDryRun, printResult, resumeNotice } from './print';
+import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
 import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
 import { parseResources } from '../config/write';
@@ -101,6 +102,7 @@ async function resumedFromConfig(path: string | null, given: ConfigSource | unde
 
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   checkOptions(opts);
+  checkSafetyOptions(opts);
   const timeoutMs = parseTimeoutMs(opts.timeout ?? DEFAULT_TIMEOUT);
   const paths = ctx.paths;
   const manifestPath = paths.manifest;
@@ -271,6 +273,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     }
 
     if (opts.dryRun) {
+      if (plan.mode !== 'from-config') for (const l of safetyNetPreview(ctx, opts, plan.keyName)) ctx.out.info(l);
       await printDryRun(ctx, plan);
       return;
     }
@@ -306,6 +309,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     let result: InitResult;
     try {
       const j = journal!.inputs;
+      // Snapshot before the first change; the new key escrowed before its config is written.
+      if (plan.mode !== 'from-config') await runSafetyNet(ctx, journal!, flags.flags, opts, { operation: INIT_OPERATION, newKey: { keyName: plan.keyName, configText: plan.config.text, configPath: plan.configPath } });
       const deps = await engineDeps(ctx, { api, configPath: j.configPath, nodeName: j.nodeName, hasNode: j.hasNode, flags: flags.flags }, {
         timeoutMs: j.timeoutMs,
         force: Boolean(opts.force),
@@ -319,7 +324,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
       reporter.close();
     }
     const holders = result.state === 'done' ? await keyHolders(configPath, paths.backupDir, paths.stateDir) : undefined;
-    printResult(ctx, result, journal!.id, plan, holders);
+    printResult(ctx, result, journal!, plan, holders);
   } finally {
     api?.close();
     await lock?.release();

@@ -3,7 +3,10 @@ import type { TransitionReporter } from '../transition/engine';
 import type { Output } from '../ui/output';
 import type { InitPlan } from './plan';
 import { printablePlan } from './plan';
-import type { InitResult } from './run';
+import type { InitJournalInputs, InitResult } from './run';
+import type { Journal } from '../state/journal';
+import { safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
+import { ESCROW_STEP } from '../escrow/export';
 import { keyHolderLines, type KeyHolder } from '../transition/front';
 
 /** What init prints: the dry-run plan, the step lines (a spinner on a terminal) and the result. */
@@ -78,7 +81,8 @@ export async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
   });
 }
 
-export function printResult(ctx: Context, r: InitResult, journalId: string, plan: Pick<InitPlan, 'kept' | 'notes'>, holders: KeyHolder[] | undefined): void {
+export function printResult(ctx: Context, r: InitResult, journal: Journal<InitJournalInputs>, plan: Pick<InitPlan, 'kept' | 'notes'>, holders: KeyHolder[] | undefined): void {
+  const journalId = journal.id;
   const kept = plan.kept;
   const body = {
     state: r.state,
@@ -96,6 +100,8 @@ export function printResult(ctx: Context, r: InitResult, journalId: string, plan
     verified: r.verified,
     multiNode: r.multiNode,
     kept,
+    snapshot: journal.output(SNAPSHOT_STEP) ?? null,
+    escrow: journal.output(ESCROW_STEP) ?? null,
     ...(plan.notes.length ? { notes: plan.notes } : {}),
     ...(holders ? { keyFiles: holders } : {}),
   };
@@ -117,6 +123,7 @@ export function printResult(ctx: Context, r: InitResult, journalId: string, plan
     if (r.manifestBackup) lines.push(`  manifest backup: ${r.manifestBackup}`);
     if (r.multiNode.next) lines.push(`  next: ${r.multiNode.next}`);
     for (const k of kept) lines.push(`  kept: ${k}`);
+    lines.push(...safetyNetLines(journal));
     for (const n of plan.notes) lines.push(`  note: ${n}`);
     if (holders) lines.push(...keyHolderLines(holders).map((l) => `  ${l}`));
     if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);

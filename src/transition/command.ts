@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Context } from '../context';
 import { discoverControlPlanes, readStages } from '../cluster/nodes';
-import { firstProvider } from '../config/model';
+import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { readKey } from '../config/input';
@@ -16,6 +16,7 @@ import { Journal, isFinished, type JsonObject } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
+import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { planTransition, resumePoint, STAGES, type StageName, type TransitionKind, type TransitionPlan } from './plan';
 import { runTransition } from './executor';
 import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
@@ -50,6 +51,11 @@ export interface TransitionOptions {
   kubeadmConfig: boolean;
   /** How many control planes there are, where discovery cannot see them all. */
   controlPlanes?: number;
+  snapshot?: boolean;
+  snapshotDir?: string;
+  keepSnapshots?: number;
+  escrowRecipient?: string[];
+  escrowDir?: string;
 }
 
 /** What a transition journal keeps (never key material: the key lives in the config file). */
@@ -101,6 +107,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   const ageLimit = opts.ifOlderThan !== undefined ? parseAge(opts.ifOlderThan) : undefined;
   if (spec.kind === 'rotate' && opts.provider !== undefined) parseProvider(opts.provider);
   checkKeyName(opts.keyName);
+  checkSafetyOptions(opts);
 
   const stateDir = ctx.paths.stateDir;
   let journal = await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now });
@@ -141,7 +148,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       let element: ProviderConfig | undefined;
       let keySource: TransitionJournalInputs['keySource'] = 'none';
       if (spec.kind === 'rotate') {
-        const writer = firstProvider(base, 'secrets') ?? base.resources[0]?.providers[0];
+        const writer = firstProvider(base, writeResourceOf(base));
         if (ageLimit !== undefined) {
           const age = await writeKeyAge(ctx, writer, node.configPath);
           if (age.ms < ageLimit) {
@@ -177,7 +184,10 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         );
       }
 
-      if (opts.dryRun) return printDryRun(ctx, plan);
+      if (opts.dryRun) {
+        for (const l of safetyNetPreview(ctx, opts, spec.kind === 'rotate' ? plan.target.name : undefined)) ctx.out.info(l);
+        return printDryRun(ctx, plan);
+      }
       if (element?.kms && !resuming) await checkKmsPlugin(ctx, element.kms);
       for (const w of plan.warnings) ctx.out.warn(w);
       await confirm(
@@ -216,11 +226,14 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
     if (opts.dryRun) return printDryRun(ctx, plan);
     const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
     const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
+    // Snapshot before the first change; a rotation's new key escrowed before its config is written.
+    const firstConfig = plan.stages.find((s) => s.config)?.config;
+    await runSafetyNet(ctx, j, node.flags, opts, { operation: spec.operation, ...(spec.kind === 'rotate' && firstConfig ? { newKey: { keyName: plan.target.name, configText: firstConfig.text, configPath: j.inputs.configPath } } : {}) });
     const result = await runTransition(deps, plan, j, only ? { only } : {});
     // The base copy holds the old keys: it goes with the transition it was kept for.
     if (result.state === 'done') await removeBaseCopy(j.inputs.basePath);
     const holders = result.state === 'done' ? await keyHolders(node.configPath, ctx.paths.backupDir, stateDir) : undefined;
-    printResult(ctx, spec, plan, result, j.id, holders);
+    printResult(ctx, spec, plan, result, j, holders);
   } finally {
     node.api.close();
     await lock?.release();

@@ -1,7 +1,10 @@
 import type { Context } from '../context';
 import { printableTransition, type TransitionPlan } from './plan';
 import type { TransitionResult } from './engine';
-import type { CommandSpec } from './command';
+import type { CommandSpec, TransitionJournalInputs } from './command';
+import type { Journal } from '../state/journal';
+import { safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
+import { ESCROW_STEP } from '../escrow/export';
 import { manifestLine } from './manifest-change';
 import { keyHolderLines, type KeyHolder } from './front';
 
@@ -25,8 +28,9 @@ export function printDryRun(ctx: Context, plan: TransitionPlan): void {
   );
 }
 
-export function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: TransitionResult, id: string, holders?: KeyHolder[]): void {
-  const body = { state: r.state, journal: id, kind: plan.kind, target: plan.target, stage: r.stage, sha256: r.sha256, stages: r.stages, lagging: r.lagging, next: r.next, kept: plan.kept, ...(plan.notes.length ? { notes: plan.notes } : {}), ...(holders ? { keyFiles: holders } : {}) };
+export function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: TransitionResult, j: Journal<TransitionJournalInputs>, holders?: KeyHolder[]): void {
+  const id = j.id;
+  const body = { state: r.state, journal: id, snapshot: j.output(SNAPSHOT_STEP) ?? null, escrow: j.output(ESCROW_STEP) ?? null, kind: plan.kind, target: plan.target, stage: r.stage, sha256: r.sha256, stages: r.stages, lagging: r.lagging, next: r.next, kept: plan.kept, ...(plan.notes.length ? { notes: plan.notes } : {}), ...(holders ? { keyFiles: holders } : {}) };
   ctx.out.result(body, (c) => {
     const lines: string[] = [];
     if (r.state === 'done') {
@@ -37,6 +41,7 @@ export function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPla
       for (const l of r.lagging) lines.push(`  ${l.node}: ${l.reports}`);
     }
     for (const s of r.stages) lines.push(`  ${s.stage}: ${s.verified ?? s.proof ?? s.evidence ?? ''}`);
+    lines.push(...safetyNetLines(j));
     if (r.next) lines.push(`next: ${r.next}`);
     for (const n of plan.notes) lines.push(`note: ${n}`);
     if (holders) lines.push(...keyHolderLines(holders));
