@@ -92,6 +92,14 @@ describe('rotate-key, provider change and disable on one control plane', () => {
       await allUnder(now);
       // Pruned: only the new key is left.
       expect(parse(await readFile(join(root(), CONFIG_REL), 'utf8')).resources[0].providers).toHaveLength(1);
+      // Key material left behind is named, not hidden: the config holds the new key, the backups
+      // the old ones, and the transition's base copy is gone.
+      const oldName = previous.split(':')[4]!;
+      const files = new Map<string, string[]>(j.keyFiles.map((k: { file: string; keys: string[] }) => [k.file, k.keys]));
+      expect(files.get(join(root(), CONFIG_REL))).toEqual([j.target.name]);
+      expect([...files.entries()].some(([f, keys]) => f.includes('/backups/') && keys.includes(oldName))).toBe(true);
+      expect(j.notes.join(' ')).toMatch(/aescbc is the default provider.*secretbox, aesgcm .* and KMS v2 are stronger/);
+      expect((await readdir(join(root(), 'var/lib/k8s-encrypt/transitions'))).filter((n) => n.endsWith('.base.yaml'))).toEqual([]);
       previous = now;
     }
   }, 90_000);

@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { sha256Hex } from '../../src/config/parse';
+import { parseEncryptionConfig, sha256Hex } from '../../src/config/parse';
+import { assertFollowerReads } from '../../src/transition/front';
 import { buildEncryptionConfig, renderEncryptionConfig } from '../../src/config/render';
 import { CONFIG_HASH_ANNOTATION } from '../../src/manifest/restart';
 import { checkPlanned, planInstallChange } from '../../src/transition/manifest-change';
@@ -103,5 +104,30 @@ describe('the plaintext proof', () => {
     expect(err).toBeInstanceOf(CliError);
     expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
     expect((err as CliError).message).toMatch(/cannot create the canary Secret kube-system\/k8s-encrypt-canary-test/);
+  });
+});
+
+describe('assertFollowerReads (init --from-config and the rotate-key/disable followers)', () => {
+  const parse = (t: string) => parseEncryptionConfig(t, 'x');
+  const current = parse(baseText);
+  const skipped = renderEncryptionConfig(buildEncryptionConfig({ provider: 'aescbc', keyName: 'k2', key: K2, resources: ['secrets'] }));
+  const warnings: string[] = [];
+  const o = { label: 'copy.yaml', text: skipped, cfg: parse(skipped), current, configPath: CONFIG, warn: (m: string) => warnings.push(m) };
+
+  it('a file that writes with a key this node does not read yet is refused (exit 6)', () => {
+    let err: unknown;
+    try {
+      assertFollowerReads({ ...o, force: false });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as CliError).exitCode).toBe(ExitCode.Refused);
+    expect((err as CliError).message).toMatch(/copy\.yaml writes with aescbc:k2, which .* does not read yet/);
+  });
+
+  it('--force goes ahead with a warning; a writer it already reads passes', () => {
+    assertFollowerReads({ ...o, force: true });
+    expect(warnings.join('\n')).toMatch(/^--force: copy\.yaml writes with aescbc:k2/);
+    expect(() => assertFollowerReads({ ...o, text: baseText, cfg: current, force: false })).not.toThrow();
   });
 });
