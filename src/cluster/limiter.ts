@@ -9,7 +9,7 @@
  * 96, with latency up 4x), so stopping at the latency knee leaves a quarter of the rate unused.
  * This limiter climbs on throughput instead: by Little's law rate = in-flight / latency, so once
  * the server is saturated more in flight only adds queueing delay and the rate stops rising. It
- * doubles while a doubling pays (>= 10 % more objects/s), then holds, probing 25 % up (kept when
+ * doubles while a doubling pays (>= 5 % more objects/s), then holds, probing 25 % up (kept when
  * it pays 5 %) and 20 % down (kept when it costs nothing, so it rests at the smallest level that
  * gives the rate: no needless queue on the apiserver). Overload is AIMD: a 429/503/504 or timeout
  * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
@@ -17,7 +17,7 @@
  */
 
 export interface LimiterOptions {
-  /** Where it starts (default 32: where a 2-core apiserver is well into its plateau). */
+  /** Where it starts (default 64: past the latency knee of a 2-core apiserver, below its rate plateau). */
   initial?: number;
   min?: number;
   /** Never more in flight than this (--max-concurrency). */
@@ -58,10 +58,10 @@ export interface LimiterWindow {
   overloads: number;
 }
 
-export const DEFAULT_INITIAL_CONCURRENCY = 32;
+export const DEFAULT_INITIAL_CONCURRENCY = 64;
 export const DEFAULT_MAX_CONCURRENCY = 256;
 
-const CLIMB_GAIN = 0.1;
+const CLIMB_GAIN = 0.05;
 const PROBE_GAIN = 0.05;
 /** A step down is kept when it costs at most this share of the rate (noise on a loaded host). */
 const PROBE_DOWN_LOSS = 0.01;

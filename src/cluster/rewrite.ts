@@ -89,7 +89,7 @@ export interface RewriteOptions {
   concurrency?: number;
   /** The adaptive limit never goes above this (default 256). */
   maxConcurrency?: number;
-  /** Where the adaptive limit starts (default 32). */
+  /** Where the adaptive limit starts (default 64). */
   initialConcurrency?: number;
   /** Objects per list page (default 100). */
   pageSize?: number;

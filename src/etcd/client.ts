@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type * as Grpc from '@grpc/grpc-js';
+import * as codec from './rpc-codec';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 
 export interface EtcdConnection {
@@ -147,55 +148,15 @@ export interface OpenEtcdOptions {
   maxReplyBytes?: number;
 }
 
-interface MethodDef {
+interface MethodDef<Req = unknown, Res = unknown> {
   path: string;
-  requestSerialize: (v: unknown) => Buffer;
-  responseDeserialize: (b: Buffer) => unknown;
-}
-interface EtcdMethods {
-  range: MethodDef;
-  put: MethodDef;
-  status: MethodDef;
-  snapshot: MethodDef;
+  encode: (req: Req) => Buffer;
+  decode: (buf: Buffer) => Res;
 }
 
-interface RangeRequest {
-  key: Buffer;
-  range_end?: Buffer;
-  limit?: number;
-  revision?: string;
-  serializable?: boolean;
-  keys_only?: boolean;
-  count_only?: boolean;
-}
-interface RawKeyValue {
-  key: Buffer;
-  value: Buffer;
-  mod_revision: string;
-}
-interface RangeResponse {
-  header: { revision: string } | null;
-  kvs: RawKeyValue[];
-  more: boolean;
-  count: string;
-}
-
-let methodsCache: Promise<{ grpc: typeof Grpc; methods: EtcdMethods }> | undefined;
-/** grpc-js and the descriptors, loaded once and only by commands that read etcd. */
-function loadMethods() {
-  methodsCache ??= (async () => {
-    const [grpc, protoLoader, { ETCD_DESCRIPTOR, ETCD_LOADER_OPTIONS }] = await Promise.all([
-      import('@grpc/grpc-js'),
-      import('@grpc/proto-loader'),
-      import('./rpc-proto'),
-    ]);
-    const def = protoLoader.fromJSON(ETCD_DESCRIPTOR as never, ETCD_LOADER_OPTIONS) as unknown as Record<string, Record<string, MethodDef>>;
-    const kv = def['etcdserverpb.KV']!;
-    const m = def['etcdserverpb.Maintenance']!;
-    return { grpc, methods: { range: kv.Range!, put: kv.Put!, status: m.Status!, snapshot: m.Snapshot! } };
-  })();
-  return methodsCache;
-}
+const RANGE: MethodDef<codec.RangeRequest, codec.RangeResponse> = { path: codec.KV_RANGE, encode: codec.encodeRangeRequest, decode: codec.decodeRangeResponse };
+const PUT: MethodDef<{ key: Buffer; value: Buffer }, undefined> = { path: codec.KV_PUT, encode: (r) => codec.encodePutRequest(r.key, r.value), decode: codec.decodeIgnored };
+const STATUS: MethodDef<object, codec.StatusResponse> = { path: codec.MAINTENANCE_STATUS, encode: codec.encodeEmpty, decode: codec.decodeStatusResponse };
 
 /** `https://10.0.0.1:2379` -> `10.0.0.1:2379` (gRPC's target); no port means etcd's 2379. */
 export function grpcTarget(endpoint: string): string {
@@ -245,7 +206,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   const tls = conn.endpoints.some((e) => e.startsWith('https://')) || ca !== undefined;
   const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
   const maxReplyBytes = opts.maxReplyBytes ?? 64 * 1024 * 1024;
-  const { grpc, methods } = await loadMethods();
+  const grpc = await import('@grpc/grpc-js');
   let clients: Grpc.Client[];
   try {
     const credentials = tls ? grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) : grpc.credentials.createInsecure();
@@ -268,12 +229,12 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
     for (const c of clients) c.close();
   };
 
-  const callOnce = <Res>(client: Grpc.Client, m: MethodDef, req: unknown): Promise<Res> =>
+  const callOnce = <Req, Res>(client: Grpc.Client, m: MethodDef<Req, Res>, req: Req): Promise<Res> =>
     new Promise((resolve, reject) => {
       client.makeUnaryRequest(
         m.path,
-        m.requestSerialize,
-        m.responseDeserialize as (b: Buffer) => Res,
+        m.encode,
+        m.decode,
         req,
         new grpc.Metadata(),
         { deadline: Date.now() + callTimeoutMs },
@@ -281,20 +242,20 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       );
     });
   /** Raw gRPC errors: scan() tells a reply over the limit and a compacted revision apart. */
-  const unary = async <Res>(m: MethodDef, req: unknown): Promise<Res> => {
+  const unary = async <Req, Res>(m: MethodDef<Req, Res>, req: Req): Promise<Res> => {
     for (let tried = 1; ; tried++) {
       const i = current;
       try {
-        return await callOnce<Res>(clients[i]!, m, req);
+        return await callOnce(clients[i]!, m, req);
       } catch (err) {
         if ((err as Grpc.ServiceError).code !== grpc.status.UNAVAILABLE || tried >= clients.length) throw err;
         current = (i + 1) % clients.length;
       }
     }
   };
-  const range = async (req: RangeRequest, action: string): Promise<RangeResponse> => {
+  const range = async (req: codec.RangeRequest, action: string): Promise<codec.RangeResponse> => {
     try {
-      return await unary<RangeResponse>(methods.range, req);
+      return await unary(RANGE, req);
     } catch (err) {
       throw etcdError(conn, action, err);
     }
@@ -309,7 +270,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
     },
     async put(k, value) {
       try {
-        await unary(methods.put, { key: Buffer.from(k), value: Buffer.from(value) });
+        await unary(PUT, { key: Buffer.from(k), value: Buffer.from(value) });
       } catch (err) {
         throw etcdError(conn, `write of ${k}`, err);
       }
@@ -320,9 +281,9 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       return Number(res.count);
     },
     async status() {
-      let r: { header: { revision: string; member_id: string } | null; version: string; dbSize: string; dbSizeInUse: string; leader: string; errors: string[] };
+      let r: codec.StatusResponse;
       try {
-        r = await unary(methods.status, {});
+        r = await unary(STATUS, {});
       } catch (err) {
         throw etcdError(conn, 'status', err);
       }
@@ -331,17 +292,17 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
         dbSize: Number(r.dbSize),
         dbSizeInUse: Number(r.dbSizeInUse),
         leader: r.leader,
-        memberId: r.header?.member_id ?? '0',
-        revision: r.header?.revision ?? '0',
+        memberId: r.memberId,
+        revision: r.revision,
         errors: r.errors,
       };
     },
     async *snapshot({ signal } = {}) {
       signal?.throwIfAborted();
       const call = clients[current]!.makeServerStreamRequest(
-        methods.snapshot.path,
-        methods.snapshot.requestSerialize,
-        methods.snapshot.responseDeserialize as (b: Buffer) => { blob: Buffer },
+        codec.MAINTENANCE_SNAPSHOT,
+        codec.encodeEmpty,
+        codec.decodeSnapshotResponse,
         {},
         new grpc.Metadata(),
         {},
@@ -349,7 +310,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       const cancel = () => call.cancel();
       signal?.addEventListener('abort', cancel, { once: true });
       try {
-        for await (const chunk of call as AsyncIterable<{ blob: Buffer }>) yield chunk.blob;
+        for await (const chunk of call as AsyncIterable<Buffer>) yield chunk;
         signal?.throwIfAborted();
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
@@ -368,9 +329,9 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       let from = Buffer.from(prefix);
       let revision: string | undefined;
       for (;;) {
-        let res: RangeResponse | undefined;
+        let res: codec.RangeResponse | undefined;
         try {
-          res = await unary<RangeResponse>(methods.range, {
+          res = await unary(RANGE, {
             key: from,
             range_end: rangeEnd,
             limit: pageSize,
@@ -389,7 +350,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
           }
           throw etcdError(conn, `scan of ${prefix}`, err);
         }
-        revision ??= res.header?.revision;
+        revision ??= res.revision;
         const kvs = res.kvs;
         const last = kvs[kvs.length - 1];
         const more = res.more;

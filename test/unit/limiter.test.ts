@@ -47,7 +47,7 @@ describe('adaptive limiter', () => {
     ['climbs a linear rise to the knee', plateauAt(128, 1280), 32, 256, [128, 160]],
     ['stays low where the rate is flat from the start', plateauAt(8, 1000), 32, 256, [4, 32]],
     ['never passes --max-concurrency', plateauAt(1000, 10_000), 32, 100, [100, 100]],
-    ['stops where more in flight buys under 10 %', risingTo96, 32, 256, [64, 160]],
+    ['stops where more in flight buys under 5 %', risingTo96, 32, 256, [64, 160]],
   ] as const)('%s', (_, curve, initial, max, [lo, hi]) => {
     const { state, limits } = drive(initialLimiter({ initial, max }), curve, 40);
     expect(Math.max(...limits)).toBeLessThanOrEqual(max);
