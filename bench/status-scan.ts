@@ -5,10 +5,14 @@
  * child process: wall time, scan time and the child's peak RSS (GNU time), and the same with
  * --decrypt-check. bench/etcd-scan.ts measures the scan function alone.
  *
- *   npm run build && node dist/bench/status-scan.js [--objects 100000]
+ *   npm run build && node dist/bench/status-scan.js [--objects 100000] [--keep DIR]
+ *
+ * --keep DIR keeps etcd's data, the keys and the kubeadm root in DIR: the first run loads them,
+ * later runs with the same DIR and --objects reuse them (no load).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,15 +26,23 @@ import { silenceIpServernameWarning } from '../src/ui/warnings';
 
 silenceIpServernameWarning();
 
-const { values } = parseArgs({ options: { objects: { type: 'string', default: '100000' } } });
+const { values } = parseArgs({ options: { objects: { type: 'string', default: '100000' }, keep: { type: 'string' } } });
 const objects = Number(values.objects);
 if (!Number.isInteger(objects) || objects < 1) {
-  console.error('usage: status-scan [--objects N]');
+  console.error('usage: status-scan [--objects N] [--keep DIR]');
   process.exit(2);
 }
 
-const newKey = randomBytes(32).toString('base64');
-const oldKey = randomBytes(32).toString('base64');
+const keep = values.keep;
+const keysFile = keep === undefined ? undefined : join(keep, 'keys.json');
+const reuse = keysFile !== undefined && existsSync(keysFile);
+const saved = reuse ? (JSON.parse(await readFile(keysFile!, 'utf8')) as { newKey: string; oldKey: string; objects: number }) : undefined;
+if (saved && saved.objects !== objects) {
+  console.error(`${keep} holds ${saved.objects} objects, not ${objects}: pass --objects ${saved.objects} or another --keep`);
+  process.exit(2);
+}
+const newKey = saved?.newKey ?? randomBytes(32).toString('base64');
+const oldKey = saved?.oldKey ?? randomBytes(32).toString('base64');
 const write = localTransformer('aescbc', 'key-new', newKey);
 const old = localTransformer('aescbc', 'key-old', oldKey);
 
@@ -90,12 +102,14 @@ async function run(root: string, extra: string[]) {
   };
 }
 
-const etcd = await startEtcd();
-const root = await mkdtemp(join(tmpdir(), 'k8s-encrypt-status-bench-'));
+if (keep !== undefined) await mkdir(join(keep, 'etcd'), { recursive: true, mode: 0o700 });
+const etcd = await startEtcd(keep === undefined ? {} : { dataDir: join(keep, 'etcd') });
+const root = keep === undefined ? await mkdtemp(join(tmpdir(), 'k8s-encrypt-status-bench-')) : join(keep, 'root');
 try {
   const loadStart = performance.now();
-  await load(etcd.endpoint);
+  if (!reuse) await load(etcd.endpoint);
   const loadSeconds = (performance.now() - loadStart) / 1000;
+  if (keysFile !== undefined && !reuse) await writeFile(keysFile, JSON.stringify({ newKey, oldKey, objects }), { mode: 0o600 });
 
   const encDir = join(root, 'etc/kubernetes/encryption');
   await mkdir(encDir, { recursive: true, mode: 0o700 });
@@ -133,6 +147,6 @@ try {
   const decrypt = await run(root, ['--decrypt-check']);
   console.log(JSON.stringify({ objects, loadSeconds: Number(loadSeconds.toFixed(2)), status: plain, statusDecryptCheck: decrypt }, null, 2));
 } finally {
-  await rm(root, { recursive: true, force: true });
+  if (keep === undefined) await rm(root, { recursive: true, force: true });
   await etcd.stop();
 }
