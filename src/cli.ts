@@ -8,6 +8,7 @@ import { Output, wantColor } from './ui/output';
 import { unsupportedNode, VERSION } from './version';
 import { silenceIpServernameWarning } from './ui/warnings';
 import { boundYoungGeneration } from './heap';
+import { CLI_NAME, invokedAs, KUBECTL_PLUGIN_NAME } from './runtime/assets';
 
 boundYoungGeneration();
 silenceIpServernameWarning();
@@ -68,7 +69,8 @@ function report(out: Output, err: unknown): number {
 }
 
 export function buildProgram(): Command {
-  const program = new Command('k8s-encrypt')
+  // Run as the kubectl plugin (`kubectl encrypt ...`) it is the same program under kubectl's name.
+  const program = new Command(invokedAs() === KUBECTL_PLUGIN_NAME ? 'kubectl encrypt' : CLI_NAME)
     .description('Turn on, rotate, verify and undo Kubernetes encryption at rest on kubeadm control planes')
     .version(VERSION, '-V, --version')
     .option('--json', 'print the result (or the error) as JSON on stdout', false)
@@ -153,4 +155,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+void main(process.argv);
