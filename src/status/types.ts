@@ -4,6 +4,7 @@
  * kubeconfig, skipped by a flag), so one missing source never fails the whole command. The report
  * (schemaVersion 1, docs/status-schema.md) is built from these by the pure buildStatusReport.
  */
+import { CliError } from '../ui/errors';
 import type { RuleSummary } from '../config/model';
 import type { ScanReport } from '../etcd/scan';
 import type { KmsHealthReport } from '../kms/health';
@@ -13,6 +14,13 @@ export type Gathered<T> = { ok: true; data: T } | { ok: false; reason: string; s
 export const gathered = <T>(data: T): Gathered<T> => ({ ok: true, data });
 export const missing = (reason: string): Gathered<never> => ({ ok: false, reason });
 export const skipped = (reason: string): Gathered<never> => ({ ok: false, reason, skipped: true });
+
+/** One line for a failed source: the error's message and, when it has one, its hint. */
+export function reasonOf(err: unknown): string {
+  if (err instanceof CliError) return err.hint ? `${err.message} (${err.hint})` : err.message;
+  return (err as Error)?.message ?? String(err);
+}
+
 
 export interface MountFacts {
   volumeName: string;
@@ -259,3 +267,13 @@ export interface StatusReport {
   kms: Unavailable | { available: true; providers: KmsStatus[] };
   findings: Finding[];
 }
+
+/** A source that could not be read, as the report shows it. */
+export const unavailable = (g: { ok: false; reason: string; skipped?: boolean }): Unavailable => ({
+  available: false,
+  reason: g.reason,
+  skipped: g.skipped === true,
+});
+
+/** The first 12 hex digits of a sha256. */
+export const short = (sha: string) => `${sha.slice(0, 12)}…`;
