@@ -103,8 +103,13 @@ export async function gatherApiservers(
         const st = statuses.find((s) => s?.name === 'kube-apiserver') ?? statuses[0];
         if (typeof st?.state?.running?.startedAt === 'string') facts.startedAt = st.state.running.startedAt;
         if (typeof st?.ready === 'boolean') facts.ready = st.ready;
-      } catch {
-        // The mirror pod vanished between the list and the get (a restart): the other evidence stays.
+      } catch (err) {
+        // 404: the mirror pod vanished between the list and the get (a restart), the other
+        // evidence stays. Anything else (403, a timeout) is reported, not taken for a restart.
+        const { ApiError, toCliError } = await import('../cluster/errors');
+        if (!(err instanceof ApiError && err.status === 404)) {
+          facts.podUnreadable = reasonOf(toCliError(err, `read mirror pod kube-system/kube-apiserver-${cp.name}`));
+        }
       }
     }
     const stage = stages.find((s) => s.node === cp.name);
@@ -118,3 +123,15 @@ export async function gatherApiservers(
   return gathered({ thisNode: me, controlPlanes: out });
 }
 
+
+/** The apiserver's own version (/version gitVersion, e.g. v1.32.6). */
+export async function readServerVersion(api: ApiClient): Promise<Gathered<string>> {
+  try {
+    const v = await api.get<{ gitVersion?: unknown }>('/version', { timeoutMs: 5000 });
+    if (typeof v?.gitVersion !== 'string' || !/^v\d+\.\d+/.test(v.gitVersion)) return missing(`/version answered without a gitVersion`);
+    return gathered(v.gitVersion);
+  } catch (err) {
+    const { toCliError } = await import('../cluster/errors');
+    return missing(reasonOf(toCliError(err, 'read /version')));
+  }
+}

@@ -14,7 +14,7 @@ import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { KmsHealthOptions, KmsHealthReport } from '../kms/health';
 import { CONFIG_HASH_ANNOTATION } from '../init/restart';
-import { gatherApiservers } from './gather-apiservers';
+import { gatherApiservers, readServerVersion } from './gather-apiservers';
 import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, RELOAD_FLAG } from '../manifest/patch';
 import {
@@ -251,16 +251,18 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
   // Cluster: kubeadm-config and the control planes.
   let kubeadmConfig: Gathered<KubeadmConfigFacts> = skipped('--no-cluster');
   let apiservers: Gathered<ApiserverFacts> = skipped('--no-cluster');
+  let serverVersion: Gathered<string> = skipped('--no-cluster');
   if (o.cluster) {
     let api: ApiClient | undefined;
     try {
       api = await deps.apiClient();
     } catch (err) {
-      kubeadmConfig = apiservers = missing(reasonOf(err));
+      kubeadmConfig = apiservers = serverVersion = missing(reasonOf(err));
     }
     if (api) {
       try {
         progress('reading the control planes through the apiserver');
+        serverVersion = await readServerVersion(api);
         try {
           const { readClusterConfiguration } = await import('../cluster/kubeadm-config');
           const text = await readClusterConfiguration(api);
@@ -330,6 +332,7 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
     manifest: manifest.ok ? gathered(manifestFacts as ManifestFacts) : manifest,
     kubeadmConfig,
     config,
+    serverVersion,
     apiservers,
     etcd,
     kms,

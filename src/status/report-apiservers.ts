@@ -98,6 +98,10 @@ export function buildApiservers(input: StatusInput, findings: Finding[]): Apiser
   };
   const nodes: ApiserverStatus[] = a.controlPlanes.map((cp) => {
     const j = judgeApiserver(cp, ctx);
+    if (cp.podUnreadable) {
+      j.evidence.push(`mirror pod not readable: ${cp.podUnreadable}`);
+      add('pod-unreadable', 'warn', `cannot read ${cp.name}'s mirror pod: ${cp.podUnreadable}`);
+    }
     return {
       name: cp.name,
       thisNode: cp.thisNode,

@@ -126,9 +126,22 @@ function buildNode(input: StatusInput, findings: Finding[]): NodeSection | Unava
       automaticReload: reload,
       kubeVersion: m.kubeVersion ?? null,
     },
+    kubernetes: kubernetesVersion(input, m.kubeVersion, add),
     kubeadmConfig,
     config,
   };
+}
+
+/** What runs is what counts: /version when the apiserver answers, else the image tag. */
+function kubernetesVersion(input: StatusInput, imageTag: string | undefined, add: (id: string, level: Finding['level'], message: string) => void): NodeSection['kubernetes'] {
+  const apiserver = input.serverVersion?.ok ? input.serverVersion.data : null;
+  const image = imageTag ? `v${imageTag}` : null;
+  const bare = (v: string) => v.replace(/^v/, '').replace(/[-+].*$/, '');
+  const differ = Boolean(apiserver && image && bare(apiserver) !== bare(image));
+  if (differ) {
+    add('version-differs', 'warn', `the apiserver answers ${apiserver} on /version but the manifest's image is ${image}: an upgrade in progress, or a hand-edited image`);
+  }
+  return { version: apiserver ?? image, source: apiserver ? 'apiserver' : image ? 'manifest image' : null, apiserver, image, differ };
 }
 
 /** kubeadm's own kube-apiserver volumes (kubeadm-config does not list them as extraVolumes). */

@@ -104,6 +104,8 @@ export interface ControlPlaneFacts {
   /** The apiserver container's running.startedAt (ISO). */
   startedAt?: string;
   ready?: boolean;
+  /** Why its mirror pod could not be read (a 403, a timeout; not a pod that is gone). */
+  podUnreadable?: string;
   /** The stage record (Node annotation or state ConfigMap): STAGE:sha256:HEX. */
   stage?: { stage: string; sha256: string };
   stageMalformed?: string;
@@ -145,6 +147,8 @@ export interface StatusInput {
   manifest: Gathered<ManifestFacts>;
   kubeadmConfig: Gathered<KubeadmConfigFacts>;
   config: Gathered<ConfigFacts>;
+  /** The apiserver's /version gitVersion (v1.32.6), read through the kubeconfig. */
+  serverVersion?: Gathered<string>;
   apiservers: Gathered<ApiserverFacts>;
   etcd: Gathered<ScanReport>;
   kms: Gathered<KmsProviderFacts[]>;
@@ -169,6 +173,9 @@ export type Unavailable = { available: false; reason: string; skipped: boolean }
 export interface NodeSection {
   available: true;
   manifest: { path: string; flag: string | null; mount: MountFacts | null; automaticReload: boolean; kubeVersion: string | null };
+  /** The Kubernetes version: what the apiserver answers on /version when it answers, else the
+   * manifest's image tag; both when they differ (an upgrade in progress, a hand-edited image). */
+  kubernetes: { version: string | null; source: 'apiserver' | 'manifest image' | null; apiserver: string | null; image: string | null; differ: boolean };
   kubeadmConfig: Unavailable | { available: true; present: boolean; flag: string | null; volume: string | null };
   config:
     | Unavailable
