@@ -69,8 +69,9 @@ export async function gatherApiservers(
   const nodes = await import('../cluster/nodes');
   let cps: ControlPlane[];
   let stages: NodeStage[];
+  const discoveryWarnings: string[] = [];
   try {
-    cps = await nodes.discoverControlPlanes(api);
+    cps = await nodes.discoverControlPlanes(api, { warnings: discoveryWarnings });
     stages = await nodes.readStages(api, cps);
   } catch (err) {
     return missing(reasonOf(err));
@@ -120,7 +121,7 @@ export async function gatherApiservers(
     facts.metrics = await readMetrics(deps, endpoint, opts.signal);
     out.push(facts);
   }
-  return gathered({ thisNode: me, controlPlanes: out });
+  return gathered({ thisNode: me, controlPlanes: out, ...(discoveryWarnings.length ? { discoveryWarnings } : {}) });
 }
 
 

@@ -92,6 +92,7 @@ export function buildApiservers(input: StatusInput, findings: Finding[]): Apiser
     return unavailable(input.apiservers);
   }
   const a: ApiserverFacts = input.apiservers.data;
+  for (const w of a.discoveryWarnings ?? []) add('discovery', 'warn', `control planes may be missing: ${w}`);
   const ctx = {
     config: input.config.ok ? input.config.data : undefined,
     manifest: input.manifest.ok ? input.manifest.data : undefined,

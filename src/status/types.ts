@@ -118,6 +118,8 @@ export interface ApiserverFacts {
   /** How this node was recognised among the control planes. */
   thisNode: { name: string; how: string };
   controlPlanes: ControlPlaneFacts[];
+  /** Sources of control planes that could not be read (identity leases behind a 403). */
+  discoveryWarnings?: string[];
 }
 
 export interface KmsProviderFacts {
