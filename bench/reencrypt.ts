@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { createApiClient, loadKubeconfig } from '../src/cluster/api';
-import { DEFAULT_CONCURRENCY } from '../src/cluster/rewrite';
+import { DEFAULT_INITIAL_CONCURRENCY as DEFAULT_CONCURRENCY } from '../src/cluster/rewrite';
 import { writeFileAtomic } from '../src/state/atomic';
 import type { Bed, BedNode, TestApi } from '../test/bed/index';
 import { silenceIpServernameWarning } from '../src/ui/warnings';
