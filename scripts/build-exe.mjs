@@ -31,7 +31,9 @@ export const SEA_NODE = {
 const ARCHES = ['x64', 'arm64'];
 const CACHE = join(ROOT, '.cache', 'sea', SEA_NODE.version);
 const OUT = join(ROOT, 'dist', 'exe');
-const WORK = join(OUT, 'build');
+// Built beside dist/ (npm run build swaps dist/ whole) and moved to dist/exe when complete.
+const TMP_OUT = join(ROOT, `dist-exe.tmp-${process.pid}`);
+const WORK = join(TMP_OUT, 'build');
 const NAME = (arch) => `k8s-encrypt-linux-${arch}`;
 
 const log = (msg) => process.stderr.write(`build:exe: ${msg}\n`);
@@ -125,11 +127,9 @@ function tarball(dir, name, out) {
 async function main() {
   const started = Date.now();
   const nodes = Object.fromEntries(ARCHES.map((a) => [a, nodeBinary(a)]));
-  const tmpOut = `${OUT}.tmp-${process.pid}`;
-  rmSync(WORK, { recursive: true, force: true });
+  const tmpOut = TMP_OUT;
   rmSync(tmpOut, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
-  mkdirSync(tmpOut, { recursive: true });
 
   const main = join(WORK, 'k8s-encrypt.cjs');
   await bundle(main);
@@ -165,8 +165,8 @@ async function main() {
   writeFileSync(join(tmpOut, 'encrypt.yaml'), krewManifest(readFileSync('plugins/encrypt.yaml', 'utf8'), sums));
 
   // Swap the finished set in; the intermediate files stay in dist/exe/build for inspection.
-  renameSync(WORK, join(tmpOut, 'build'));
   rmSync(OUT, { recursive: true, force: true });
+  mkdirSync(dirname(OUT), { recursive: true });
   renameSync(tmpOut, OUT);
   for (const f of files) log(`${f}  ${(statSync(join(OUT, f)).size / 1e6).toFixed(1)} MB  sha256 ${sums[f]}`);
   log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s: dist/exe/{${files.join(',')},SHA256SUMS,encrypt.yaml}`);
@@ -187,6 +187,7 @@ export function krewManifest(template, sums) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   await main().catch((err) => {
+    rmSync(TMP_OUT, { recursive: true, force: true });
     log(`failed: ${err.message}`);
     process.exit(1);
   });

@@ -44,6 +44,8 @@ export interface PluginManifestInput {
   name?: string;
   namespace?: string;
   replicas?: string | number;
+  /** Why --replicas could not default to the control planes found through the kubeconfig. */
+  replicasUncounted?: string;
   credentialsSecret?: string;
   credentialsFile?: string;
   instanceRole?: boolean;
@@ -169,7 +171,7 @@ export function planPluginManifest(input: PluginManifestInput): PluginManifestPl
     isAck && input.keyId === undefined && '--key-id',
     !isAck && input.keyArn === undefined && '--key-arn',
     !isAck && input.image === undefined && '--image',
-    variant === 'deployment' && input.replicas === undefined && '--replicas',
+    variant === 'deployment' && input.replicas === undefined && `--replicas${input.replicasUncounted ? ` (the control planes could not be counted: ${input.replicasUncounted})` : ''}`,
     input.credentialsSecret === undefined && input.credentialsFile === undefined && !input.instanceRole && credentialFlags,
   ].filter((m): m is string => Boolean(m));
   if (missing.length) {
