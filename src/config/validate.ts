@@ -368,7 +368,7 @@ export function validateEncryptionConfig(cfg: EncryptionConfiguration, opts: Val
         f.error(`${rPath}[${j}]`, MSG.masked(groupResourceString(gr), groupResourceString(anyInGroup)));
       } else if (masks && earlier(anyAny) !== undefined) {
         f.error(`${rPath}[${j}]`, MSG.masked(groupResourceString(gr), groupResourceString(anyAny)));
-      } else if (earlier(gr) !== undefined) {
+      } else if (earlier(gr) !== undefined && (masks || !res.includes('*'))) {
         f.warning(
           `${rPath}[${j}]`,
           `"${res}" is already configured by resources[${earlier(gr)}]: this rule's providers only add readers after that rule's, they never encrypt`,

@@ -173,6 +173,12 @@ describe('validateEncryptionConfig: upstream field error wording', () => {
     expect(validateEncryptionConfig(config)).toContainEqual({ level: 'error', path, message });
   });
 
+  it('before 1.27 a repeated wildcard is only a wildcard that matches nothing, not a second rule', () => {
+    const twice = cfg(rule(['*.'], sb()), rule(['*.'], sb('k2')));
+    const findings = validateEncryptionConfig(twice, { kubeVersion: '1.26', noEffect: 'warning' });
+    expect(findings.map((f) => f.message)).toEqual([expect.stringMatching(/^wildcards match nothing/), expect.stringMatching(/^wildcards match nothing/)]);
+  });
+
   it('gives no warning for aescbc first (the tool\'s default)', () => {
     const c = cfg(rule(['secrets'], { aescbc: { keys: [{ name: 'k', secret: K32 }] } }, id));
     expect(validateEncryptionConfig(c)).toEqual([]);
