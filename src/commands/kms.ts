@@ -82,7 +82,7 @@ export const kmsCommand: CommandModule = {
       .option('--socket <path>', 'plugin socket path on the node (ack: /var/run/kmsplugin/grpc.sock, aws: /var/run/kmsplugin/socket.sock)')
       .option('--name <name>', 'pod / Deployment name (default: the plugin name)')
       .option('--namespace <ns>', 'namespace', 'kube-system')
-      .option('--replicas <n>', 'deployment: the number of control-plane nodes (one plugin on each)')
+      .option('--replicas <n>', 'deployment: the number of control-plane nodes, one plugin on each (default: the control planes found through the kubeconfig)')
       .option('--credentials-secret <name>', 'deployment: Secret holding the cloud credentials (referenced, never copied)')
       .option('--credentials-file <path>', 'static-pod: root-only credentials file on each node (a static pod cannot read Secrets)')
       .option('--instance-role', "use the node's cloud role from the metadata service instead of stored credentials", false)
@@ -98,7 +98,17 @@ export const kmsCommand: CommandModule = {
       .action(
         wrap<ManifestOpts>(async (ctx, opts) => {
           const { loadKmsTemplate, planPluginManifest, renderPluginManifest } = await import('../kms/manifest');
+          let counted: string | undefined;
+          if (opts.variant === 'deployment' && opts.replicas === undefined) {
+            const found = await countControlPlanes(ctx.paths.kubeconfig);
+            if (typeof found === 'string') opts.replicasUncounted = found;
+            else {
+              opts.replicas = found.length;
+              counted = `--replicas ${found.length}: the control planes found through ${ctx.paths.kubeconfig} (${found.join(', ')})`;
+            }
+          }
           const plan = planPluginManifest(opts);
+          if (counted) ctx.out.info(`note: ${counted}`);
           const manifest = renderPluginManifest(plan, loadKmsTemplate(plan.template));
           for (const w of plan.warnings) ctx.out.warn(w);
           for (const n of plan.notes) ctx.out.info(`note: ${n}`);
@@ -118,3 +128,18 @@ export const kmsCommand: CommandModule = {
       );
   },
 };
+
+/** The control planes' names through the kubeconfig, or why they could not be counted. */
+async function countControlPlanes(kubeconfig: string): Promise<string[] | string> {
+  const [{ loadKubeconfig, createApiClient }, { discoverControlPlanes }] = await Promise.all([import('../cluster/api'), import('../cluster/nodes')]);
+  let api: Awaited<ReturnType<typeof createApiClient>> | undefined;
+  try {
+    api = createApiClient(await loadKubeconfig(kubeconfig), { timeoutMs: 5000 });
+    const names = (await discoverControlPlanes(api)).map((c) => c.name);
+    return names.length ? names : 'none found through the kubeconfig';
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    api?.close();
+  }
+}
