@@ -1,4 +1,5 @@
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd
@@ -23,9 +24,11 @@ export const disableCommand: CommandModule = {
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, opts) => {
+          if (await runFleetIfAsked(ctx, program, 'disable', opts)) return;
           const { runTransitionCommand } = await import('../transition/command');
           await runTransitionCommand(ctx, { kind: 'disable', operation: 'disable' }, opts as never);
         }),
       );
+    addFleetOptions(program, 'disable');
   },
 };

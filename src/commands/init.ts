@@ -1,5 +1,6 @@
 import { Option } from 'commander';
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt init`: turn on encryption at rest on this control-plane node, prove it, rewrite
@@ -55,10 +56,12 @@ export const initCommand: CommandModule = {
       .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
       .action(
         wrap<Opts>(async (ctx, opts) => {
+          if (await runFleetIfAsked(ctx, program, 'init', opts)) return;
           const { runInitCommand } = await import('../init/command');
           await runInitCommand(ctx, opts);
         }),
       );
+    addFleetOptions(program, 'init');
   },
 };
 

@@ -1,4 +1,5 @@
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt rollback`: restores the previous config on this node (the newest backup that differs
@@ -18,9 +19,11 @@ export const rollbackCommand: CommandModule = {
       .option('--dry-run', 'print the diff (keys redacted) and the check; change nothing', false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, opts) => {
+          if (await runFleetIfAsked(ctx, program, 'rollback', opts)) return;
           const { runRollbackCommand } = await import('../transition/command');
           await runRollbackCommand(ctx, opts as never);
         }),
       );
+    addFleetOptions(program, 'rollback');
   },
 };

@@ -1,5 +1,6 @@
 import { Option } from 'commander';
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
@@ -33,9 +34,11 @@ export const rotateKeyCommand: CommandModule = {
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, opts) => {
+          if (await runFleetIfAsked(ctx, program, 'rotate-key', opts)) return;
           const { runTransitionCommand } = await import('../transition/command');
           await runTransitionCommand(ctx, { kind: 'rotate', operation: 'rotate-key' }, { kubeadmConfig: true, ...(opts as object) } as never);
         }),
       );
+    addFleetOptions(program, 'rotate-key');
   },
 };
