@@ -3,16 +3,22 @@
  * authorized client key, everything in a temp dir (never port 22, never ~/.ssh). Logins run as the
  * user running the tests; the inventory's `root` then selects the bed node.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { utils } from 'ssh2';
+import { promisify } from 'node:util';
 import { freePort } from '../helpers/etcd';
 
 export const SSHD = '/usr/sbin/sshd';
+
+/** An ed25519 key pair made by OpenSSH's own ssh-keygen (what sshd is sure to load). */
+async function keygen(file: string): Promise<{ private: string; public: string }> {
+  await promisify(execFile)('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'k8s-encrypt-test', '-f', file]);
+  return { private: await readFile(file, 'utf8'), public: (await readFile(`${file}.pub`, 'utf8')).trim() };
+}
 
 export interface RunningSshd {
   port: number;
@@ -28,7 +34,7 @@ export interface RunningSshd {
   stop(): Promise<void>;
 }
 
-async function waitListening(port: number, timeoutMs: number, log: () => string): Promise<void> {
+async function waitListening(port: number, timeoutMs: number, log: () => string, exited: () => boolean): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const ok = await new Promise<boolean>((res) => {
@@ -39,6 +45,7 @@ async function waitListening(port: number, timeoutMs: number, log: () => string)
       s.on('error', () => res(false));
     });
     if (ok) return;
+    if (exited()) throw new Error(`sshd exited:\n${log()}`);
     if (Date.now() > deadline) throw new Error(`sshd did not listen on 127.0.0.1:${port} within ${timeoutMs} ms:\n${log()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -47,14 +54,11 @@ async function waitListening(port: number, timeoutMs: number, log: () => string)
 export async function startSshd(): Promise<RunningSshd> {
   if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: install openssh-server (scripts/setup-sshd.sh)`);
   const dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-sshd-'));
-  const host = utils.generateKeyPairSync('ed25519');
-  const client = utils.generateKeyPairSync('ed25519');
   const hostKey = join(dir, 'ssh_host_ed25519_key');
   const identityFile = join(dir, 'id_ed25519');
   const authorized = join(dir, 'authorized_keys');
   const knownHostsFile = join(dir, 'known_hosts');
-  await writeFile(hostKey, host.private, { mode: 0o600 });
-  await writeFile(identityFile, client.private, { mode: 0o600 });
+  const [host, client] = await Promise.all([keygen(hostKey), keygen(identityFile)]);
   await writeFile(authorized, `${client.public}\n`, { mode: 0o600 });
   const port = await freePort();
   await writeFile(knownHostsFile, `[127.0.0.1]:${port} ${host.public}\n`, { mode: 0o600 });
@@ -93,7 +97,7 @@ export async function startSshd(): Promise<RunningSshd> {
   let exited = false;
   proc.once('exit', () => (exited = true));
   try {
-    await waitListening(port, 10_000, log);
+    await waitListening(port, 10_000, log, () => exited);
   } catch (err) {
     proc.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
