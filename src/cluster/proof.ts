@@ -31,7 +31,7 @@ export interface ProofDeps<C> {
 }
 
 export interface ProofOptions<C> {
-  /** The prefix new writes must carry, e.g. `k8s:enc:aescbc:v1:key-20261126T140200Z:`. */
+  /** The prefix new writes must carry, e.g. `k8s:enc:aescbc:v1:key-20261126T140200Z:` ('' for plaintext). */
   expectedPrefix: string;
   etcd: C;
   /** --etcd-prefix of the apiserver (default /registry). */
@@ -141,6 +141,105 @@ export async function proveEncryption<C>(deps: ProofDeps<C>, o: ProofOptions<C>)
   } finally {
     await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch((err) => {
       deps.onProgress?.(`could not delete the canary ${ns}/${name}: ${describeError(err)} (delete it by hand)`);
+    });
+  }
+}
+
+/** to_storage transformations the apiserver counted: under `k8s:enc:` prefixes, and under any other (identity). */
+export function toStorageCounts(samples: readonly MetricSample[]): { encrypted: number; identity: number } {
+  const counts = { encrypted: 0, identity: 0 };
+  for (const s of samples) {
+    if (s.name !== TRANSFORMATION_METRIC) continue;
+    if (s.labels.transformation_type && s.labels.transformation_type !== 'to_storage') continue;
+    if (s.labels.status && s.labels.status !== 'OK') continue;
+    // Upstream labels identity with its empty prefix (transformer_prefix="").
+    if ((s.labels.transformer_prefix ?? '').startsWith('k8s:enc:')) counts.encrypted += s.value;
+    else counts.identity += s.value;
+  }
+  return counts;
+}
+
+/**
+ * The weaker proof of plaintext writes, from the counts before and after the canary write: the
+ * identity transformer counted a write and no encrypting one did. Every stage that writes
+ * plaintext puts identity first for every resource it covers, so any encrypted write here means
+ * this apiserver does not run that config; an apiserver without any config counts nothing.
+ */
+export function plaintextByMetrics(before: { encrypted: number; identity: number }, after: { encrypted: number; identity: number }): 'plaintext' | 'encrypted' | 'unproven' {
+  if (after.encrypted > before.encrypted) return 'encrypted';
+  return after.identity > before.identity ? 'plaintext' : 'unproven';
+}
+
+export interface PlaintextProofOptions<C> {
+  etcd: C;
+  etcdKeyPrefix?: string;
+  namespace?: string;
+  /** The canary's name (per node and config): a leftover under it is deleted first. */
+  name: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * identity writes: a canary must be stored without any `k8s:enc:` prefix. When etcd cannot be
+ * read, the apiserver's transformation counts stand in (weaker, and said so): the canary write
+ * must be counted under identity and nothing under an encrypting prefix.
+ */
+export async function provePlaintext<C>(deps: ProofDeps<C>, o: PlaintextProofOptions<C>): Promise<ProofResult> {
+  const ns = o.namespace ?? 'kube-system';
+  const name = o.name;
+  const canary = `${ns}/${name}`;
+  await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
+  const key = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const counts = () => deps.api.getText('/metrics').then((t) => toStorageCounts(parseMetrics(t)), () => undefined);
+  const before = await counts();
+  await createCanary(deps, ns, name);
+  try {
+    let raw: Uint8Array | undefined;
+    let etcdProblem: string | undefined;
+    try {
+      const reader = await deps.openEtcd(o.etcd);
+      try {
+        raw = await reader.get(key);
+      } finally {
+        await reader.close();
+      }
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
+    }
+    if (etcdProblem === undefined) {
+      const observed = raw ? observedPrefix(raw) : 'missing';
+      if (!observed.startsWith('plaintext')) {
+        throw new CliError(`a Secret written now is stored as "${observed}", not as plaintext`, {
+          exitCode: ExitCode.Verification,
+          hint: 'the apiserver does not run the identity-first config: check "k8s-encrypt status"',
+        });
+      }
+      return { method: 'etcd', weaker: false, canary, expectedPrefix: '', observed, detail: `canary ${canary} is stored in etcd as ${observed}` };
+    }
+
+    deps.onProgress?.(`${etcdProblem}; falling back to the apiserver's metrics (weaker evidence)`);
+    const after = await counts();
+    const verdict = before && after ? plaintextByMetrics(before, after) : 'unproven';
+    if (verdict === 'plaintext') {
+      const detail = `${etcdProblem}; ${TRANSFORMATION_METRIC} counted the canary ${canary} under identity (${before!.identity} -> ${after!.identity}) and no encrypted write (weaker: the apiserver's count, not etcd's bytes)`;
+      return { method: 'metrics', weaker: true, canary, expectedPrefix: '', observed: 'plaintext (metrics)', detail };
+    }
+    throw new CliError(
+      verdict === 'encrypted'
+        ? `${etcdProblem}, and the apiserver's metrics count an encrypted write with the canary: new writes are not plaintext`
+        : `plaintext writes could not be proven: ${etcdProblem}, and the apiserver's metrics ${before && after ? 'count no identity write with the canary' : 'could not be read'}`,
+      {
+        exitCode: ExitCode.Verification,
+        hint: verdict === 'encrypted'
+          ? 'the apiserver does not run the identity-first config: check "k8s-encrypt status"'
+          : 'check the etcd client certificates named by the manifest (--etcd-certfile/--etcd-keyfile/--etcd-cafile), then re-run',
+        details: { canary, before: before ?? null, after: after ?? null },
+      },
+    );
+  } finally {
+    await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch((err) => {
+      deps.onProgress?.(`could not delete the canary ${canary}: ${describeError(err)} (delete it by hand)`);
     });
   }
 }

@@ -12,7 +12,7 @@ export const disableCommand: CommandModule = {
       .command('disable')
       .description('turn encryption at rest off: identity first, rewrite, verify, then remove the flag, mount and config')
       .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune (prune on a further control plane unpatches it)')
-      .option('--from-config <file>', "further control planes: install the first node's config for the current stage")
+      .option('--from-config <file>', "further control planes: install the first node's config for the current stage (- reads it from standard input)")
       .option('--config <path>', 'the EncryptionConfiguration (default: the manifest\'s --encryption-provider-config)')
       .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--timeout <duration>', 'how long the apiserver may take to run each new config', '5m')

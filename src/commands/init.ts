@@ -29,6 +29,7 @@ export interface Opts {
   kmsEndpoint?: string;
   kmsApiVersion: 'v1' | 'v2';
   kmsTimeout?: string;
+  keepBackups: number;
 }
 
 export const initCommand: CommandModule = {
@@ -44,9 +45,10 @@ export const initCommand: CommandModule = {
       .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--config <path>', 'where the EncryptionConfiguration goes (default ROOT/etc/kubernetes/encryption/config.yaml)')
       .option('--timeout <duration>', 'how long the apiserver may take to come back before the change is rolled back (default 5m)')
+      .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
       .option('--no-kubeadm-config', 'do not record the flag and mount in kube-system/kubeadm-config')
       .option('--dry-run', 'print the whole plan (key redacted, config, manifest diff, kubeadm-config diff, later steps); change nothing', false)
-      .option('--from-config <file>', 'other control planes: install exactly this config (copied from the first node) and record the stage')
+      .option('--from-config <file>', 'other control planes: install exactly this config (copied from the first node; - reads it from standard input) and record the stage')
       .option('--force', 'replace an existing config file (backed up), or advance although control planes disagree', false)
       .option('--control-planes <n>', 'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)', intOption('--control-planes'))
       .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod, else the host name)")

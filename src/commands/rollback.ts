@@ -20,7 +20,7 @@ export const rollbackCommand: CommandModule = {
       .action(
         wrap<Record<string, unknown>>(async (ctx, opts) => {
           if (await runFleetIfAsked(ctx, program, 'rollback', opts)) return;
-          const { runRollbackCommand } = await import('../transition/command');
+          const { runRollbackCommand } = await import('../transition/rollback-command');
           await runRollbackCommand(ctx, opts as never);
         }),
       );

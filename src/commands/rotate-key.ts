@@ -23,7 +23,7 @@ export const rotateKeyCommand: CommandModule = {
       .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
       .option('--if-older-than <age>', 'only rotate when the write key is older than this (e.g. 90d); otherwise exit 0')
       .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune')
-      .option('--from-config <file>', "further control planes: install the first node's config for the current stage")
+      .option('--from-config <file>', "further control planes: install the first node's config for the current stage (- reads it from standard input)")
       .option('--config <path>', 'the EncryptionConfiguration (default: the manifest\'s --encryption-provider-config)')
       .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--timeout <duration>', 'how long the apiserver may take to run each new config', '5m')

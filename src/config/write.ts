@@ -1,6 +1,7 @@
-import { lstat, readFile, rmdir, stat } from 'node:fs/promises';
+import { lstat, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { checkKeyName, decodeKey, generateKey, parseProvider, WRITABLE_NAME, type Provider } from './keys';
+import { checkKeyName, parseProvider, WRITABLE_NAME, type Provider } from './keys';
+import { readKey } from './input';
 import { buildEncryptionConfig, newKeyName, renderEncryptionConfig } from './render';
 import type { EncryptionConfiguration } from './schema';
 import { errorsOf, findingLine, NEWEST_KUBE_VERSION, parseKubeVersion, validateEncryptionConfig, warningsOf, type Finding } from './validate';
@@ -85,20 +86,6 @@ export function parseResources(s: string): string[] {
   return list;
 }
 
-async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-async function readKeyFile(path: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    throw fsError('read key file', path, err);
-  }
-}
-
 /** Turns the options into a checked input; reads the key from --key-file/--key-stdin. */
 async function gatherInput(ctx: Context, opts: Opts, provider: Provider): Promise<{ input: WriteConfigInput; generated: boolean }> {
   const resources = parseResources(opts.resources);
@@ -134,15 +121,8 @@ async function gatherInput(ctx: Context, opts: Opts, provider: Provider): Promis
   if (opts.keyFile && opts.keyStdin) throw usageError('give the key with --key-file or --key-stdin, not both');
   const keyName = opts.keyName ?? newKeyName(ctx.now());
   checkKeyName(keyName);
-  let key: string;
-  let generated = false;
-  if (opts.keyFile) key = decodeKey(provider, await readKeyFile(opts.keyFile), `the key in ${opts.keyFile}`).toString('base64');
-  else if (opts.keyStdin) key = decodeKey(provider, await readStdin(ctx.stdin), 'the key on stdin').toString('base64');
-  else {
-    key = generateKey(provider);
-    generated = true;
-  }
-  return { input: { provider, keyName, key, resources, kubeVersion }, generated };
+  const { key, source } = await readKey(ctx, provider, opts);
+  return { input: { provider, keyName, key, resources, kubeVersion }, generated: source === 'generated' };
 }
 
 const inside = (dir: string, path: string) => {

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { Context } from '../context';
-import { parseTimeoutMs } from '../transition/command';
+import { parseTimeoutMs } from '../transition/front';
 import { readText } from '../state/atomic';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';

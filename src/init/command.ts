@@ -8,7 +8,7 @@ import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../c
 import { readClusterConfiguration } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
 import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
-import { sha256Hex } from '../config/parse';
+import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
 import { parseGoDuration, parseKubeVersion } from '../config/validate';
 import { assertBackupDirOutside } from '../manifest/apply';
@@ -19,11 +19,11 @@ import { Journal, isFinished } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
-import { planInit, printablePlan, type InitInput, type InitPlan, type KmsOptions } from './plan';
+import { planInit, type InitInput, type InitPlan, type KmsOptions } from './plan';
+import { initReporter, printDryRun, printResult, resumeNotice } from './print';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
-import { engineDeps, newKey, parseTimeoutMs } from '../transition/command';
-import type { TransitionReporter } from '../transition/run';
-import type { Output } from '../ui/output';
+import { assertFollowerReads, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
+import { configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
 
 export const INIT_OPERATION = 'init';
 export const DEFAULT_TIMEOUT = '5m';
@@ -84,8 +84,20 @@ async function freshKey(
 ): Promise<{ key: string | undefined; keySource: InitJournalInputs['keySource'] }> {
   if (fromConfig) return { key: undefined, keySource: 'from-config' };
   if (!isLocalProvider(provider)) return { key: undefined, keySource: 'kms' };
-  const k = await newKey(ctx, provider, opts);
-  return { key: k.key, keySource: k.source as InitJournalInputs['keySource'] };
+  const k = await readKey(ctx, provider, opts);
+  return { key: k.key, keySource: k.source };
+}
+
+/**
+ * The --from-config text a resumed init installs: the file again, or (it came on stdin) what this
+ * run got on stdin, else the copy the interrupted run already wrote.
+ */
+async function resumedFromConfig(path: string | null, given: ConfigSource | undefined, written: string | undefined): Promise<string | undefined> {
+  if (path === null) return undefined;
+  if (path !== STDIN) return readText(path, 'read --from-config file');
+  if (given?.path === STDIN) return given.text;
+  if (written !== undefined) return written;
+  throw usageError('the interrupted init read its config from stdin and had not written it yet', 're-run with --from-config - and the same file on stdin');
 }
 
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
@@ -105,7 +117,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   const manifestText = await readText(manifestPath, 'read manifest');
   const flags = readApiserverFlags(manifestText, manifestPath);
   await assertBackupDirOutside(paths.backupDir, paths.manifestsDir);
-  const fromConfigText = opts.fromConfig ? await readText(resolve(opts.fromConfig), 'read --from-config file') : undefined;
+  const fromSource: ConfigSource | undefined = opts.fromConfig ? await readConfigSource(ctx, opts.fromConfig, opts.keyStdin) : undefined;
+  const fromConfigText = fromSource?.text;
 
   let lock: Lock | undefined;
   let api: ApiClient | undefined;
@@ -135,7 +148,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         opts.resources !== 'secrets' && opts.resources !== j.resources.join(',') ? '--resources' : '',
         opts.keyName && opts.keyName !== j.keyName ? '--key-name' : '',
         opts.keyFile && !j.keyFile ? '--key-file' : '',
-        opts.fromConfig && resolve(opts.fromConfig) !== j.fromConfig ? '--from-config' : '',
+        opts.fromConfig && configSourcePath(opts.fromConfig) !== j.fromConfig ? '--from-config' : '',
       ].filter(Boolean);
       if (ignored.length) ctx.out.warn(`${ignored.join(', ')} ignored: the interrupted run's plan is continued (move ${journal!.path} away to start over)`);
     }
@@ -194,10 +207,10 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         } else if (j.keySource === 'stdin' && !opts.keyStdin) {
           throw usageError('the interrupted init read its key from stdin and had not written it yet', 're-run with --key-stdin and the same key');
         } else if (j.keySource !== 'kms') {
-          key = (await newKey(ctx, j.provider as LocalProvider, j.keySource === 'file' && j.keyFile ? { keyFile: j.keyFile } : j.keySource === 'stdin' ? { keyStdin: true } : {})).key;
+          key = (await readKey(ctx, j.provider as LocalProvider, j.keySource === 'file' && j.keyFile ? { keyFile: j.keyFile } : j.keySource === 'stdin' ? { keyStdin: true } : {})).key;
         }
       }
-      const fromText = j.fromConfig ? await readText(j.fromConfig, 'read --from-config file') : undefined;
+      const fromText = await resumedFromConfig(j.fromConfig, fromSource, ours ? existingConfigText : undefined);
       input = {
         options: {
           provider: j.provider as Provider,
@@ -252,6 +265,12 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 
     const plan = planInit(input);
     const secrets = key ? [key] : [];
+    // A further control plane that already runs a config: the file must write with a key it reads
+    // (as the rotate-key and disable followers check), else it is a stale or skipped stage.
+    if (fromSource && !resuming && flags.flags.has(CONFIG_FLAG) && existingConfigText !== undefined && existingConfigText !== fromSource.text) {
+      const given = parseEncryptionConfig(fromSource.text, fromSource.label);
+      assertFollowerReads({ label: fromSource.label, text: fromSource.text, cfg: given, current: parseEncryptionConfig(existingConfigText, configPath), configPath, force: Boolean(opts.force), warn: (m) => ctx.out.warn(m) });
+    }
 
     if (opts.dryRun) {
       await printDryRun(ctx, plan);
@@ -300,7 +319,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         timeoutMs: j.timeoutMs,
         force: Boolean(opts.force),
         kubeadmConfig: j.kubeadmConfig,
-        keepBackups: 10,
+        keepBackups: opts.keepBackups,
         followCommand: `"k8s-encrypt init --from-config FILE" (FILE: a copy of ${j.configPath} from ${j.nodeName})`,
         out: reporter,
       });
@@ -308,47 +327,12 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     } finally {
       reporter.close();
     }
-    printResult(ctx, result, journal!.id, plan.kept);
+    const holders = result.state === 'done' ? await keyHolders(configPath, paths.backupDir, paths.stateDir) : undefined;
+    printResult(ctx, result, journal!.id, plan, holders);
   } finally {
     api?.close();
     await lock?.release();
   }
-}
-
-/** Step lines; on a terminal the waits show a spinner with what they currently see. */
-function initReporter(out: Output): TransitionReporter & { close(): void } {
-  const plain = { step: (m: string) => out.step(m), info: (m: string) => out.info(m), warn: (m: string) => out.warn(m), success: (m: string) => out.success(m) };
-  if (!out.interactive) return { ...plain, progress: (m: string) => out.info(`  … ${m}`), close() {} };
-  const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
-  let text = '';
-  let frame = 0;
-  let timer: NodeJS.Timeout | undefined;
-  const draw = () => void out.stderr.write(`\r\x1b[K${out.c.cyan(frames[frame++ % frames.length]!)} ${text}`);
-  const close = () => {
-    if (!timer) return;
-    clearInterval(timer);
-    timer = undefined;
-    out.stderr.write('\r\x1b[K');
-  };
-  const cleared = (f: (m: string) => void) => (m: string) => {
-    close();
-    f(m);
-  };
-  return {
-    step: cleared(plain.step),
-    info: cleared(plain.info),
-    warn: cleared(plain.warn),
-    success: cleared(plain.success),
-    progress(m: string) {
-      text = m;
-      if (!timer) {
-        timer = setInterval(draw, 100);
-        timer.unref();
-      }
-      draw();
-    },
-    close,
-  };
 }
 
 function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNode: boolean, keySource: InitJournalInputs['keySource'], opts: Opts): InitJournalInputs {
@@ -370,100 +354,7 @@ function journalInputs(plan: InitPlan, input: InitInput, nodeName: string, hasNo
     controlPlanes: plan.controlPlanes,
     keySource,
     keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
-    fromConfig: opts.fromConfig ? resolve(opts.fromConfig) : null,
+    fromConfig: opts.fromConfig ? configSourcePath(opts.fromConfig) : null,
     kms: k ? { name: k.name, endpoint: k.endpoint, apiVersion: k.apiVersion, timeout: k.timeout ?? null } : null,
   };
-}
-
-async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
-  const kubeadm = plan.kubeadmChange;
-  const printable = { dryRun: true, ...printablePlan(plan) };
-  for (const w of plan.warnings) ctx.out.warn(w);
-  ctx.out.result(printable, (c) => {
-    const lines = [
-      c.bold(`init plan (${plan.mode}) for kube-apiserver ${plan.kubeVersion} (${plan.kubeVersionSource}), ${plan.controlPlanes} control plane(s) — dry run, nothing is written`),
-      '',
-      c.bold(`${plan.configPath} (mode 0600, key redacted):`),
-      plan.config.redacted.trimEnd(),
-      '',
-      c.bold(`${plan.manifest.changed ? 'manifest diff' : 'manifest: no change'}:`),
-      plan.manifest.diff.trimEnd() || '(none)',
-      ...(plan.restart?.changed ? ['', c.bold('restart annotation:'), plan.restart.diff.trimEnd()] : []),
-      '',
-      c.bold('kube-system/kubeadm-config:'),
-      !kubeadm
-        ? 'not checked (apiserver unreachable)'
-        : kubeadm.status === 'skipped'
-          ? `skipped (${kubeadm.reason})`
-          : `${kubeadm.status === 'update' ? 'would update' : 'unchanged'}${kubeadm.diff ? `\n${kubeadm.diff.trimEnd()}` : ''}`,
-      '',
-      c.bold('steps:'),
-      ...plan.steps.map((s, i) => `  ${i + 1}. ${s.name}: ${s.title}`),
-      ...(plan.kept.length ? ['', c.bold('kept:'), ...plan.kept.map((k) => `  ${k}`)] : []),
-    ];
-    if (plan.writeConfig) lines.splice(5, 0, '', c.bold('then, once every control plane reads the key (key redacted):'), plan.writeConfig.redacted.trimEnd());
-    return lines.join('\n');
-  });
-}
-
-function printResult(ctx: Context, r: InitResult, journalId: string, kept: string[]): void {
-  const body = {
-    state: r.state,
-    journal: journalId,
-    mode: r.mode,
-    provider: r.provider,
-    keyName: r.keyName,
-    config: r.config,
-    configSha256: r.configSha256,
-    manifestBackup: r.manifestBackup,
-    evidence: r.evidence,
-    proof: r.proof,
-    kubeadmConfig: r.kubeadmConfig,
-    rewrite: r.rewrite,
-    verified: r.verified,
-    multiNode: r.multiNode,
-    kept,
-  };
-  ctx.out.result(body, (c) => {
-    if (r.state === 'waiting') {
-      return [
-        `${c.yellow('…')} this control plane is at stage "${r.multiNode.stage}" (config sha256 ${r.configSha256.slice(0, 12)}…)`,
-        ...r.multiNode.nodes.map((n) => `  ${n.node}: ${n.reports}`),
-        ...(r.proof?.weaker ? [`  proof: ${r.proof.detail} [weaker: metrics only]`] : []),
-        `next: ${r.multiNode.next}`,
-      ].join('\n');
-    }
-    const lines = [`${c.green('✓')} ${doneHeadline(r)}`];
-    if (r.evidence) lines.push(`  apiserver: ${r.evidence.evidence} (${r.evidence.detail})`);
-    if (r.proof) lines.push(`  proof: ${r.proof.detail}${r.proof.weaker ? ' [weaker: metrics only]' : ''}`);
-    if (r.kubeadmConfig) lines.push(`  kubeadm-config: ${r.kubeadmConfig.status}${r.kubeadmConfig.reason ? ` (${r.kubeadmConfig.reason})` : ''}`);
-    if (r.rewrite) lines.push(`  rewrite: ${r.rewrite.rewritten} rewritten, ${r.rewrite.unchanged} unchanged, ${r.rewrite.deleted} deleted meanwhile, ${r.rewrite.failed} failed`);
-    if (r.verified) lines.push(`  verified: ${r.verified}`);
-    if (r.manifestBackup) lines.push(`  manifest backup: ${r.manifestBackup}`);
-    if (r.multiNode.next) lines.push(`  next: ${r.multiNode.next}`);
-    for (const k of kept) lines.push(`  kept: ${k}`);
-    if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
-    return lines.join('\n');
-  });
-}
-
-/**
- * What a re-run continues: a planned pause (this control plane waited at a stage gate for the
- * others), a stage that was rolled back, or a run that was interrupted.
- */
-export function resumeNotice(id: string, status: string, message: string | undefined): string {
-  if (status === 'waiting' && message?.endsWith(':gate')) {
-    const stage = message.slice(0, -':gate'.length);
-    return `${id} paused after stage "${stage}" to wait for the other control planes: checking whether they all run it`;
-  }
-  if (status === 'waiting' && message) return `continuing ${id} (${message}): retrying`;
-  return `continuing the interrupted ${id} (${status}) where it stopped`;
-}
-
-/** The first line of a finished init: at the add-reader stage nothing is encrypted yet. */
-export function doneHeadline(r: Pick<InitResult, 'mode' | 'provider' | 'keyName' | 'config' | 'multiNode'>): string {
-  if (r.mode === 'from-config' && r.multiNode.stage === 'add-reader') {
-    return `stage "add-reader": this apiserver can read ${r.provider} key ${r.keyName} (config ${r.config}); new writes are still plaintext until stage "promote"`;
-  }
-  return `encryption at rest is on${r.mode === 'from-config' ? ` at stage "${r.multiNode.stage}"` : ''}: ${r.provider}, key ${r.keyName}, config ${r.config}`;
 }

@@ -2,14 +2,14 @@ import { parseEncryptionConfig } from '../config/parse';
 import { buildProviderElement } from '../config/render';
 import { isLocalProvider, type Provider } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
-import { CONFIG_FLAG, RELOAD_FLAG, planManifestPatch, unifiedDiff, type ExtraMount, type ManifestPlan } from '../manifest/patch';
+import { CONFIG_FLAG, planManifestPatch, unifiedDiff, type ManifestPlan } from '../manifest/patch';
 import { readApiserverFlags } from '../manifest/manifest';
 import { planKubeadmConfigPatch } from '../manifest/kubeadm-config';
+import { kubeadmOptions, kmsSocketDirs, planInstallChange, type ManifestChange } from '../transition/manifest-change';
 import {
   checkStageConfig,
   describeConfigText,
   identityConfigText,
-  kubeadmOptions,
   planTransition,
   type StageConfig,
   type StageName,
@@ -17,7 +17,7 @@ import {
 } from '../transition/plan';
 import { parseFeatureGates } from '../config/validate';
 import { CliError, ExitCode } from '../ui/errors';
-import { planRestartAnnotation, type RestartPlan } from './restart';
+import type { RestartPlan } from '../manifest/restart';
 
 /**
  * `init` as data. Given what was read (manifest text, the config file already there, the
@@ -109,9 +109,13 @@ export interface InitPlan {
   writeConfig?: InitStageConfig;
   /** A different file is already at configPath and gets replaced (backed up first). */
   replacesConfig: boolean;
-  manifest: ManifestPlan;
+  /** The flag and mounts this run adds (no change when the flag is already there). */
+  manifest: Pick<ManifestPlan, 'changed' | 'newText' | 'diff' | 'actions' | 'notes'>;
   /** The annotation that restarts the pod when only the config changes (flag already there). */
   restart?: RestartPlan;
+  /** The exact manifest change of the first install (what the executor writes while the
+   * manifest still hashes as planned); the later stages carry theirs in `transition`. */
+  install: ManifestChange;
   kubeadmConfig: boolean;
   /** The kubeadm-config change as planned from what was read (the executor re-reads and re-plans). */
   kubeadmChange?: KubeadmConfigChange;
@@ -125,6 +129,8 @@ export interface InitPlan {
   /** What stays in the config and why (identity as the last reader). */
   kept: string[];
   warnings: string[];
+  /** Said once in the plan and the summary (aescbc, the default, is the weakest provider). */
+  notes: string[];
 }
 
 const refused = (message: string, hint: string) => new CliError(message, { exitCode: ExitCode.Refused, hint });
@@ -197,7 +203,7 @@ export function planInit(input: InitInput): InitPlan {
     config = { stage, ...describeConfigText(input.configText!, given!) };
     steps = [{ name: stage, title: `install the --from-config file as ${o.configPath} (stage ${stage}): flag and mount if missing, wait, prove, record in kube-system/kubeadm-config, record the stage` }];
   } else {
-    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion, featureGates });
+    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion, featureGates, manifest: { text: input.manifestText, path: o.manifestPath } });
     const installs = transition.stages.filter((st) => st.config);
     config = { stage: installs[0]!.name, ...installs[0]!.config! };
     if (installs[1]) writeConfig = { stage: installs[1].name, ...installs[1].config! };
@@ -217,24 +223,21 @@ export function planInit(input: InitInput): InitPlan {
     );
   }
 
-  // The manifest: the flag plus a read-only mount of the config dir (and the KMS socket dir).
-  const extraMounts: ExtraMount[] = [];
-  if (element.kms) {
-    const sock = element.kms.endpoint.replace(/^unix:\/\//, '');
-    extraMounts.push({ dir: sock.slice(0, sock.lastIndexOf('/')) || '/', type: 'Directory' });
-  }
-  const manifest = planManifestPatch(input.manifestText, o.manifestPath, { configPath: o.configPath, extraMounts });
-  // With the flag already in place, only an annotation change makes the kubelet load a new file.
-  const restart =
-    currentFlag !== undefined && flags.get(RELOAD_FLAG) !== 'true' && (mode === 'from-config' || replacesConfig)
-      ? planRestartAnnotation(manifest.newText, o.manifestPath, config.sha256)
-      : undefined;
+  // The manifest: the flag plus a read-only mount of the config dir (and the KMS socket dir), or,
+  // with the flag already in place, the annotation that makes the kubelet load the new file.
+  const extraMounts = kmsSocketDirs(given ?? { apiVersion: 'apiserver.config.k8s.io/v1', kind: 'EncryptionConfiguration', resources: [{ resources: o.resources, providers: [element] }] }).map((dir) => ({ dir, type: 'Directory' as const }));
+  const manifestPatch = planManifestPatch(input.manifestText, o.manifestPath, { configPath: o.configPath, extraMounts });
+  const install = transition?.stages.find((st) => st.manifest)?.manifest ?? planInstallChange(input.manifestText, { manifestPath: o.manifestPath, configPath: o.configPath, config });
+  const manifest = install.turnsOn
+    ? { changed: install.changed, newText: install.newText, diff: install.diff, actions: install.actions, notes: install.notes }
+    : { changed: false, newText: input.manifestText, diff: '', actions: [], notes: manifestPatch.notes };
+  const restart = !install.turnsOn && install.mode === 'restart' && (mode === 'from-config' || replacesConfig) ? { changed: install.changed, newText: install.newText, diff: install.diff } : undefined;
 
   let kubeadmChange: KubeadmConfigChange | undefined;
   if (!o.kubeadmConfig) kubeadmChange = { status: 'skipped', reason: '--no-kubeadm-config' };
   else if (input.clusterConfiguration === null) kubeadmChange = { status: 'skipped', reason: 'no kube-system/kubeadm-config (not a kubeadm cluster?)' };
   else if (input.clusterConfiguration !== undefined) {
-    const k = planKubeadmConfigPatch(input.clusterConfiguration, kubeadmOptions(o.configPath, manifest));
+    const k = planKubeadmConfigPatch(input.clusterConfiguration, install.kubeadm ?? kubeadmOptions(o.configPath, manifestPatch));
     kubeadmChange = {
       status: k.changed ? 'update' : 'unchanged',
       apiVersion: k.apiVersion,
@@ -262,6 +265,7 @@ export function planInit(input: InitInput): InitPlan {
     replacesConfig,
     manifest,
     ...(restart ? { restart } : {}),
+    install,
     kubeadmConfig: o.kubeadmConfig,
     ...(kubeadmChange ? { kubeadmChange } : {}),
     ...(element.kms
@@ -274,6 +278,7 @@ export function planInit(input: InitInput): InitPlan {
     steps,
     kept,
     warnings,
+    notes: transition?.notes ?? [],
   };
 }
 
@@ -295,5 +300,6 @@ export function printablePlan(p: InitPlan): Record<string, unknown> {
     steps: p.steps,
     kept: p.kept,
     warnings: p.warnings,
+    ...(p.notes.length ? { notes: p.notes } : {}),
   };
 }

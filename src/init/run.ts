@@ -1,6 +1,9 @@
 import { convergence, stagesOfAll } from '../cluster/nodes';
 import type { Journal, JsonObject } from '../state/journal';
-import { installConfig, runTransition, type StepJournal, type TransitionDeps } from '../transition/run';
+import type { TransitionDeps } from '../transition/engine';
+import { runTransition } from '../transition/executor';
+import { installConfig } from '../transition/install';
+import { outputOf } from '../transition/steps';
 import type { InitMode, InitPlan } from './plan';
 
 /**
@@ -58,10 +61,8 @@ export interface InitResult {
   };
 }
 
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-
 export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Journal<InitJournalInputs>): Promise<InitResult> {
-  const j = journal as unknown as StepJournal;
+  const j = journal;
   let state: InitResult['state'] = 'done';
   let stage: string | null;
   let sha: string;
@@ -70,7 +71,7 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
   if (plan.mode === 'from-config') {
     stage = plan.config.stage;
     sha = plan.config.sha256;
-    await installConfig(deps, j, { stage, config: plan.config, enable: true });
+    await installConfig(deps, j, { stage, config: plan.config, manifest: plan.install, enable: true });
     const all = await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, journal.inputs.controlPlanes);
     nodes = convergence(all, { stage, sha256: sha }).lagging;
     next =
@@ -89,11 +90,11 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
 
   // What the installs did, from the journal (this run's or an interrupted one's).
   const installs = plan.transition ? plan.transition.stages.filter((s) => s.config).map((s) => s.name) : [plan.config.stage];
-  const last = [...installs].reverse().find((s) => journal.output(`${s}:wait`));
-  const waited = last ? journal.output(`${last}:wait`) : undefined;
-  const proved = last ? journal.output(`${last}:prove`) : undefined;
-  const kubeadm = journal.output(`${installs[0]}:kubeadm-config`);
-  const rewrite = journal.output('rewrite:run');
+  const last = [...installs].reverse().find((s) => journal.done(`${s}:wait`));
+  const waited = last ? outputOf(journal, 'wait', `${last}:wait`) : undefined;
+  const proved = last ? outputOf(journal, 'prove', `${last}:prove`) : undefined;
+  const kubeadm = outputOf(journal, 'kubeadmConfig', `${installs[0]}:kubeadm-config`);
+  const rewrite = outputOf(journal, 'rewrite', 'rewrite:run');
   return {
     state,
     mode: plan.mode,
@@ -101,12 +102,12 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
     keyName: plan.keyName,
     config: plan.configPath,
     configSha256: sha,
-    manifestBackup: str(journal.output(`${installs[0]}:apply`)?.backup) ?? null,
-    evidence: waited ? { evidence: String(waited.evidence), detail: String(waited.detail) } : null,
-    proof: proved ? { method: String(proved.method), weaker: proved.weaker === true, observed: String(proved.observed), detail: String(proved.detail) } : null,
-    kubeadmConfig: kubeadm ? (kubeadm as InitResult['kubeadmConfig']) : null,
-    rewrite: rewrite ? (rewrite as unknown as InitResult['rewrite']) : null,
-    verified: str(journal.output('rewrite:verify')?.detail) ?? null,
+    manifestBackup: outputOf(journal, 'apply', `${installs[0]}:apply`)?.backup ?? null,
+    evidence: waited ?? null,
+    proof: proved ?? null,
+    kubeadmConfig: kubeadm ?? null,
+    rewrite: rewrite ?? null,
+    verified: outputOf(journal, 'verify', 'rewrite:verify')?.detail ?? null,
     multiNode: { controlPlanes: plan.controlPlanes, stage, nodes, next },
   };
 }

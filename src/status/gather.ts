@@ -15,7 +15,7 @@ import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { KmsHealthOptions, KmsHealthReport } from '../kms/health';
 import { CONFIG_INFO_METRIC, PROCESS_START_METRIC, RELOAD_TIMESTAMP_METRIC, parseMetrics } from '../cluster/wait';
-import { CONFIG_HASH_ANNOTATION } from '../init/restart';
+import { CONFIG_HASH_ANNOTATION } from '../manifest/restart';
 import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags, scanFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, RELOAD_FLAG } from '../manifest/patch';
 import { CliError } from '../ui/errors';

@@ -5,8 +5,8 @@ import { LOCAL_PROVIDERS } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, validateEncryptionConfig, warningsOf, type FeatureGates } from '../config/validate';
 import { transformerLabel, transformersForResource } from '../etcd/codec';
-import type { KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
-import { unifiedDiff, type ManifestPlan } from '../manifest/patch';
+import { unifiedDiff } from '../manifest/patch';
+import { planInstallChange, planUnpatchChange, type ManifestChange } from './manifest-change';
 import { CliError, ExitCode } from '../ui/errors';
 import { redactConfigText } from '../ui/redact';
 
@@ -55,6 +55,9 @@ export interface PlannedStage {
   unpatch?: boolean;
   /** enable's first stage: the flag and the mount come in with it (and go into kubeadm-config). */
   patch?: boolean;
+  /** The exact manifest change of this stage, planned from the manifest as the stage before
+   * leaves it (undefined when the plan was made without the manifest, or for the rewrite). */
+  manifest?: ManifestChange;
 }
 
 export interface TransitionPlan {
@@ -72,7 +75,13 @@ export interface TransitionPlan {
   /** What prune keeps and why, one line each. */
   kept: string[];
   warnings: string[];
+  /** Said once in the plan and the summary (e.g. that aescbc, the default, is the weakest). */
+  notes: string[];
 }
+
+/** aescbc is the default (kubeadm's docs show it), but upstream recommends against it. */
+export const AESCBC_NOTE =
+  'aescbc is the default provider, and the weakest of them (CBC, open to padding-oracle attacks); secretbox, aesgcm (rotated often) and KMS v2 are stronger: pass --provider';
 
 export interface TransitionInput {
   kind: TransitionKind;
@@ -85,6 +94,8 @@ export interface TransitionInput {
   kubeVersion: string;
   /** The apiserver's --feature-gates (KMSv1/KMSv2 change what it accepts). */
   featureGates?: FeatureGates;
+  /** The manifest as read: each stage then carries its exact manifest change. */
+  manifest?: { text: string; path: string };
 }
 
 const refused = (message: string, hint?: string) => new CliError(message, { exitCode: ExitCode.Refused, hint });
@@ -175,6 +186,35 @@ export function identityConfigText(resources: readonly string[]): string {
 }
 
 export function planTransition(input: TransitionInput): TransitionPlan {
+  const stages = planStages(input);
+  const plan = { ...stages, notes: stages.kind !== 'disable' && stages.target.provider === 'aescbc' ? [AESCBC_NOTE] : [] };
+  return input.manifest ? withManifestChanges(plan, input.manifest) : plan;
+}
+
+/**
+ * Each stage's manifest change, planned from the manifest as the stage before leaves it: the
+ * first install turns the flag on (or annotates), later ones annotate (or reload), disable's
+ * prune unpatches. Pure.
+ */
+function withManifestChanges(plan: TransitionPlan, m: { text: string; path: string }): TransitionPlan {
+  let text = m.text;
+  let cfg = parseEncryptionConfig(plan.base.text, plan.configPath);
+  const stages = plan.stages.map((st): PlannedStage => {
+    if (st.unpatch) {
+      const change = planUnpatchChange(text, m.path, plan.configPath, cfg);
+      text = change.newText;
+      return { ...st, manifest: change };
+    }
+    if (!st.config) return st;
+    const change = planInstallChange(text, { manifestPath: m.path, configPath: plan.configPath, config: st.config });
+    text = change.newText;
+    cfg = parseEncryptionConfig(st.config.text, plan.configPath);
+    return { ...st, manifest: change };
+  });
+  return { ...plan, stages };
+}
+
+function planStages(input: TransitionInput): Omit<TransitionPlan, 'notes'> {
   const base = parseEncryptionConfig(input.baseText, input.configPath);
   const baseStage = describeConfigText(input.baseText, base);
   const all = resourcesOf(base);
@@ -265,20 +305,6 @@ export function planTransition(input: TransitionInput): TransitionPlan {
   return { kind: 'disable', controlPlanes: input.controlPlanes, configPath: input.configPath, resources, wildcards, base: baseStage, target: { provider: 'identity', name: 'identity', label: 'plaintext' }, stages, kept, warnings };
 }
 
-/**
- * What kubeadm-config must record for a manifest patch: the flag as the apiserver sees it, the
- * config dir's volume (unless it lies under kubeadm's own mounts) and any KMS socket dir added. Pure.
- */
-export function kubeadmOptions(configPath: string, patch: ManifestPlan): KubeadmConfigPatchOptions {
-  const configDir = configPath.slice(0, configPath.lastIndexOf('/')) || '/';
-  const extra = patch.mounts.filter((m) => !m.existing && m.volumeName !== patch.volumeName && m.hostPath !== configDir);
-  return {
-    configPath: patch.configPathInPod ?? configPath,
-    ...(patch.volumeName ? { mountDir: configDir, volumeName: patch.volumeName } : {}),
-    ...(extra.length ? { extraVolumes: extra.map((m) => ({ name: m.volumeName, dir: m.hostPath, pathType: 'Directory' as const, readOnly: m.readOnly })) } : {}),
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Steps and resumption: the journal's step names, in order.
 
@@ -340,8 +366,15 @@ export function printableTransition(plan: TransitionPlan): Record<string, unknow
       removes: s.removes,
       ...(s.unpatch ? { unpatch: true } : {}),
       ...(s.patch ? { patch: true } : {}),
+      ...(s.manifest ? { manifest: printableManifestChange(s.manifest) } : {}),
     })),
     kept: plan.kept,
     warnings: plan.warnings,
+    notes: plan.notes,
   };
+}
+
+/** A manifest change as --dry-run and --json show it (the manifest holds no key). */
+export function printableManifestChange(c: ManifestChange): Record<string, unknown> {
+  return { mode: c.mode, changed: c.changed, inputSha256: c.inputSha256, outputSha256: c.outputSha256, actions: c.actions, diff: c.diff, ...(c.turnsOn ? { turnsOn: true } : {}), ...(c.turnsOff ? { turnsOff: true } : {}) };
 }

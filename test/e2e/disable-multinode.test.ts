@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed } from '../bed/index';
 import { jsonOf, runCli } from '../helpers/cli';
-import { CONFIG_REL, copyConfigFrom0, initTwoNodes, okJson, startReader } from './rotate-helpers';
+import { CONFIG_REL, copyConfigFrom0, followFromStdin, initTwoNodes, okJson, startReader } from './rotate-helpers';
 
 let bed: Bed;
 let copies: string;
@@ -54,7 +54,7 @@ describe('disable on two control planes', () => {
       expect(jsonOf(unasked).error.message).toMatch(/^confirmation needed: install .* on cp-1 \(disable, stage promote\)/);
       expect(await readFile(join(bed.nodes[1]!.root, CONFIG_REL), 'utf8')).toBe(cfg1);
 
-      okJson(await cli(1, 'disable', '--from-config', await copyConfigFrom0(bed, copies, 'identity-first.yaml')));
+      expect(await followFromStdin(bed, 1, 'disable')).toMatchObject({ state: 'done', stage: 'promote' });
 
       // Rewrite to plaintext and verify, then node 0 drops encryption and waits for node 1.
       j = okJson(await cli(0, 'disable'));

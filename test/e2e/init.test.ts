@@ -232,6 +232,7 @@ describe('bad input: one clear line, exit 2, nothing changed on disk', () => {
     { name: 'unknown provider', args: () => ['--provider', 'rot13'], msg: /unknown provider "rot13"/ },
     { name: 'kms without its endpoint', args: () => ['--provider', 'kms', '--kms-name', 'k'], msg: /needs --kms-name and --kms-endpoint/ },
     { name: '--from-config with a key option', args: (r) => ['--from-config', join(r, 'bad.yaml'), '--key-file', join(r, 'short.key')], msg: /--from-config installs the given file as is/ },
+    { name: '--from-config - with nothing on stdin', args: () => ['--from-config', '-'], msg: /--from-config -: standard input is empty/ },
     { name: 'a timeout that is not a duration', args: () => ['--timeout', 'soon'], msg: /--timeout "soon" is not a positive duration/ },
     { name: 'no kubeconfig', args: () => [], msg: /kubeconfig/ },
   ];

@@ -1,6 +1,6 @@
 // Shared by the rotate-key and disable e2e tests: two control planes, kill -9 at stage boundaries.
 import { createHash } from 'node:crypto';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect } from 'vitest';
@@ -21,13 +21,27 @@ export async function copyConfigFrom0(bed: Bed, dir: string, name: string): Prom
   return p;
 }
 
+/**
+ * A further control plane installs node 0's config read from standard input (`--from-config -`,
+ * as fleet mode pipes it over SSH); the file it installs must be byte for byte node 0's, 0600.
+ */
+export async function followFromStdin(bed: Bed, node: number, command: string, ...extra: string[]) {
+  const text = await readFile(join(bed.nodes[0]!.root, CONFIG_REL), 'utf8');
+  const r = await runCli([...bed.nodes[node]!.cliArgs, '--yes', '--json', command, '--from-config', '-', ...extra], { input: text });
+  const j = okJson(r);
+  const installed = join(bed.nodes[node]!.root, CONFIG_REL);
+  expect(await readFile(installed, 'utf8')).toBe(text);
+  expect((await stat(installed)).mode & 0o777).toBe(0o600);
+  return j;
+}
+
 /** Encryption on both nodes the staged init way: reader on both, key on both, then the rewrite. */
 export async function initTwoNodes(bed: Bed, dir: string): Promise<void> {
   const cli = (node: number, ...args: string[]) => runCli([...bed.nodes[node]!.cliArgs, '--yes', '--json', ...args]);
   expect(okJson(await cli(0, 'init')).state).toBe('waiting');
   okJson(await cli(1, 'init', '--from-config', await copyConfigFrom0(bed, dir, 'init-reader.yaml')));
   expect(okJson(await cli(0, 'init')).state).toBe('waiting');
-  okJson(await cli(1, 'init', '--from-config', await copyConfigFrom0(bed, dir, 'init-write.yaml')));
+  await followFromStdin(bed, 1, 'init');
   expect(okJson(await cli(0, 'init')).state).toBe('done');
 }
 

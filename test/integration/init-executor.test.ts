@@ -14,7 +14,7 @@ import { sha256Hex } from '../../src/config/parse';
 import { etcdConnectionFromFlags, openEtcd } from '../../src/etcd/client';
 import { planInit, type InitPlan } from '../../src/init/plan';
 import { runInit, type InitJournalInputs } from '../../src/init/run';
-import type { TransitionDeps } from '../../src/transition/run';
+import type { TransitionDeps } from '../../src/transition/engine';
 import { readApiserverFlags } from '../../src/manifest/manifest';
 import { Journal } from '../../src/state/journal';
 import { CliError, ExitCode } from '../../src/ui/errors';

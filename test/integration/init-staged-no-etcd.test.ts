@@ -12,7 +12,7 @@ import { planInit } from '../../src/init/plan';
 import { runInit, type InitJournalInputs } from '../../src/init/run';
 import { readApiserverFlags } from '../../src/manifest/manifest';
 import { Journal } from '../../src/state/journal';
-import type { TransitionDeps } from '../../src/transition/run';
+import type { TransitionDeps } from '../../src/transition/engine';
 import { startBed, type Bed, type BedNode } from '../bed/index';
 
 let bed: Bed;

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { backupConfig, listBackups, pruneBackups } from '../../src/transition/run';
+import { backupConfig, listBackups, pruneBackups } from '../../src/state/backups';
 
 let dir: string;
 beforeEach(async () => {

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiClient } from '../../src/cluster/api';
 import { localApiserverClient, waitForApiserver, WaitTimeoutError } from '../../src/cluster/wait';
-import { planRestartAnnotation } from '../../src/init/restart';
+import { planRestartAnnotation } from '../../src/manifest/restart';
 import { writeFileAtomic } from '../../src/state/atomic';
 import { startBed, type Bed } from '../bed/index';
 import { jsonOf, runCli } from '../helpers/cli';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { doneHeadline, resumeNotice } from '../../src/init/command';
+import { doneHeadline, resumeNotice } from '../../src/init/print';
 
 describe('resumeNotice: what a re-run of init says it continues', () => {
   it.each([

@@ -4,7 +4,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { enableStageOf, planInit, printablePlan, type InitInput } from '../../src/init/plan';
 import { parseEncryptionConfig } from '../../src/config/parse';
-import { planRestartAnnotation, CONFIG_HASH_ANNOTATION } from '../../src/init/restart';
+import { planRestartAnnotation, CONFIG_HASH_ANNOTATION } from '../../src/manifest/restart';
 import { CliError, ExitCode } from '../../src/ui/errors';
 
 const fixture = (name: string) => readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8');
@@ -185,6 +185,20 @@ describe('planRestartAnnotation', () => {
     expect(parse(b.newText).metadata.annotations[CONFIG_HASH_ANNOTATION]).toBe('b'.repeat(64));
     expect(b.diff.split('\n').filter((l) => /^[-+] /.test(l))).toHaveLength(2);
     expect(planRestartAnnotation(b.newText, MANIFEST, 'b'.repeat(64)).changed).toBe(false);
+  });
+
+  it('a manifest whose metadata is not in block style is one usage error naming the file, not an internal error', () => {
+    const text = fixture('kubeadm-1.32.yaml').replace(/^metadata:\n(?:  .*\n)+/m, 'metadata: {name: kube-apiserver, namespace: kube-system}\n');
+    expect(text).toMatch(/^metadata: \{/m);
+    let err: unknown;
+    try {
+      planRestartAnnotation(text, MANIFEST, 'd'.repeat(64));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(ExitCode.Usage);
+    expect((err as CliError).message).toContain(`${MANIFEST} has no block-style top-level "metadata:" mapping`);
   });
 
   it('works on JSON manifests', () => {

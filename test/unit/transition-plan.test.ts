@@ -15,7 +15,8 @@ import {
   unreadableLabels,
   type TransitionInput,
 } from '../../src/transition/plan';
-import { assertNothingUnder, plaintextByMetrics, toStorageCounts } from '../../src/transition/run';
+import { assertNothingUnder } from '../../src/transition/etcd-check';
+import { plaintextByMetrics, toStorageCounts } from '../../src/cluster/proof';
 import { parseMetrics } from '../../src/cluster/wait';
 
 const K1 = Buffer.alloc(32, 1).toString('base64');

@@ -1,5 +1,6 @@
-import { parseManifest } from '../manifest/manifest';
-import { unifiedDiff } from '../manifest/patch';
+import { CliError, ExitCode } from '../ui/errors';
+import { parseManifest } from './manifest';
+import { unifiedDiff } from './patch';
 
 /**
  * The kubelet restarts a static pod only when its manifest changes; a new config behind an
@@ -26,7 +27,7 @@ export function planRestartAnnotation(text: string, path: string, sha256: string
     const indent = /\n([ \t]+)"/.exec(text)?.[1] ?? '  ';
     newText = JSON.stringify(pod, null, indent) + (text.endsWith('\n') ? '\n' : '');
   } else {
-    newText = setYamlAnnotation(text, sha256);
+    newText = setYamlAnnotation(text, path, sha256);
   }
   // Re-parse: a splice that broke the document must never reach the kubelet.
   parseManifest(newText, path);
@@ -34,11 +35,16 @@ export function planRestartAnnotation(text: string, path: string, sha256: string
 }
 
 /** Line splice in block YAML: replace our annotation, or add it (and `annotations:`) under metadata. */
-function setYamlAnnotation(text: string, sha: string): string {
+function setYamlAnnotation(text: string, path: string, sha: string): string {
   const eol = text.includes('\r\n') ? '\r\n' : '\n';
   const lines = text.split(/\r?\n/);
   const meta = lines.findIndex((l) => /^metadata:\s*(#.*)?$/.test(l));
-  if (meta === -1) throw new Error('the manifest has no block-style top-level metadata: mapping');
+  if (meta === -1) {
+    throw new CliError(`${path} has no block-style top-level "metadata:" mapping, where the restart annotation goes`, {
+      exitCode: ExitCode.Usage,
+      hint: 'write metadata in block style (metadata: on its own line, its keys indented below), as kubeadm does',
+    });
+  }
   const end = (() => {
     for (let i = meta + 1; i < lines.length; i++) if (/^\S/.test(lines[i]!) && !lines[i]!.startsWith('#')) return i;
     return lines.length;

@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import type { JsonObject } from '../state/journal';
+import { CliError, ExitCode } from '../ui/errors';
+import type { StepJournal } from './engine';
+
+/**
+ * What each journaled step records, as a schema: a step's output is checked when it is written
+ * and when a resumed run reads it back, so the executor works with typed values (never casts),
+ * and a journal edited by hand or left by another version is one clear error. No key material:
+ * paths, hashes, times, counts and evidence lines only.
+ */
+
+const nullableString = z.string().nullable();
+
+const kubeadmVolume = z.object({ name: z.string(), dir: z.string(), pathType: z.enum(['Directory', 'DirectoryOrCreate']), readOnly: z.boolean().optional() });
+export const KubeadmOptionsSchema = z.object({
+  configPath: z.string(),
+  mountDir: z.string().optional(),
+  volumeName: z.string().optional(),
+  extraVolumes: z.array(kubeadmVolume).optional(),
+  reloadFlag: z.boolean().optional(),
+  remove: z.boolean().optional(),
+});
+
+export const Step = {
+  /** Before the config write: the file it replaces (sha256, backup) and whether the flag was there. */
+  begin: z.object({ from: nullableString, backup: nullableString, flag: z.boolean(), at: z.string() }),
+  write: z.object({ at: z.string(), changed: z.boolean() }),
+  /** The manifest change as applied: when, how the restart is detected, its backup. */
+  apply: z.object({
+    mode: z.enum(['restart', 'reload']),
+    since: z.string(),
+    mirrorHashBefore: nullableString,
+    backup: nullableString,
+    manifestSha256: z.string().optional(),
+    kubeadm: KubeadmOptionsSchema.optional(),
+  }),
+  wait: z.object({ evidence: z.string(), detail: z.string() }),
+  prove: z.object({ method: z.string(), weaker: z.boolean(), observed: z.string(), detail: z.string() }),
+  kubeadmConfig: z.object({ status: z.string(), reason: z.string().optional(), apiVersion: z.string().optional() }),
+  record: z.object({ where: z.string() }),
+  check: z.object({ unreadable: z.array(z.object({ resource: z.string(), label: z.string(), count: z.number() })), forced: z.boolean().optional() }),
+  gate: z.object({ forced: z.boolean() }),
+  rewrite: z.object({ rewritten: z.number(), unchanged: z.number(), deleted: z.number(), failed: z.number() }),
+  verify: z.object({ detail: z.string(), weaker: z.boolean().optional() }),
+  unpatch: z.object({ since: z.string(), mirrorHashBefore: nullableString, configPathInPod: z.string(), volumeName: nullableString, changed: z.boolean(), backup: nullableString }),
+  removeConfig: z.object({ backup: nullableString }),
+} as const;
+
+export type StepOutput<K extends keyof typeof Step> = z.infer<(typeof Step)[K]>;
+
+/** A step's recorded output, checked; undefined when the step has not run. */
+export function outputOf<K extends keyof typeof Step>(j: Pick<StepJournal, 'output'>, kind: K, name: string): StepOutput<K> | undefined {
+  const raw = j.output(name);
+  if (raw === undefined) return undefined;
+  const r = Step[kind].safeParse(raw);
+  if (!r.success) {
+    throw new CliError(`the journal's step ${name} does not hold what this version records (${r.error.issues[0]?.path.join('.') || 'output'}: ${r.error.issues[0]?.message})`, {
+      exitCode: ExitCode.Refused,
+      hint: 'finish it with the version that started it, or move the journal away to start over',
+    });
+  }
+  return r.data as StepOutput<K>;
+}
+
+/** Runs a step once: a step the journal has is not run again, its output is read back instead. */
+export async function once<K extends keyof typeof Step>(j: StepJournal, kind: K, name: string, fn: () => Promise<StepOutput<K>>): Promise<StepOutput<K>> {
+  const done = j.done(name) ? outputOf(j, kind, name) : undefined;
+  if (done !== undefined) return done;
+  const out = Step[kind].parse(await fn());
+  await j.complete(name, toJson(out));
+  return out as StepOutput<K>;
+}
+
+/** A checked step output is plain JSON data (strings, numbers, booleans, null, arrays, objects). */
+function toJson(v: object): JsonObject {
+  const out: JsonObject = {};
+  for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = x;
+  return out;
+}

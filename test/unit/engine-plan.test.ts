@@ -1,0 +1,107 @@
+// The plan is what runs: each stage carries its exact manifest change, tied to the sha256 of the
+// manifest text it was planned from; the executor's check takes the plan, recognises a change
+// already written, and plans again from a manifest that changed since.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { sha256Hex } from '../../src/config/parse';
+import { buildEncryptionConfig, renderEncryptionConfig } from '../../src/config/render';
+import { CONFIG_HASH_ANNOTATION } from '../../src/manifest/restart';
+import { checkPlanned, planInstallChange } from '../../src/transition/manifest-change';
+import { planTransition } from '../../src/transition/plan';
+import { provePlaintext, type ProofDeps } from '../../src/cluster/proof';
+import { ApiError } from '../../src/cluster/errors';
+import { CliError, ExitCode } from '../../src/ui/errors';
+
+const MANIFEST = '/etc/kubernetes/manifests/kube-apiserver.yaml';
+const CONFIG = '/etc/kubernetes/encryption/config.yaml';
+const fixture = (name: string) => readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8');
+const K1 = Buffer.alloc(32, 1).toString('base64');
+const K2 = Buffer.alloc(32, 2).toString('base64');
+const baseText = renderEncryptionConfig(buildEncryptionConfig({ provider: 'aescbc', keyName: 'k1', key: K1, resources: ['secrets'] }));
+// A manifest that already runs the config (what rotate-key starts from).
+const encrypted = planInstallChange(fixture('kubeadm-1.32.yaml'), { manifestPath: MANIFEST, configPath: CONFIG, config: { text: baseText, redacted: '', sha256: sha256Hex(baseText), writeLabel: 'aescbc:k1' } }).newText;
+
+const rotate = (controlPlanes: number) =>
+  planTransition({
+    kind: 'rotate', baseText, configPath: CONFIG, element: { aescbc: { keys: [{ name: 'k2', secret: K2 }] } },
+    controlPlanes, kubeVersion: '1.32.6', manifest: { text: encrypted, path: MANIFEST },
+  });
+
+describe('stage plans carry their manifest change', () => {
+  it('each install stage annotates the pod with its own config sha256, planned from the text the stage before leaves', () => {
+    const plan = rotate(2);
+    let text = encrypted;
+    for (const st of plan.stages) {
+      if (!st.config) {
+        expect(st.manifest).toBeUndefined();
+        continue;
+      }
+      const m = st.manifest!;
+      expect(m.inputSha256).toBe(sha256Hex(text));
+      expect(m.outputSha256).toBe(sha256Hex(m.newText));
+      expect(m.mode).toBe('restart');
+      expect(m.changed).toBe(true);
+      expect(m.turnsOn).toBe(false);
+      expect(m.newText).toContain(`${CONFIG_HASH_ANNOTATION}: "${st.config.sha256}"`);
+      text = m.newText;
+    }
+    expect(plan.stages.filter((s) => s.manifest).map((s) => s.name)).toEqual(['add-reader', 'promote', 'prune']);
+  });
+
+  it('disable plans the unpatch of its prune stage: the flag goes', () => {
+    const plan = planTransition({ kind: 'disable', baseText, configPath: CONFIG, controlPlanes: 1, kubeVersion: '1.32.6', manifest: { text: encrypted, path: MANIFEST } });
+    const prune = plan.stages.find((s) => s.name === 'prune')!;
+    expect(prune.manifest?.turnsOff).toBe(true);
+    expect(prune.manifest?.newText).not.toContain('--encryption-provider-config');
+    expect(prune.manifest?.kubeadm?.remove).toBe(true);
+  });
+});
+
+describe('checkPlanned: the executor applies a change only while its input hashes as planned', () => {
+  const planned = rotate(1).stages.find((s) => s.manifest)!.manifest!;
+  const replan = (t: string) => ({ ...planned, inputSha256: sha256Hex(t), newText: `${t}# replanned\n` });
+
+  it('the manifest as planned: the planned change, not re-planned', () => {
+    const r = checkPlanned(planned, encrypted, replan);
+    expect(r).toMatchObject({ replanned: false, alreadyApplied: false });
+    expect(r.change).toBe(planned);
+  });
+
+  it('the manifest already holds the change (written before kill -9): nothing to write', () => {
+    const r = checkPlanned(planned, planned.newText, replan);
+    expect(r).toMatchObject({ replanned: false, alreadyApplied: true });
+    expect(r.change.changed).toBe(false);
+  });
+
+  it('a manifest changed since the plan: planned again from the file as it is, and flagged', () => {
+    const edited = `${encrypted}# an operator's edit\n`;
+    const r = checkPlanned(planned, edited, replan);
+    expect(r.replanned).toBe(true);
+    expect(r.change.inputSha256).toBe(sha256Hex(edited));
+    expect(r.change.newText).toContain('# replanned');
+  });
+});
+
+describe('the plaintext proof', () => {
+  it('an API error creating the canary is a cluster error (exit 3) naming the canary, not an internal error', async () => {
+    const api: ProofDeps<object>['api'] = {
+      delete: async () => {
+        throw new Error('not there');
+      },
+      getText: async () => '',
+      post: async () => {
+        throw new ApiError({ status: 403, method: 'POST', path: '/api/v1/namespaces/kube-system/secrets', url: 'https://127.0.0.1:6443/api/v1/namespaces/kube-system/secrets', message: 'secrets is forbidden: User "x" cannot create resource "secrets"' });
+      },
+    };
+    let err: unknown;
+    try {
+      await provePlaintext({ api, openEtcd: async () => ({ get: async () => undefined, close() {} }) }, { etcd: {}, name: 'k8s-encrypt-canary-test' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
+    expect((err as CliError).message).toMatch(/cannot create the canary Secret kube-system\/k8s-encrypt-canary-test/);
+  });
+});
