@@ -8,6 +8,7 @@ import { Output, wantColor } from './ui/output';
 import { unsupportedNode, VERSION } from './version';
 import { silenceIpServernameWarning } from './ui/warnings';
 import { boundYoungGeneration } from './heap';
+import { CLI_NAME, invokedAs, KUBECTL_PLUGIN_NAME } from './runtime/assets';
 
 boundYoungGeneration();
 silenceIpServernameWarning();
@@ -67,8 +68,25 @@ function report(out: Output, err: unknown): number {
   return e.exitCode;
 }
 
+/** Options every node command takes, accepted before the subcommand too (like --root): commander
+ * parses them on the program wherever they stand, and they are handed to the subcommand here. */
+const NODE_OPTIONS = ['nodeName', 'manifest', 'config'] as const;
+
+function takeNodeOptions(program: Command, cmd: Command): void {
+  for (const key of NODE_OPTIONS) {
+    const value = program.getOptionValue(key) as string | undefined;
+    if (value === undefined) continue;
+    const flag = program.options.find((o) => o.attributeName() === key)!.long!;
+    if (!cmd.options.some((o) => o.attributeName() === key)) {
+      throw new CliError(`${cmd.name()} takes no ${flag}`, { hint: `see: k8s-encrypt ${cmd.name()} --help`, exitCode: ExitCode.Usage });
+    }
+    cmd.setOptionValueWithSource(key, value, 'cli');
+  }
+}
+
 export function buildProgram(): Command {
-  const program = new Command('k8s-encrypt')
+  // Run as the kubectl plugin (`kubectl encrypt ...`) it is the same program under kubectl's name.
+  const program = new Command(invokedAs() === KUBECTL_PLUGIN_NAME ? 'kubectl encrypt' : CLI_NAME)
     .description('Turn on, rotate, verify and undo Kubernetes encryption at rest on kubeadm control planes')
     .version(VERSION, '-V, --version')
     .option('--json', 'print the result (or the error) as JSON on stdout', false)
@@ -79,14 +97,23 @@ export function buildProgram(): Command {
     .option('--kubeconfig <path>', 'kubeconfig (default ROOT/etc/kubernetes/admin.conf)')
     .option('--state-dir <dir>', 'journals and checkpoints (default ROOT/var/lib/k8s-encrypt)')
     .option('--backup-dir <dir>', 'backups, never inside the manifests dir (default STATE_DIR/backups)')
+    .option('--node-name <name>', "this control plane's node name, for the commands that take it")
+    .option('--manifest <path>', 'kube-apiserver static pod manifest, for the commands that take it')
+    .option('--config <path>', 'the EncryptionConfiguration, for the commands that take it')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
   const wrap: Wrap = (fn) =>
     async (...commanderArgs: unknown[]) => {
       const cmd = commanderArgs[commanderArgs.length - 1] as Command;
+      const out = makeOutput(cmd.optsWithGlobals() as GlobalOptions);
+      try {
+        takeNodeOptions(program, cmd);
+      } catch (err) {
+        process.exitCode = report(out, err);
+        return;
+      }
       const all = cmd.optsWithGlobals() as GlobalOptions & Record<string, unknown>;
-      const out = makeOutput(all);
       const ctx: Context = {
         out,
         opts: all,
@@ -153,4 +180,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-await main(process.argv);
+void main(process.argv);

@@ -1,7 +1,23 @@
-// Replaced at build time from package.json; the fallback serves tests that import sources.
+// Replaced at build time from package.json and git; the fallbacks serve tests that import sources.
 declare const __K8S_ENCRYPT_VERSION__: string | undefined;
+declare const __K8S_ENCRYPT_COMMIT__: string | undefined;
 export const VERSION: string =
   typeof __K8S_ENCRYPT_VERSION__ === 'string' ? __K8S_ENCRYPT_VERSION__ : '0.0.0-dev';
+/** The git commit the build was made from (`-dirty` when tracked files differed), or `unknown`. */
+export const COMMIT: string = typeof __K8S_ENCRYPT_COMMIT__ === 'string' ? __K8S_ENCRYPT_COMMIT__ : 'unknown';
+
+export interface VersionInfo {
+  version: string;
+  commit: string;
+  /** The Node.js that runs the CLI: the embedded one in the single executable. */
+  node: string;
+  /** os-arch as Node.js names them, as in the executables' names (linux-x64, linux-arm64). */
+  platform: string;
+}
+
+export function versionInfo(proc: Pick<NodeJS.Process, 'version' | 'platform' | 'arch'> = process): VersionInfo {
+  return { version: VERSION, commit: COMMIT, node: proc.version, platform: `${proc.platform}-${proc.arch}` };
+}
 
 /** package.json's engines.node. Older Nodes fail deep inside dependencies (undici needs zstd). */
 export const MIN_NODE_MAJOR = 22;

@@ -58,7 +58,8 @@ export function parseStage(v: string | undefined): StageRecord | undefined {
   return m ? { stage: m[1]!, sha256: m[2]! } : undefined;
 }
 
-export async function discoverControlPlanes(api: Api): Promise<ControlPlane[]> {
+/** `warnings` collects evidence discovery could not read but went on without (for status). */
+export async function discoverControlPlanes(api: Api, opts: { warnings?: string[] } = {}): Promise<ControlPlane[]> {
   const byName = new Map<string, ControlPlane>();
   const entry = (name: string) => {
     let e = byName.get(name);
@@ -103,8 +104,13 @@ export async function discoverControlPlanes(api: Api): Promise<ControlPlane[]> {
         const host = l?.metadata?.labels?.['kubernetes.io/hostname'];
         if (typeof host === 'string' && host) entry(host);
       }
-    } catch {
-      // Older apiservers (or RBAC) without them: the caller warns that it found no control plane.
+    } catch (err) {
+      // No Lease API (404, older apiservers): nothing to find. Anything else (403, a timeout) is
+      // evidence that was there but could not be read: say so instead of finding nothing.
+      if (!(err instanceof ApiError && err.status === 404)) {
+        const e = toCliError(err, 'list the apiserver identity leases in kube-system');
+        opts.warnings?.push(e.hint ? `${e.message} (${e.hint})` : e.message);
+      }
     }
   }
   return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));

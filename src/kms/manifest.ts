@@ -4,13 +4,12 @@
  * planPluginManifest (pure) turns the command's options into template variables, refusing any
  * missing or malformed value with one line; renderTemplate / renderPluginManifest (pure) fill a
  * template in and prove the result parses; loadKmsTemplate is the only I/O (the template files
- * ship in the package next to dist/).
+ * ship in the package next to dist/, or inside the single executable).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join, posix } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CliError, ExitCode, usageError } from '../ui/errors';
+import { readAsset } from '../runtime/assets';
 
 export const KMS_PLUGINS = ['ack-kms-plugin', 'aws-encryption-provider'] as const;
 export type KmsPluginName = (typeof KMS_PLUGINS)[number];
@@ -323,27 +322,8 @@ export function renderPluginManifest(plan: PluginManifestPlan, template: string)
   return text;
 }
 
-/** templates/kms/ in the package: found from this module, wherever the bundler put it. */
-export function kmsTemplatesDir(from: string = fileURLToPath(import.meta.url)): string {
-  for (let dir = dirname(from), i = 0; i < 6; i++, dir = dirname(dir)) {
-    const candidate = join(dir, 'templates', 'kms');
-    if (existsSync(candidate)) return candidate;
-  }
-  throw new CliError('cannot find the templates/kms directory of k8s-encrypt', {
-    hint: 'the installation is incomplete: reinstall the package',
-    exitCode: ExitCode.Internal,
-  });
-}
-
-export function loadKmsTemplate(name: string, dir = kmsTemplatesDir()): string {
+/** A template of templates/kms/: embedded in the single executable, a package file otherwise. */
+export function loadKmsTemplate(name: string): string {
   if (basename(name) !== name) throw usageError(`bad template name ${name}`);
-  try {
-    return readFileSync(join(dir, name), 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read template ${join(dir, name)}: ${(err as Error).message}`, {
-      hint: 'the installation is incomplete: reinstall the package',
-      exitCode: ExitCode.Internal,
-      cause: err,
-    });
-  }
+  return readAsset(posix.join('templates', 'kms', name));
 }

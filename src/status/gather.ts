@@ -9,24 +9,21 @@ import { stat as fsStat } from 'node:fs/promises';
 import { dirname, posix } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { ApiClient } from '../cluster/api';
-import type { ControlPlane, NodeStage } from '../cluster/nodes';
 import type { LoadedConfig } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { KmsHealthOptions, KmsHealthReport } from '../kms/health';
-import { CONFIG_INFO_METRIC, PROCESS_START_METRIC, RELOAD_TIMESTAMP_METRIC, parseMetrics } from '../cluster/wait';
 import { CONFIG_HASH_ANNOTATION } from '../manifest/restart';
-import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags, scanFlags } from '../manifest/manifest';
+import { gatherApiservers, readServerVersion } from './gather-apiservers';
+import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, RELOAD_FLAG } from '../manifest/patch';
-import { CliError } from '../ui/errors';
 import {
   gathered,
   missing,
+  reasonOf,
   skipped,
   type ApiserverFacts,
-  type ApiserverMetrics,
   type ConfigFacts,
-  type ControlPlaneFacts,
   type Gathered,
   type KmsProviderFacts,
   type KubeadmConfigFacts,
@@ -36,16 +33,9 @@ import {
   type StatusOptions,
 } from './types';
 
-/** `init` stamps it into the static pod (and so its mirror pod): the config it restarted for. */
-const CONFIG_SHA_ANNOTATION = CONFIG_HASH_ANNOTATION;
-/** kubeadm records each apiserver's own address on its static pod. */
-const KUBEADM_ENDPOINT_ANNOTATION = 'kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint';
 
-/** One line for a failed source: the error's message and, when it has one, its hint. */
-export function reasonOf(err: unknown): string {
-  if (err instanceof CliError) return err.hint ? `${err.message} (${err.hint})` : err.message;
-  return (err as Error)?.message ?? String(err);
-}
+export { endpointFromArgs, gatherApiservers, metricsFacts } from './gather-apiservers';
+export { reasonOf } from './types';
 
 export interface GatherDeps {
   stat(path: string): Promise<{ mode: number; mtimeMs: number }>;
@@ -103,7 +93,7 @@ export async function gatherManifest(deps: GatherDeps, path: string): Promise<Ga
     const configFlag = f.flags.get(CONFIG_FLAG);
     const via = configFlag ? hostPathOf(mounts, configFlag, types) : undefined;
     const annotations = (m.pod as { metadata?: { annotations?: Record<string, unknown> } }).metadata?.annotations ?? {};
-    const sha = annotations[CONFIG_SHA_ANNOTATION];
+    const sha = annotations[CONFIG_HASH_ANNOTATION];
     return gathered({
       path,
       text,
@@ -211,110 +201,6 @@ export function kubeadmConfigEntries(clusterConfiguration: string, configFlag: s
 }
 
 // ---------------------------------------------------------------------------------------------
-// Control planes.
-
-/** What status reads from an apiserver's /metrics text. Pure. */
-export function metricsFacts(text: string): ApiserverMetrics {
-  const out: ApiserverMetrics = {};
-  for (const s of parseMetrics(text)) {
-    if (s.name === PROCESS_START_METRIC) out.processStart = s.value;
-    else if (s.name === CONFIG_INFO_METRIC && s.labels.hash && s.value === 1) out.configInfoHash = s.labels.hash;
-    else if (s.name === RELOAD_TIMESTAMP_METRIC) {
-      if (s.labels.status === 'success') out.lastReloadSuccess = Math.max(out.lastReloadSuccess ?? 0, s.value);
-      if (s.labels.status === 'failure') out.lastReloadFailure = Math.max(out.lastReloadFailure ?? 0, s.value);
-    }
-  }
-  return out;
-}
-
-/** host:port of an apiserver from its flags (specific --bind-address, else --advertise-address). */
-export function endpointFromArgs(args: readonly string[]): string | undefined {
-  const flags = new Map(scanFlags([...args], 'command').map((f) => [f.name, f.value] as const));
-  const wild = new Set(['', '0.0.0.0', '::', '[::]']);
-  const bind = flags.get('bind-address') ?? '';
-  const adv = flags.get('advertise-address') ?? '';
-  const host = !wild.has(bind) ? bind : !wild.has(adv) ? adv : undefined;
-  if (!host) return undefined;
-  const port = flags.get('secure-port') ?? '6443';
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
-}
-
-async function readMetrics(deps: GatherDeps, endpoint: string | undefined, signal?: AbortSignal): Promise<Gathered<ApiserverMetrics>> {
-  if (!endpoint) return missing('its address is unknown (no kubeadm endpoint annotation, no --advertise-address)');
-  let api: ApiClient | undefined;
-  try {
-    const original = new URL(await deps.kubeconfigServer()).hostname;
-    const isIp = /^[\d.]+$/.test(original) || original.includes(':') || original.startsWith('[');
-    const host = endpoint.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-    api = await deps.apiClient({ url: `https://${endpoint}`, ...(!isIp && original !== host ? { tlsServerName: original } : {}) });
-    return gathered(metricsFacts(await api.getText('/metrics', { timeoutMs: 5000, signal })));
-  } catch (err) {
-    const { toCliError } = await import('../cluster/errors');
-    return missing(reasonOf(toCliError(err, `read /metrics of https://${endpoint}`)));
-  } finally {
-    api?.close();
-  }
-}
-
-export async function gatherApiservers(
-  deps: GatherDeps,
-  api: ApiClient,
-  manifest: (ManifestFacts & { text: string }) | undefined,
-  opts: { nodeName?: string; signal?: AbortSignal },
-): Promise<Gathered<ApiserverFacts>> {
-  const nodes = await import('../cluster/nodes');
-  let cps: ControlPlane[];
-  let stages: NodeStage[];
-  try {
-    cps = await nodes.discoverControlPlanes(api);
-    stages = await nodes.readStages(api, cps);
-  } catch (err) {
-    return missing(reasonOf(err));
-  }
-  const me = nodes.identifyThisNode(cps, manifest?.args ?? [], opts.nodeName);
-  const list = cps.some((c) => c.name === me.name) || !manifest ? cps : [...cps, { name: me.name, hasNode: false, hasMirrorPod: false }];
-  const out: ControlPlaneFacts[] = [];
-  for (const cp of list) {
-    const facts: ControlPlaneFacts = {
-      name: cp.name,
-      thisNode: cp.name === me.name,
-      hasNode: cp.hasNode,
-      hasMirrorPod: cp.hasMirrorPod,
-      metrics: missing('not read'),
-    };
-    let podEndpoint: string | undefined;
-    if (cp.hasMirrorPod) {
-      try {
-        const pod = await api.get<any>(`/api/v1/namespaces/kube-system/pods/kube-apiserver-${encodeURIComponent(cp.name)}`, { timeoutMs: 5000 });
-        const ann = pod?.metadata?.annotations ?? {};
-        if (typeof ann[CONFIG_SHA_ANNOTATION] === 'string') facts.podConfigSha256 = ann[CONFIG_SHA_ANNOTATION];
-        if (typeof ann[KUBEADM_ENDPOINT_ANNOTATION] === 'string') podEndpoint = ann[KUBEADM_ENDPOINT_ANNOTATION];
-        const c = (pod?.spec?.containers ?? []).find((x: any) => x?.name === 'kube-apiserver') ?? pod?.spec?.containers?.[0];
-        const args: string[] = [...(c?.command ?? []), ...(c?.args ?? [])].map(String);
-        const flag = args.find((a) => a === `--${CONFIG_FLAG}` || a.startsWith(`--${CONFIG_FLAG}=`));
-        facts.flagInPod = flag !== undefined;
-        if (flag?.includes('=')) facts.configFlag = flag.slice(flag.indexOf('=') + 1);
-        podEndpoint ??= endpointFromArgs(args);
-        const statuses: any[] = pod?.status?.containerStatuses ?? [];
-        const st = statuses.find((s) => s?.name === 'kube-apiserver') ?? statuses[0];
-        if (typeof st?.state?.running?.startedAt === 'string') facts.startedAt = st.state.running.startedAt;
-        if (typeof st?.ready === 'boolean') facts.ready = st.ready;
-      } catch {
-        // The mirror pod vanished between the list and the get (a restart): the other evidence stays.
-      }
-    }
-    const stage = stages.find((s) => s.node === cp.name);
-    if (stage?.record) facts.stage = stage.record;
-    if (stage?.malformed) facts.stageMalformed = stage.malformed;
-    const endpoint = facts.thisNode && manifest ? endpointFromArgs(manifest.args) ?? podEndpoint : podEndpoint;
-    if (endpoint) facts.endpoint = `https://${endpoint}`;
-    facts.metrics = await readMetrics(deps, endpoint, opts.signal);
-    out.push(facts);
-  }
-  return gathered({ thisNode: me, controlPlanes: out });
-}
-
-// ---------------------------------------------------------------------------------------------
 // KMS plugins.
 
 export async function gatherKms(
@@ -365,16 +251,18 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
   // Cluster: kubeadm-config and the control planes.
   let kubeadmConfig: Gathered<KubeadmConfigFacts> = skipped('--no-cluster');
   let apiservers: Gathered<ApiserverFacts> = skipped('--no-cluster');
+  let serverVersion: Gathered<string> = skipped('--no-cluster');
   if (o.cluster) {
     let api: ApiClient | undefined;
     try {
       api = await deps.apiClient();
     } catch (err) {
-      kubeadmConfig = apiservers = missing(reasonOf(err));
+      kubeadmConfig = apiservers = serverVersion = missing(reasonOf(err));
     }
     if (api) {
       try {
         progress('reading the control planes through the apiserver');
+        serverVersion = await readServerVersion(api);
         try {
           const { readClusterConfiguration } = await import('../cluster/kubeadm-config');
           const text = await readClusterConfiguration(api);
@@ -444,6 +332,7 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
     manifest: manifest.ok ? gathered(manifestFacts as ManifestFacts) : manifest,
     kubeadmConfig,
     config,
+    serverVersion,
     apiservers,
     etcd,
     kms,

@@ -83,7 +83,12 @@ export function renderStatus(r: StatusReport, c: ChalkInstance, opts: RenderOpti
       }
     }
     row(info, 'reload', m.automaticReload ? 'automatic reload on (--encryption-provider-config-automatic-reload)' : 'automatic reload off (a change needs a restart)');
-    if (m.kubeVersion) row(info, 'kubernetes', `v${m.kubeVersion} (manifest image)`);
+    const k = n.kubernetes;
+    if (k.differ) {
+      row(warn, 'kubernetes', `${k.apiserver} (apiserver /version); the manifest's image is ${k.image}`);
+    } else if (k.version) {
+      row(info, 'kubernetes', `${k.version} (${k.source === 'apiserver' ? 'apiserver /version' : 'manifest image'})`);
+    }
   }
 
   // Apiservers --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
  * kubeconfig, skipped by a flag), so one missing source never fails the whole command. The report
  * (schemaVersion 1, docs/status-schema.md) is built from these by the pure buildStatusReport.
  */
+import { CliError } from '../ui/errors';
 import type { RuleSummary } from '../config/model';
 import type { ScanReport } from '../etcd/scan';
 import type { KmsHealthReport } from '../kms/health';
@@ -13,6 +14,13 @@ export type Gathered<T> = { ok: true; data: T } | { ok: false; reason: string; s
 export const gathered = <T>(data: T): Gathered<T> => ({ ok: true, data });
 export const missing = (reason: string): Gathered<never> => ({ ok: false, reason });
 export const skipped = (reason: string): Gathered<never> => ({ ok: false, reason, skipped: true });
+
+/** One line for a failed source: the error's message and, when it has one, its hint. */
+export function reasonOf(err: unknown): string {
+  if (err instanceof CliError) return err.hint ? `${err.message} (${err.hint})` : err.message;
+  return (err as Error)?.message ?? String(err);
+}
+
 
 export interface MountFacts {
   volumeName: string;
@@ -96,6 +104,8 @@ export interface ControlPlaneFacts {
   /** The apiserver container's running.startedAt (ISO). */
   startedAt?: string;
   ready?: boolean;
+  /** Why its mirror pod could not be read (a 403, a timeout; not a pod that is gone). */
+  podUnreadable?: string;
   /** The stage record (Node annotation or state ConfigMap): STAGE:sha256:HEX. */
   stage?: { stage: string; sha256: string };
   stageMalformed?: string;
@@ -108,6 +118,8 @@ export interface ApiserverFacts {
   /** How this node was recognised among the control planes. */
   thisNode: { name: string; how: string };
   controlPlanes: ControlPlaneFacts[];
+  /** Sources of control planes that could not be read (identity leases behind a 403). */
+  discoveryWarnings?: string[];
 }
 
 export interface KmsProviderFacts {
@@ -137,6 +149,8 @@ export interface StatusInput {
   manifest: Gathered<ManifestFacts>;
   kubeadmConfig: Gathered<KubeadmConfigFacts>;
   config: Gathered<ConfigFacts>;
+  /** The apiserver's /version gitVersion (v1.32.6), read through the kubeconfig. */
+  serverVersion?: Gathered<string>;
   apiservers: Gathered<ApiserverFacts>;
   etcd: Gathered<ScanReport>;
   kms: Gathered<KmsProviderFacts[]>;
@@ -161,6 +175,9 @@ export type Unavailable = { available: false; reason: string; skipped: boolean }
 export interface NodeSection {
   available: true;
   manifest: { path: string; flag: string | null; mount: MountFacts | null; automaticReload: boolean; kubeVersion: string | null };
+  /** The Kubernetes version: what the apiserver answers on /version when it answers, else the
+   * manifest's image tag; both when they differ (an upgrade in progress, a hand-edited image). */
+  kubernetes: { version: string | null; source: 'apiserver' | 'manifest image' | null; apiserver: string | null; image: string | null; differ: boolean };
   kubeadmConfig: Unavailable | { available: true; present: boolean; flag: string | null; volume: string | null };
   config:
     | Unavailable
@@ -259,3 +276,13 @@ export interface StatusReport {
   kms: Unavailable | { available: true; providers: KmsStatus[] };
   findings: Finding[];
 }
+
+/** A source that could not be read, as the report shows it. */
+export const unavailable = (g: { ok: false; reason: string; skipped?: boolean }): Unavailable => ({
+  available: false,
+  reason: g.reason,
+  skipped: g.skipped === true,
+});
+
+/** The first 12 hex digits of a sha256. */
+export const short = (sha: string) => `${sha.slice(0, 12)}…`;

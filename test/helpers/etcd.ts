@@ -62,7 +62,7 @@ export function findEtcd(): string {
       // next
     }
   }
-  throw new Error('etcd is not installed (looked for /usr/bin/etcd and etcd on PATH): run scripts/setup-etcd.sh');
+  throw new Error('etcd is not installed (looked for /usr/bin/etcd and etcd on PATH): run scripts/setup-test-deps.sh (npm test does)');
 }
 
 /** A port the OS says is free now (another process may still take it before etcd binds). */
