@@ -170,7 +170,7 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
           });
         }
         command = `${op} --from-config -`;
-        r = await deps.run(node, [op, '--from-config', '/dev/stdin', ...req.followerArgs], cfg.text);
+        r = await deps.run(node, [op, '--from-config', '-', ...req.followerArgs], cfg.text);
       }
       const detail = describeRun(r.body);
       record(node, command, r, detail);
