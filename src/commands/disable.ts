@@ -4,6 +4,7 @@ import { intOption, type CommandModule } from './types';
 import { addSnapshotOptions } from './safety';
 
 export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: z.boolean() });
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd
@@ -27,10 +28,12 @@ export const disableCommand: CommandModule = {
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, raw) => {
+          if (await runFleetIfAsked(ctx, program, 'disable', raw)) return;
           const opts = parseOptions(DisableOptions, raw, 'disable');
           const { runTransitionCommand } = await import('../transition/command');
           await runTransitionCommand(ctx, { kind: 'disable', operation: 'disable' }, opts);
         }),
       );
+    addFleetOptions(program, 'disable');
   },
 };

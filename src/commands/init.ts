@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt init`: turn on encryption at rest on this control-plane node, prove it, rewrite
@@ -52,11 +53,13 @@ export const initCommand: CommandModule = {
       .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
       .action(
         wrap<Record<string, unknown>>(async (ctx, raw) => {
+          if (await runFleetIfAsked(ctx, program, 'init', raw)) return;
           const opts = parseOptions(InitOptions, raw, 'init');
           const { runInitCommand } = await import('../init/command');
           await runInitCommand(ctx, opts);
         }),
       );
+    addFleetOptions(program, 'init');
   },
 };
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { nodeOptions, parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 export const RollbackOptions = z.object({ ...nodeOptions, to: z.string().optional(), timeout: z.string() });
 
@@ -22,10 +23,12 @@ export const rollbackCommand: CommandModule = {
       .option('--dry-run', 'print the diff (keys redacted) and the check; change nothing', false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, raw) => {
+          if (await runFleetIfAsked(ctx, program, 'rollback', raw)) return;
           const opts = parseOptions(RollbackOptions, raw, 'rollback');
           const { runRollbackCommand } = await import('../transition/rollback-command');
           await runRollbackCommand(ctx, opts);
         }),
       );
+    addFleetOptions(program, 'rollback');
   },
 };

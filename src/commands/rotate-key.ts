@@ -5,6 +5,7 @@ import { intOption, type CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
 
 export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
@@ -37,10 +38,12 @@ export const rotateKeyCommand: CommandModule = {
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(
         wrap<Record<string, unknown>>(async (ctx, raw) => {
+          if (await runFleetIfAsked(ctx, program, 'rotate-key', raw)) return;
           const opts = parseOptions(RotateKeyOptions, raw, 'rotate-key');
           const { runTransitionCommand } = await import('../transition/command');
           await runTransitionCommand(ctx, { kind: 'rotate', operation: 'rotate-key' }, { ...opts, kubeadmConfig: true });
         }),
       );
+    addFleetOptions(program, 'rotate-key');
   },
 };

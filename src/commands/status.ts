@@ -1,6 +1,7 @@
 import type { Context } from '../context';
 import { CliError, ExitCode } from '../ui/errors';
 import { intOption, type CommandModule } from './types';
+import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 interface Opts {
   decryptCheck: boolean;
@@ -75,6 +76,9 @@ export const statusCommand: CommandModule = {
       .option('--node-name <name>', "this node's name among the control planes (default: recognised by its manifest)")
       .option('--manifest <path>', 'kube-apiserver manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--config <path>', 'EncryptionConfiguration to compare with (default: the file the manifest names)')
-      .action(wrap<Opts>((ctx, opts) => runStatus(ctx, opts)));
+      .action(wrap<Opts>(async (ctx, opts) => {
+        if (!(await runFleetIfAsked(ctx, program, 'status', opts))) await runStatus(ctx, opts);
+      }));
+    addFleetOptions(program, 'status');
   },
 };

@@ -29,7 +29,7 @@ export type { ApiserverKnobs } from './knobs';
 export { TestApi } from './api';
 
 export interface BedOptions {
-  nodes?: 1 | 2;
+  nodes?: 1 | 2 | 3;
   secrets?: number;
   kubeVersion?: string;
   mirrorPods?: boolean;

@@ -50,9 +50,12 @@ export function startReader(apis: TestApi[], before: Map<string, string>) {
   const failures: string[] = [];
   let rounds = 0;
   let unavailable = 0;
+  // Rounds in which no apiserver at all answered: the control plane was down.
+  let allDownRounds = 0;
   let stop = false;
   const loop = (async () => {
     while (!stop) {
+      const downBefore = unavailable;
       for (const [i, api] of apis.entries()) {
         let r;
         try {
@@ -84,6 +87,7 @@ export function startReader(apis: TestApi[], before: Map<string, string>) {
         const seen = new Set(r.body.items.map((s: any) => `${s.metadata.namespace}/${s.metadata.name}`));
         for (const id of before.keys()) if (!seen.has(id)) failures.push(`node ${i}: ${id} missing from the list`);
       }
+      if (unavailable - downBefore === apis.length) allDownRounds++;
       rounds++;
       await new Promise((res) => setTimeout(res, 50));
     }
@@ -92,7 +96,7 @@ export function startReader(apis: TestApi[], before: Map<string, string>) {
     async stop() {
       stop = true;
       await loop;
-      return { failures, rounds, unavailable };
+      return { failures, rounds, unavailable, allDownRounds };
     },
   };
 }

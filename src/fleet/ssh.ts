@@ -1,0 +1,204 @@
+import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+// ssh2 is CommonJS without static named exports: Node's ESM loader needs the default import.
+import ssh2, { type ConnectConfig, type SFTPWrapper } from 'ssh2';
+import { fileExists, readText, writeFileAtomic } from '../state/atomic';
+import { CliError, ExitCode, usageError } from '../ui/errors';
+import { describeNode, type FleetNode } from './inventory';
+import { checkHostKey, fingerprint, knownHostsLine, parseKnownHosts } from './known-hosts';
+
+const { Client, utils } = ssh2;
+
+/**
+ * One SSH connection to a control plane through ssh2 (no ssh binary): public-key or agent
+ * authentication only, the host key checked against known_hosts before anything is sent, connect
+ * and command timeouts, keepalive. What flows through a channel (a config file on stdin, a JSON
+ * result on stdout) stays in memory.
+ */
+
+export interface SshSettings {
+  knownHostsFile: string;
+  acceptNewHostKeys: boolean;
+  connectTimeoutMs: number;
+  commandTimeoutMs: number;
+  /** SSH_AUTH_SOCK, if any. */
+  agentSocket?: string;
+  /** Identities tried when the inventory names none and there is no agent (~/.ssh/id_*). */
+  defaultIdentities: string[];
+  /** Notes for the operator (a recorded host key). */
+  notice: (m: string) => void;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+const sshError = (node: FleetNode, what: string, hint: string) => new CliError(`${node.nodeName}: ${what}`, { exitCode: ExitCode.Cluster, hint, details: { node: node.nodeName } });
+
+// Appending to known_hosts from several connections at once must not lose a line.
+let knownHostsWrites: Promise<void> = Promise.resolve();
+
+async function credentials(node: FleetNode, s: SshSettings): Promise<Pick<ConnectConfig, 'privateKey' | 'agent'>> {
+  if (node.identityFile) {
+    const key = await readFile(node.identityFile).catch((err: NodeJS.ErrnoException) => {
+      throw usageError(`${node.nodeName}: cannot read identityFile ${node.identityFile}: ${err.code ?? err.message}`, 'give a readable private key, or leave identityFile out to use the SSH agent');
+    });
+    const parsed = utils.parseKey(key);
+    if (parsed instanceof Error) {
+      const locked = /encrypted|passphrase/i.test(parsed.message);
+      throw usageError(
+        `${node.nodeName}: identityFile ${node.identityFile} ${locked ? 'is protected by a passphrase' : `is not a private key ssh2 can read (${parsed.message})`}`,
+        locked ? 'add it to ssh-agent (ssh-add) and leave identityFile out: k8s-encrypt never prompts for a passphrase or password' : 'use an OpenSSH or PEM private key',
+      );
+    }
+    return { privateKey: key };
+  }
+  if (s.agentSocket) return { agent: s.agentSocket };
+  for (const f of s.defaultIdentities) {
+    if (!(await fileExists(f))) continue;
+    const key = await readFile(f);
+    if (!(utils.parseKey(key) instanceof Error)) return { privateKey: key };
+  }
+  throw usageError(`${node.nodeName}: no SSH identity: no identityFile in the inventory, no SSH_AUTH_SOCK, no usable ${s.defaultIdentities.join(', ')}`, 'set identityFile for the node or start ssh-agent; passwords are never used');
+}
+
+export class SshSession {
+  private constructor(
+    readonly node: FleetNode,
+    private readonly client: ssh2.Client,
+    private readonly settings: SshSettings,
+  ) {}
+
+  /** Connects, refusing an unknown or changed host key (unless recording new ones is allowed). */
+  static async open(node: FleetNode, s: SshSettings): Promise<SshSession> {
+    const creds = await credentials(node, s);
+    const knownText = (await fileExists(s.knownHostsFile)) ? await readText(s.knownHostsFile, 'read known_hosts') : '';
+    const entries = parseKnownHosts(knownText);
+    let refusal: CliError | undefined;
+    let toRecord: Buffer | undefined;
+    const client = new Client();
+    const where = describeNode(node);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        client.end();
+        reject(sshError(node, `cannot connect to ${where}: no answer within ${Math.round(s.connectTimeoutMs / 1000)} s`, 'check the host, the port and the network; nothing was changed'));
+      }, s.connectTimeoutMs + 1000);
+      client.once('ready', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      client.once('error', (err: Error & { level?: string; code?: string }) => {
+        clearTimeout(timer);
+        if (refusal) return reject(refusal);
+        if (err.level === 'client-authentication') {
+          return reject(sshError(node, `${where} refused our public key (${err.message})`, `authorize the key for ${node.user} on ${node.host} (or load the right one into ssh-agent); passwords are never used`));
+        }
+        const why = err.code ? `${err.code}${err.message.includes(err.code) ? '' : `: ${err.message}`}` : err.message;
+        reject(sshError(node, `cannot connect to ${where}: ${why}`, 'check the host, the port and that sshd runs there; nothing was changed'));
+      });
+      client.connect({
+        host: node.host,
+        port: node.port,
+        username: node.user,
+        ...creds,
+        tryKeyboard: false,
+        readyTimeout: s.connectTimeoutMs,
+        keepaliveInterval: 15_000,
+        keepaliveCountMax: 4,
+        authHandler: creds.agent ? ['agent'] : ['publickey'],
+        hostVerifier: (key: Buffer) => {
+          const v = checkHostKey(entries, node.host, node.port, key);
+          if (v.verdict === 'known') return true;
+          const fp = fingerprint(key);
+          if (v.verdict === 'unknown' && s.acceptNewHostKeys) {
+            toRecord = key;
+            return true;
+          }
+          refusal = new CliError(
+            v.verdict === 'unknown'
+              ? `${node.nodeName}: the host key of ${where} (${fp}) is not in ${s.knownHostsFile}: refusing to connect`
+              : v.verdict === 'revoked'
+                ? `${node.nodeName}: the host key of ${where} (${fp}) is revoked in ${s.knownHostsFile}: refusing to connect`
+                : `${node.nodeName}: the host key of ${where} (${fp}) differs from the one in ${s.knownHostsFile}: refusing to connect (it may have been reinstalled, or someone is in between)`,
+            {
+              exitCode: ExitCode.Refused,
+              hint:
+                v.verdict === 'unknown'
+                  ? `check the fingerprint on the node (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and add it to ${s.knownHostsFile}, or pass --accept-new-host-keys to record new keys; nothing was changed`
+                  : `if the change is expected, remove the old line (ssh-keygen -R ${node.port === 22 ? node.host : `'[${node.host}]:${node.port}'`} -f ${s.knownHostsFile}) and check the new fingerprint; nothing was changed`,
+              details: { node: node.nodeName, fingerprint: fp, verdict: v.verdict },
+            },
+          );
+          return false;
+        },
+      });
+    });
+    if (toRecord) {
+      const key = toRecord;
+      const record = async () => {
+        const now = (await fileExists(s.knownHostsFile)) ? await readText(s.knownHostsFile, 'read known_hosts') : '';
+        const line = knownHostsLine(node.host, node.port, key);
+        if (!now.split('\n').includes(line)) {
+          await writeFileAtomic(s.knownHostsFile, `${now}${now && !now.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600, dirMode: 0o700 });
+        }
+      };
+      knownHostsWrites = knownHostsWrites.then(record, record);
+      await knownHostsWrites;
+      s.notice(`${node.nodeName}: recorded the new host key of ${where} (${fingerprint(key)}) in ${s.knownHostsFile}`);
+    }
+    return new SshSession(node, client, s);
+  }
+
+  /**
+   * Runs one command (a single string, as ssh does: the node's login shell parses it) with
+   * `stdin` on its standard input. Never rejects on a non-zero exit: the caller reads the code.
+   */
+  exec(command: string, o: { stdin?: string | Buffer; timeoutMs?: number; onStderr?: (chunk: string) => void } = {}): Promise<ExecResult> {
+    const timeoutMs = o.timeoutMs ?? this.settings.commandTimeoutMs;
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, stream) => {
+        if (err) return reject(sshError(this.node, `cannot run a command over SSH: ${err.message}`, 'check the node and re-run'));
+        const out: Buffer[] = [];
+        let errText = '';
+        let code: number | null = null;
+        let signal: string | null = null;
+        const timer = setTimeout(() => {
+          stream.close();
+          reject(sshError(this.node, `the command did not finish within ${Math.round(timeoutMs / 1000)} s`, 'raise --command-timeout; a re-run continues from the node journals'));
+        }, timeoutMs);
+        stream.on('data', (c: Buffer) => out.push(c));
+        (stream.stderr as Readable).on('data', (c: Buffer) => {
+          const t = c.toString('utf8');
+          errText += t;
+          o.onStderr?.(t);
+        });
+        stream.on('exit', (c: number | null, sig?: string) => {
+          code = c;
+          signal = sig ?? null;
+        });
+        stream.on('close', () => {
+          clearTimeout(timer);
+          resolve({ code, signal, stdout: Buffer.concat(out), stderr: errText });
+        });
+        stream.end(o.stdin ?? '');
+      });
+    });
+  }
+
+  /** An SFTP channel (closed by the caller with `end()`). */
+  sftp(): Promise<SFTPWrapper> {
+    return new Promise((resolve, reject) => {
+      this.client.sftp((err, sftp) => (err ? reject(sshError(this.node, `cannot open SFTP: ${err.message}`, 'enable the sftp subsystem in sshd, or install k8s-encrypt on the node and pass --node-bin')) : resolve(sftp)));
+    });
+  }
+
+  close(): void {
+    this.client.end();
+  }
+}
+
+/** One word for a POSIX shell, whatever it holds. */
+export const shellQuote = (s: string) => (/^[A-Za-z0-9_\-./=:@%+,]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);

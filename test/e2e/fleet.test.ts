@@ -1,0 +1,200 @@
+// Fleet mode on three control planes sharing one etcd, each reached through a real OpenSSH sshd
+// on loopback (the inventory's `root` selects the bed node). One command per operation drives
+// every node; a reader reads every Secret through every apiserver the whole time.
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { parse } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
+import { startBed, type Bed } from '../bed/index';
+import { startSshd, type RunningSshd } from '../bed/sshd';
+import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { CONFIG_REL, okJson, startReader } from './rotate-helpers';
+
+let bed: Bed;
+let sshd: RunningSshd;
+let dir: string;
+let inventory: string;
+let nodeBin: string;
+let before: Map<string, string>;
+
+const VERSION = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+
+async function writeInventory(name: string, over: (i: number) => Record<string, unknown> = () => ({})): Promise<string> {
+  const file = join(dir, name);
+  const controlPlanes = bed.nodes.map((n, i) => ({ host: '127.0.0.1', port: sshd.port, user: sshd.user, identityFile: sshd.identityFile, nodeName: n.name, root: n.root, ...over(i) }));
+  await writeFile(file, JSON.stringify({ controlPlanes }, null, 2));
+  return file;
+}
+
+const fleet = (args: string[], o: { inventory?: string; knownHosts?: string; bin?: string } = {}) =>
+  runCli(['--json', '--yes', '--state-dir', join(dir, 'orchestrator'), ...args, '--fleet', o.inventory ?? inventory, '--known-hosts', o.knownHosts ?? sshd.knownHostsFile, '--node-bin', o.bin ?? nodeBin], { timeoutMs: 300_000 });
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+const configText = (i: number) => readFile(join(bed.nodes[i]!.root, CONFIG_REL), 'utf8').catch(() => '');
+const manifestText = (i: number) => readFile(bed.nodes[i]!.manifest, 'utf8');
+async function snapshot() {
+  return Promise.all(bed.nodes.map(async (n, i) => ({ config: sha(await configText(i)), manifest: sha(await manifestText(i)), starts: n.apiserverStarts() })));
+}
+const providersOf = async (i: number) => parse(await configText(i)).resources[0].providers;
+
+async function withReader<T>(fn: () => Promise<T>): Promise<T> {
+  const reader = startReader(await Promise.all(bed.nodes.map((_, i) => bed.api(i))), before);
+  let out: T;
+  try {
+    out = await fn();
+  } finally {
+    const seen = await reader.stop();
+    expect(seen.failures).toEqual([]);
+    expect(seen.allDownRounds).toBe(0);
+    expect(seen.rounds).toBeGreaterThan(5);
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  [bed, sshd] = await Promise.all([startBed({ nodes: 3, secrets: 40 }), startSshd()]);
+  dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-fleet-'));
+  // k8s-encrypt "installed" on every node: this checkout's build run by the project's Node.
+  nodeBin = join(dir, 'k8s-encrypt');
+  await writeFile(nodeBin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o700 });
+  inventory = await writeInventory('inventory.yaml');
+  before = await secretHashes(await bed.api(0));
+}, 180_000);
+afterAll(async () => {
+  await bed?.stop();
+  await sshd?.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('fleet mode on three control planes', () => {
+  it('refuses an unknown host key, an unreachable node and another version before any node is changed', async () => {
+    const start = await snapshot();
+    const emptyKnown = join(dir, 'known_hosts-empty');
+    await writeFile(emptyKnown, '');
+    let r = await fleet(['init'], { knownHosts: emptyKnown });
+    expect(r.exitCode).toBe(6);
+    expect(jsonOf(r).error.message).toMatch(/^cp-0: the host key of cp-0 .* is not in .*known_hosts-empty/);
+
+    r = await fleet(['init'], { inventory: await writeInventory('unreachable.yaml', (i) => (i === 2 ? { port: 1 } : {})) });
+    expect(r.exitCode).toBe(3);
+    expect(jsonOf(r).error.message).toMatch(/^cp-2: cannot connect to cp-2 \(.*:1\)/);
+
+    const old = join(dir, 'k8s-encrypt-old');
+    await writeFile(old, '#!/bin/sh\necho 0.0.1\n', { mode: 0o700 });
+    r = await fleet(['init'], { bin: old });
+    expect(r.exitCode).toBe(6);
+    expect(jsonOf(r).error).toMatchObject({ message: expect.stringMatching(new RegExp(`^cp-0: .*k8s-encrypt-old is k8s-encrypt 0.0.1, this is ${VERSION.replace(/\./g, '\\.')}`)), hint: expect.stringMatching(/same version/) });
+
+    // The wrong node behind an inventory entry is caught by its own status.
+    r = await fleet(['init'], { inventory: await writeInventory('swapped.yaml', (i) => (i === 1 ? { root: bed.nodes[2]!.root } : i === 2 ? { root: bed.nodes[1]!.root } : {})) });
+    expect(r.exitCode).toBe(2);
+    expect(jsonOf(r).error.message).toMatch(/^cp-1: the inventory says cp-1, but that node's apiserver runs as cp-2/);
+    expect(await snapshot()).toEqual(start);
+  }, 120_000);
+
+  it('init --fleet turns encryption on everywhere in one command, never failing a read', async () => {
+    const j = await withReader(async () => okJson(await fleet(['init'])));
+    expect(j.state).toBe('done');
+    expect(j.steps.map((s: any) => `${s.node} ${s.command}`)).toEqual(['cp-0 init', 'cp-1 init --from-config -', 'cp-2 init --from-config -', 'cp-0 init', 'cp-1 init --from-config -', 'cp-2 init --from-config -', 'cp-0 init']);
+    const texts = await Promise.all([0, 1, 2].map(configText));
+    expect(new Set(texts).size).toBe(1);
+    const key = (await providersOf(0))[0].aescbc.keys[0].name;
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${key}`]: before.size });
+    // Nothing of the key on the orchestrator's side: its journal holds a sha256 at most.
+    const secret = (await providersOf(0))[0].aescbc.keys[0].secret as string;
+    const journal = await readFile(join(dir, 'orchestrator', 'fleet', (await readdirNames(join(dir, 'orchestrator', 'fleet'))).find((f) => f.startsWith('init-'))!), 'utf8');
+    expect(journal).not.toContain(secret);
+    expect(JSON.stringify(j)).not.toContain(secret);
+  }, 300_000);
+
+  it('rotate-key --fleet inventory.yaml --yes is the whole rotation', async () => {
+    const oldKey = (await providersOf(0))[0].aescbc.keys[0].name;
+    const r = await withReader(() => runCli(['--yes', '--state-dir', join(dir, 'orchestrator'), 'rotate-key', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { timeoutMs: 300_000 }));
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stderr).toMatch(/\[cp-1\] add-reader: .*proven/);
+    expect(r.stdout).toMatch(/fleet rotate-key finished on 3 control plane/);
+    const p = await providersOf(0);
+    expect(p).toHaveLength(1);
+    expect(p[0].aescbc.keys).toHaveLength(1);
+    expect(p[0].aescbc.keys[0].name).not.toBe(oldKey);
+    expect(new Set(await Promise.all([0, 1, 2].map(configText))).size).toBe(1);
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${p[0].aescbc.keys[0].name}`]: before.size });
+  }, 300_000);
+
+  it('a node whose apiserver does not come back is rolled back; kill -9 of the orchestrator mid-stage, then a re-run, finishes', async () => {
+    await withReader(async () => {
+      // cp-2 crashes with any new config: its own run puts the old one back (exit 5).
+      const cp2Before = await configText(2);
+      await bed.nodes[2]!.setKnobs({ crashOnStart: true });
+      let written = false;
+      const healer = setInterval(() => {
+        void configText(2).then((t) => {
+          if (t !== cp2Before) written = true;
+          else if (written) void bed.nodes[2]!.setKnobs({});
+        });
+      }, 50);
+      let r;
+      try {
+        r = await fleet(['rotate-key', '--timeout', '6s']);
+      } finally {
+        clearInterval(healer);
+        await bed.nodes[2]!.setKnobs({});
+      }
+      expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(5);
+      expect(jsonOf(r).error.message).toMatch(/^cp-2: rotate-key --from-config -: /);
+      await bed.nodes[2]!.waitReady(30_000);
+      // Consistent: cp-0 and cp-1 at add-reader (the new key a reader), cp-2 back on its old config.
+      expect(await configText(2)).toBe(cp2Before);
+      expect(await configText(1)).toBe(await configText(0));
+      expect((await providersOf(0))[0].aescbc.keys).toHaveLength(2);
+
+      // Re-run, killed once the fleet is between followers of a stage; then a re-run finishes.
+      const journalFile = join(dir, 'orchestrator', 'fleet', (await readdirNames(join(dir, 'orchestrator', 'fleet'))).find((f) => f.startsWith('rotate-key-'))!);
+      const child = execa(process.execPath, [BIN, '--json', '--yes', '--state-dir', join(dir, 'orchestrator'), 'rotate-key', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+      let killed = false;
+      for (let i = 0; i < 6000 && !killed; i++) {
+        const j = JSON.parse(await readFile(journalFile, 'utf8'));
+        if (j.phase === 'followers' && j.stage === 'promote' && j.lagging.length === 1) {
+          child.kill('SIGKILL');
+          killed = true;
+        }
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      expect(killed).toBe(true);
+      expect((await child).signal).toBe('SIGKILL');
+      const done = okJson(await fleet(['rotate-key']));
+      expect(done.state).toBe('done');
+    });
+    expect(new Set(await Promise.all([0, 1, 2].map(configText))).size).toBe(1);
+    expect((await providersOf(0))[0].aescbc.keys).toHaveLength(1);
+    for (const i of [0, 1, 2]) expect(await secretHashes(await bed.api(i))).toEqual(before);
+  }, 300_000);
+
+  it('status --fleet shows every node in one table with the etcd verdict', async () => {
+    const r = await fleet(['status']);
+    const j = okJson(r);
+    expect(j).toMatchObject({ healthy: true, agree: true, etcd: { verdict: 'ok' } });
+    expect(j.nodes.map((n: any) => [n.node, n.stage, n.runsCurrentConfig])).toEqual([
+      ['cp-0', 'prune', 'yes'],
+      ['cp-1', 'prune', 'yes'],
+      ['cp-2', 'prune', 'yes'],
+    ]);
+    const human = await runCli(['status', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin]);
+    expect(human.stdout).toMatch(/every node runs the same stage and config/);
+    expect(human.stdout).toMatch(/✓ secrets: \d+ objects/);
+  }, 120_000);
+
+  it('disable --fleet turns it off everywhere, prune included', async () => {
+    const j = await withReader(async () => okJson(await fleet(['disable'])));
+    expect(j.state).toBe('done');
+    expect(j.steps.filter((s: any) => s.command === 'disable --stage prune').map((s: any) => s.node)).toEqual(['cp-1', 'cp-2']);
+    for (const i of [0, 1, 2]) expect(await manifestText(i)).not.toMatch(/--encryption-provider-config/);
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ plaintext: before.size });
+  }, 300_000);
+});
+
+const readdirNames = (d: string) => readdir(d);

@@ -1,0 +1,92 @@
+// The fleet's SSH layer against a real OpenSSH sshd on loopback: host keys against known_hosts
+// (plain, [host]:port, hashed, changed, unknown, recorded), exec with stdin, and timeouts.
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { utils } from 'ssh2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/etcd';
+import { startSshd, type RunningSshd } from '../bed/sshd';
+import { SshSession, type SshSettings } from '../../src/fleet/ssh';
+import type { FleetNode } from '../../src/fleet/inventory';
+
+let sshd: RunningSshd;
+beforeAll(async () => {
+  sshd = await startSshd();
+});
+afterAll(async () => sshd?.stop());
+
+const node = (over: Partial<FleetNode> = {}): FleetNode => ({ host: '127.0.0.1', port: sshd.port, user: sshd.user, identityFile: sshd.identityFile, nodeName: 'cp-7', nameGiven: true, root: '/', ...over });
+const settings = (over: Partial<SshSettings> = {}): SshSettings => ({
+  knownHostsFile: sshd.knownHostsFile,
+  acceptNewHostKeys: false,
+  connectTimeoutMs: 5000,
+  commandTimeoutMs: 10_000,
+  defaultIdentities: [],
+  notice: () => {},
+  ...over,
+});
+const tempKnownHosts = async (text: string) => {
+  const f = join(sshd.dir, `known_hosts-${randomBytes(4).toString('hex')}`);
+  await writeFile(f, text);
+  return f;
+};
+
+describe('fleet SSH', () => {
+  it('connects to a known host and runs a command with stdin, exit code and stderr', async () => {
+    const s = await SshSession.open(node(), settings());
+    try {
+      const r = await s.exec("cat; echo oops >&2; exit 3", { stdin: 'hello from stdin' });
+      expect(r).toMatchObject({ code: 3, stderr: 'oops\n' });
+      expect(r.stdout.toString()).toBe('hello from stdin');
+    } finally {
+      s.close();
+    }
+  });
+
+  it('accepts a hashed known_hosts entry as OpenSSH writes it', async () => {
+    const salt = randomBytes(20);
+    const name = `[127.0.0.1]:${sshd.port}`;
+    const hashed = `|1|${salt.toString('base64')}|${createHmac('sha1', salt).update(name).digest('base64')}`;
+    const s = await SshSession.open(node(), settings({ knownHostsFile: await tempKnownHosts(`# comment\n${hashed} ${sshd.hostPublicKey}\n`) }));
+    s.close();
+  });
+
+  it('refuses an unknown host key with the node name, and a [host]:port entry for another port does not count', async () => {
+    const f = await tempKnownHosts(`[127.0.0.1]:1 ${sshd.hostPublicKey}\n127.0.0.1 ${sshd.hostPublicKey}\n`);
+    await expect(SshSession.open(node(), settings({ knownHostsFile: f }))).rejects.toThrow(/^cp-7: the host key of cp-7 .* is not in .*: refusing to connect/);
+  });
+
+  it('--accept-new-host-keys records a new key atomically (then it is known) and still refuses a changed one', async () => {
+    const f = join(sshd.dir, `known_hosts-new-${randomBytes(4).toString('hex')}`);
+    const notices: string[] = [];
+    const s = await SshSession.open(node(), settings({ knownHostsFile: f, acceptNewHostKeys: true, notice: (m) => notices.push(m) }));
+    s.close();
+    expect(notices[0]).toMatch(/recorded the new host key/);
+    expect(await readFile(f, 'utf8')).toBe(`[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey.split(' ').slice(0, 2).join(' ')}\n`);
+    expect((await stat(f)).mode & 0o777).toBe(0o600);
+    (await SshSession.open(node(), settings({ knownHostsFile: f }))).close();
+
+    const other = utils.generateKeyPairSync('ed25519').public;
+    const changed = await tempKnownHosts(`[127.0.0.1]:${sshd.port} ${other}\n`);
+    const before = await readFile(changed, 'utf8');
+    await expect(SshSession.open(node(), settings({ knownHostsFile: changed, acceptNewHostKeys: true }))).rejects.toThrow(/^cp-7: the host key of .* differs from the one in/);
+    expect(await readFile(changed, 'utf8')).toBe(before);
+  });
+
+  it('refuses a key the server does not authorize, and an unreachable port, with the node name', async () => {
+    const stranger = join(sshd.dir, 'stranger');
+    await writeFile(stranger, utils.generateKeyPairSync('ed25519').private, { mode: 0o600 });
+    await expect(SshSession.open(node({ identityFile: stranger }), settings())).rejects.toThrow(/^cp-7: .* refused our public key/);
+    await expect(SshSession.open(node({ port: await freePort() }), settings())).rejects.toThrow(/^cp-7: cannot connect to cp-7 .*ECONNREFUSED/);
+  });
+
+  it('a command that outlives its timeout is cut off', async () => {
+    const s = await SshSession.open(node(), settings());
+    try {
+      await expect(s.exec('sleep 5', { timeoutMs: 300 })).rejects.toThrow(/cp-7: the command did not finish within 0 s/);
+    } finally {
+      s.close();
+    }
+  });
+});
