@@ -66,15 +66,10 @@ export function forwardedArgs(cmd: Command, opts: Record<string, unknown>): Forw
 }
 
 async function selfExecutable(): Promise<SelfExecutable> {
-  let sea = false;
-  try {
-    const m = (await import('node:sea')) as { isSea?: () => boolean };
-    sea = m.isSea?.() ?? false;
-  } catch {
-    sea = false;
-  }
-  if (!sea) return { version: VERSION, arch: process.arch };
-  return { version: VERSION, arch: process.arch, path: process.execPath, sha256: await sha256File(process.execPath) };
+  const { ownExecutable } = await import('../runtime/assets');
+  const path = ownExecutable();
+  if (!path) return { version: VERSION, arch: process.arch };
+  return { version: VERSION, arch: process.arch, path, sha256: await sha256File(path) };
 }
 
 async function loadNodes(opts: Record<string, unknown>): Promise<FleetNode[]> {
