@@ -319,7 +319,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   let lock: Lock | undefined;
   const node = await readNode(ctx, opts, resuming ? journal!.inputs.nodeName : undefined);
   try {
-    if (!opts.dryRun) lock = await acquireLock(stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    if (!opts.dryRun) lock = await acquireLock(stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const follow = `"k8s-encrypt ${spec.operation} --from-config FILE" (FILE: a copy of ${node.configPath} from ${node.nodeName})`;
     let plan: TransitionPlan;
     let secrets: string[] = [];
@@ -562,7 +562,7 @@ async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, 
     }
     // A follower restarts this node's apiserver as the first node's run does: it asks the same way.
     await confirm(ctx, `install ${file} as ${node.configPath} on ${node.nodeName} (${spec.operation}, stage ${stage})? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     if (current !== text) {
       const { assertKmsHealthy } = await import('../kms/health');
       for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) {
@@ -617,7 +617,7 @@ async function followDisablePrune(ctx: Context, opts: TransitionOptions): Promis
       return;
     }
     await confirm(ctx, `turn encryption at rest OFF on ${node.nodeName} (remove the flag, the mount and the config)?`);
-    lock = await acquireLock(ctx.paths.stateDir, 'disable', { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, 'disable', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const deps = await transitionDeps(ctx, node, opts, '"k8s-encrypt disable --stage prune"');
     if (cfg) {
       const scan = await scanLabels(deps, cfg, resourcesOfBoth(cfg, cfg));
@@ -699,7 +699,7 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
       return;
     }
     await confirm(ctx, `restore ${source} as ${node.configPath} on ${node.nodeName}? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, 'rollback', { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, 'rollback', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const outcome = await installConfig(deps, new MemoryJournal(), { stage, config: restored, record: stage !== 'rollback' || node.controlPlanes > 1 });
     if (owner) {
       if (owner.at === 'base') await owner.j.setStatus('rolled-back', `rollback restored the config ${owner.j.id} started from`);

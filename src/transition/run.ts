@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { ApiClient } from '../cluster/api';
 import { updateKubeadmConfig } from '../cluster/kubeadm-config';
@@ -16,6 +16,7 @@ import { writeManifestPlan } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG, planManifestPatch, planManifestUnpatch, RELOAD_FLAG, unifiedDiff } from '../manifest/patch';
 import type { KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
+import { listBackups } from '../state/backups';
 import { backupFile, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import type { Journal, JsonObject } from '../state/journal';
 import { CliError, ExitCode } from '../ui/errors';
@@ -130,21 +131,7 @@ export async function backupConfig(deps: Pick<TransitionDeps, 'configPath' | 'ba
   return path;
 }
 
-/** Backups of a file, newest first (NAME.TIMESTAMP[-N].bak sorts by time). */
-export async function listBackups(backupDir: string, fileName: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(backupDir);
-  } catch {
-    return [];
-  }
-  const re = new RegExp(`^${fileName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d{8}T\\d{6}Z)(?:-(\\d+))?\\.bak$`);
-  return names
-    .map((n) => ({ n, m: re.exec(n) }))
-    .filter((x) => x.m)
-    .sort((a, b) => (a.m![1]! === b.m![1]! ? Number(b.m![2] ?? 0) - Number(a.m![2] ?? 0) : a.m![1]! < b.m![1]! ? 1 : -1))
-    .map((x) => join(backupDir, x.n));
-}
+export { listBackups };
 
 export async function pruneBackups(backupDir: string, fileName: string, keep: number): Promise<string[]> {
   const all = await listBackups(backupDir, fileName);
