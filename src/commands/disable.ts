@@ -1,4 +1,5 @@
 import { intOption, type CommandModule } from './types';
+import { addSnapshotOptions } from './safety';
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd
@@ -7,8 +8,7 @@ import { intOption, type CommandModule } from './types';
  */
 export const disableCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('disable')
+    addSnapshotOptions(program.command('disable'))
       .description('turn encryption at rest off: identity first, rewrite, verify, then remove the flag, mount and config')
       .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune (prune on a further control plane unpatches it)')
       .option('--from-config <file>', "further control planes: install the first node's config for the current stage")

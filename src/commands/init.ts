@@ -1,5 +1,6 @@
 import { Option } from 'commander';
 import { intOption, type CommandModule } from './types';
+import { addEscrowOptions, addSnapshotOptions } from './safety';
 
 /**
  * `k8s-encrypt init`: turn on encryption at rest on this control-plane node, prove it, rewrite
@@ -28,12 +29,16 @@ export interface Opts {
   kmsEndpoint?: string;
   kmsApiVersion: 'v1' | 'v2';
   kmsTimeout?: string;
+  snapshot?: boolean;
+  snapshotDir?: string;
+  keepSnapshots?: number;
+  escrowRecipient?: string[];
+  escrowDir?: string;
 }
 
 export const initCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('init')
+    addEscrowOptions(addSnapshotOptions(program.command('init')))
       .description('turn on encryption at rest on this control-plane node: config, manifest, wait, proof, rewrite (rolled back if the apiserver does not come back)')
       .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms', 'aescbc')
       .option('--resources <list>', 'comma-separated resources to encrypt', 'secrets')

@@ -1,5 +1,5 @@
 import type { ChalkInstance } from 'chalk';
-import { DEFAULT_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
+import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
 import { fileExists } from '../state/atomic';
@@ -8,7 +8,8 @@ import { intOption, type CommandModule } from './types';
 
 interface Opts {
   resources: string;
-  concurrency: number;
+  concurrency?: number;
+  maxConcurrency: number;
   pageSize: number;
   resume: boolean;
   dryRun: boolean;
@@ -39,7 +40,7 @@ export function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
   lines.push(
     `${r.failed ? c.yellow('!') : c.green('✓')} ${verb} ${r.resources.join(', ')}: ${r.dryRun ? `${r.listed} objects listed` : `${r.rewritten} rewritten, ${r.unchanged} already current`}` +
       `${r.deleted ? `, ${r.deleted} deleted meanwhile` : ''}${r.conflictsRetried ? `, ${r.conflictsRetried} conflicts retried` : ''}` +
-      `${r.failed ? c.red(`, ${r.failed} failed`) : ''} in ${r.seconds.toFixed(1)} s (${r.objectsPerSecond}/s)`,
+      `${r.failed ? c.red(`, ${r.failed} failed`) : ''} in ${r.seconds.toFixed(1)} s (${r.objectsPerSecond}/s${r.dryRun ? '' : `, ${inFlightText(r)}`})`,
   );
   for (const [name, s] of Object.entries(r.perResource)) {
     if (r.resources.length > 1 || s.skipped || s.alreadyComplete) {
@@ -62,6 +63,12 @@ export function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
     }
   }
   return lines.join('\n');
+}
+
+/** `96 in flight (adaptive, up to 256)` or `32 in flight (fixed)`. */
+function inFlightText(r: RewriteSummary): string {
+  const c = r.concurrency;
+  return c.mode === 'fixed' ? `${c.settled} in flight (fixed)` : `settled at ${c.settled} in flight (adaptive, up to ${c.max})`;
 }
 
 async function run(ctx: Context, opts: Opts): Promise<void> {
@@ -87,7 +94,13 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
   }
 
   const target = await loadKubeconfig(ctx.paths.kubeconfig, { server: opts.server, context: opts.context });
-  const api = createApiClient(target, { maxSockets: opts.concurrency + 2 });
+  if (opts.concurrency !== undefined && opts.concurrency > opts.maxConcurrency) {
+    throw new CliError(`--concurrency ${opts.concurrency} is above --max-concurrency ${opts.maxConcurrency}`, {
+      exitCode: ExitCode.Usage,
+      hint: 'lower --concurrency, raise --max-concurrency, or leave --concurrency out to let the rate decide',
+    });
+  }
+  const api = createApiClient(target, { maxSockets: (opts.concurrency ?? opts.maxConcurrency) + 2 });
   const reporter = progress.createProgressReporter(ctx.out);
   try {
     const resources = await resolveResources(api, spec, loaded?.config, (s) =>
@@ -112,7 +125,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
     }
     const verifier = opts.verify && !opts.dryRun ? await openEtcdVerifier(ctx) : undefined;
     ctx.out.step(
-      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency} in flight, pages of ${opts.pageSize})`,
+      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency !== undefined ? `${opts.concurrency} in flight` : `in flight: adaptive, up to ${opts.maxConcurrency}`}, pages of ${opts.pageSize})`,
     );
     let summary: ReEncryptResult;
     try {
@@ -124,11 +137,13 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
             now: ctx.now,
             onProgress: (p) => reporter.update(p),
             onNotice: (m) => ctx.out.info(m),
+            onConcurrency: (n, why) => ctx.out.debug(`in flight: ${n} (${why})`),
             signal: ctx.signal,
           },
           {
             resources,
             concurrency: opts.concurrency,
+            maxConcurrency: opts.maxConcurrency,
             pageSize: opts.pageSize,
             resume: opts.resume,
             dryRun: opts.dryRun,
@@ -216,7 +231,8 @@ export const reEncryptAllCommand: CommandModule = {
       .command('re-encrypt-all')
       .description('rewrite every object so it is stored with the current write key (paged, concurrent, resumable)')
       .option('--resources <list>', 'secrets, a comma-separated list (configmaps, plural.group), or from-config', 'secrets')
-      .option('--concurrency <n>', 'requests in flight', intOption('--concurrency'), DEFAULT_CONCURRENCY)
+      .option('--concurrency <n>', 'a fixed number of requests in flight (default: adaptive, from the rate the apiserver sustains)', intOption('--concurrency'))
+      .option('--max-concurrency <n>', 'the most requests in flight the adaptive limit may reach', intOption('--max-concurrency'), DEFAULT_MAX_CONCURRENCY)
       .option('--page-size <n>', 'objects per list page', intOption('--page-size'), DEFAULT_PAGE_SIZE)
       .option('--resume', 'continue the interrupted run from its checkpoint', false)
       .option('--dry-run', 'list and count the objects, write nothing', false)

@@ -1,5 +1,6 @@
 import { Option } from 'commander';
 import { intOption, type CommandModule } from './types';
+import { addEscrowOptions, addSnapshotOptions } from './safety';
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),
@@ -9,8 +10,7 @@ import { intOption, type CommandModule } from './types';
  */
 export const rotateKeyCommand: CommandModule = {
   register(program, wrap) {
-    program
-      .command('rotate-key')
+    addEscrowOptions(addSnapshotOptions(program.command('rotate-key')))
       .description('rotate the write key (or change provider) through safe stages: add-reader, promote, rewrite, prune')
       .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms (default: the current write provider)')
       .option('--key-file <file>', 'read the new base64 key from this file (default: generate one)')

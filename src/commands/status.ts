@@ -56,6 +56,7 @@ export async function runStatus(ctx: Context, opts: Opts): Promise<void> {
     onProgress: (m) => ctx.out.debug(m),
   });
   const report = buildStatusReport(input);
+  if (input.config.ok) for (const w of await (await import('../escrow/records')).escrowWarnings(ctx.paths.stateDir, input.config.data.path)) ctx.out.warn(w);
   ctx.out.result({ ...report, ok: report.healthy }, (c) => renderStatus(report, c, { listLimit: ctx.out.verbose ? opts.listLimit : 10 }));
   if (opts.exitCode && !report.healthy) ctx.out.exitCode = ExitCode.Verification;
 }

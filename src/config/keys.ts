@@ -37,11 +37,15 @@ export function parseProvider(p: string, allowKms = true): Provider {
   return p as Provider;
 }
 
+/** "an aescbc key", "an aesgcm key", "a secretbox key". */
+const keyOf = (provider: LocalProvider) => `${/^[aeiou]/.test(provider) ? 'an' : 'a'} ${provider} key`;
+const lengthsText = (ok: readonly number[]) => ok.join(', ').replace(/, (\d+)$/, ' or $1');
+
 export function checkKeyLength(provider: LocalProvider, bytes: number): void {
   const ok = KEY_LENGTHS[provider];
   if (!ok.includes(bytes)) {
     throw usageError(
-      `a ${provider} key must be ${ok.join(', ').replace(/, (\d+)$/, ' or $1')} bytes, not ${bytes}`,
+      `${keyOf(provider)} must be ${lengthsText(ok)} bytes, not ${bytes}`,
       `choose --bytes ${ok.join('|')}`,
     );
   }
@@ -71,7 +75,7 @@ export function decodeKey(provider: LocalProvider, text: string, source = 'the k
   const ok = KEY_LENGTHS[provider];
   if (!ok.includes(bytes.length)) {
     throw usageError(
-      `${source} is ${bytes.length} bytes; a ${provider} key must be ${ok.join(', ').replace(/, (\d+)$/, ' or $1')} bytes`,
+      `${source} is ${bytes.length} bytes; ${keyOf(provider)} must be ${lengthsText(ok)} bytes`,
       'generate a suitable one with "k8s-encrypt generate-key --provider ' + provider + '"',
     );
   }

@@ -28,16 +28,23 @@ export function resourcesOf(cfg: EncryptionConfiguration): string[] {
 
 /**
  * The providers the apiserver uses for a resource ("secrets", "deployments.apps"), in the order it
- * tries them, the way it resolves them: rules naming the resource exactly (all of them, in order),
- * else the first `*.group` rule, else the first `*.*` rule. Empty: stored unencrypted.
+ * tries them: the one rule for this in the project (the codec, status, the planners and the
+ * prune gate all come here). As k8s.io/apiserver server/options/encryptionconfig/config.go does:
+ * every rule's providers are appended under each group/resource it names
+ * (`schema.ParseGroupResource`, so `secrets` and `secrets.` are one key), and a lookup
+ * (`transformerFromOverrides`) takes the exact group/resource, else `*.group` (`*.` is the core
+ * group), else `*.*`. So two rules naming `secrets` both serve it, in file order; a wildcard
+ * names one rule only (a second one is "masked by earlier rule" and refused at start-up).
+ * Empty: no rule covers it and it is stored unencrypted. Before 1.27 wildcards named no
+ * resource at all (config validation warns about that for the version it is told).
  */
 export function providersFor(cfg: EncryptionConfiguration, resource: string): ProviderConfig[] {
   const gr = parseGroupResource(resource);
-  const matching = (want: GroupResource) =>
+  const rulesFor = (want: GroupResource) =>
     cfg.resources.filter((r) => r.resources.some((x) => sameGr(parseGroupResource(x), want)));
   for (const want of [gr, { group: gr.group, resource: '*' }, { group: '*', resource: '*' }]) {
-    const rules = matching(want);
-    if (rules.length > 0) return (sameGr(want, gr) ? rules : rules.slice(0, 1)).flatMap((r) => r.providers);
+    const rules = rulesFor(want);
+    if (rules.length > 0) return rules.flatMap((r) => r.providers);
   }
   return [];
 }
@@ -45,6 +52,14 @@ export function providersFor(cfg: EncryptionConfiguration, resource: string): Pr
 /** The provider that encrypts new writes of a resource; undefined when none applies (plaintext). */
 export function firstProvider(cfg: EncryptionConfiguration, resource: string): ProviderConfig | undefined {
   return providersFor(cfg, resource)[0];
+}
+
+/**
+ * The resource a config's writer is read from (its write key, prefix and label): Secrets when a rule
+ * serves them, else the first resource the config names.
+ */
+export function writeResourceOf(cfg: EncryptionConfiguration): string {
+  return firstProvider(cfg, 'secrets') ? 'secrets' : (resourcesOf(cfg)[0] ?? 'secrets');
 }
 
 export interface ProviderSummary {

@@ -4,7 +4,14 @@ import { parseAllDocuments } from 'yaml';
 import type { z } from 'zod';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { REDACTED, secretsOfConfigText } from '../ui/redact';
-import { EncryptionConfigurationSchema, type EncryptionConfiguration } from './schema';
+import {
+  API_VERSION,
+  EncryptionConfigurationSchema,
+  KIND,
+  LEGACY_API_VERSION,
+  LEGACY_KIND,
+  type EncryptionConfiguration,
+} from './schema';
 
 /** One problem found in a config: where it is in the document and what is wrong. */
 export interface Finding {
@@ -14,8 +21,13 @@ export interface Finding {
   message: string;
 }
 
+/**
+ * A decoded config. `strict`: unknown and duplicate fields, which the apiserver drops (a later
+ * duplicate wins) before strict decoding and refuses from 1.31; the config holds what it decodes
+ * without them. `warnings`: what the apiserver accepts but the tool would write differently.
+ */
 export type ParseResult =
-  | { ok: true; config: EncryptionConfiguration; problems: [] }
+  | { ok: true; config: EncryptionConfiguration; problems: []; strict: Finding[]; warnings: Finding[] }
   | { ok: false; config?: undefined; problems: Finding[] };
 
 /** `['resources', 0, 'providers']` -> `resources[0].providers` (upstream's field path style). */
@@ -60,31 +72,98 @@ function yamlProblem(err: { message: string; linePos?: readonly { line: number; 
   return { level: 'error', path: '', message: `does not parse as YAML or JSON: ${message}` };
 }
 
-function zodProblems(issues: readonly z.core.$ZodIssue[]): Finding[] {
-  const out: Finding[] = [];
-  for (const issue of issues) {
-    if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) {
-        out.push({ level: 'error', path: formatPath([...issue.path, key]), message: `unknown field "${key}"` });
-      }
-      continue;
-    }
-    const missing = issue.code === 'invalid_type' && /received undefined$/.test(issue.message);
-    const message = missing ? `required field is missing (${issue.message.replace(/^Invalid input: /, '')})` : issue.message;
-    out.push({ level: 'error', path: formatPath(issue.path), message });
-  }
+const goTypeOf = (v: unknown) =>
+  Array.isArray(v) ? 'a list' : v === null ? 'null' : typeof v === 'object' ? 'a mapping' : `a ${typeof v}`;
+
+function valueAt(doc: unknown, path: readonly PropertyKey[]): unknown {
+  let v = doc;
+  for (const p of path) v = v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[p] : undefined;
+  return v;
+}
+
+function typeProblem(issue: z.core.$ZodIssue, doc: unknown): Finding {
+  const path = formatPath(issue.path);
+  const found = goTypeOf(valueAt(doc, issue.path));
+  let want = /expected (\w+)/.exec(issue.message)?.[1];
+  if (issue.code === 'too_big' || issue.code === 'too_small') want = 'a 32-bit integer';
+  else if (issue.code === 'invalid_type' && want === 'int') want = 'an integer';
+  else if (want === 'object') want = 'a mapping';
+  else if (want === 'array') want = 'a list';
+  else if (want) want = `a ${want}`;
+  const message = want ? `cannot be decoded: expected ${want}, found ${found}` : `cannot be decoded: ${issue.message}`;
+  return { level: 'error', path, message };
+}
+
+/** Go's decoding of JSON null: the zero value, i.e. as if the field were not there. */
+function withoutNulls(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map((x) => (x === null ? undefined : withoutNulls(x)));
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) if (x !== null) out[k] = withoutNulls(x);
   return out;
 }
 
+function deleteAt(doc: unknown, path: readonly PropertyKey[]): void {
+  const parent = valueAt(doc, path.slice(0, -1));
+  if (parent && typeof parent === 'object') delete (parent as Record<PropertyKey, unknown>)[path[path.length - 1]!];
+}
+
+const CURRENT_FORM = `apiVersion: ${API_VERSION} and kind: ${KIND}`;
+
+/** The type header, as the apiserver's scheme checks it; undefined when it is one it loads. */
+function typeProblems(doc: unknown): Finding[] | undefined {
+  const notIt = (why: string): Finding[] => [
+    { level: 'error', path: '', message: `the file is not an EncryptionConfiguration: ${why} (expected a mapping with ${CURRENT_FORM})` },
+  ];
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) return notIt(`it holds ${goTypeOf(doc)}`);
+  const { apiVersion, kind } = doc as Record<string, unknown>;
+  if (kind === undefined || kind === '') return notIt("Object 'Kind' is missing");
+  if (typeof kind !== 'string') return notIt(`kind is ${goTypeOf(kind)}`);
+  if (apiVersion === undefined || apiVersion === '') return notIt("Object 'apiVersion' is missing");
+  if (typeof apiVersion !== 'string') return notIt(`apiVersion is ${goTypeOf(apiVersion)}`);
+  const registered = (apiVersion === API_VERSION && kind === KIND) || (apiVersion === LEGACY_API_VERSION && kind === LEGACY_KIND);
+  return registered ? undefined : notIt(`no kind ${JSON.stringify(kind)} is registered for version ${JSON.stringify(apiVersion)}`);
+}
+
+function decode(js: unknown, duplicates: Finding[]): ParseResult {
+  const header = typeProblems(js);
+  if (header) return { ok: false, problems: header };
+  const warnings: Finding[] = [];
+  const doc = withoutNulls(js) as Record<string, unknown>;
+  if (doc.kind === LEGACY_KIND) {
+    warnings.push({
+      level: 'warning',
+      path: '',
+      message: `"apiVersion: ${LEGACY_API_VERSION}" with "kind: ${LEGACY_KIND}" is a legacy form the apiserver still loads; the current form is ${CURRENT_FORM} (write-config and rotate-key write it)`,
+    });
+  }
+  const current = { ...doc, apiVersion: API_VERSION, kind: KIND };
+  const strict = [...duplicates];
+  for (;;) {
+    const parsed = EncryptionConfigurationSchema.safeParse(current);
+    if (parsed.success) return { ok: true, config: parsed.data, problems: [], strict, warnings };
+    const unknown = parsed.error.issues.filter((i) => i.code === 'unrecognized_keys');
+    if (unknown.length === 0) return { ok: false, problems: parsed.error.issues.map((i) => typeProblem(i, current)) };
+    for (const issue of unknown) {
+      for (const key of issue.keys) {
+        strict.push({ level: 'error', path: formatPath([...issue.path, key]), message: 'unknown field' });
+        deleteAt(current, [...issue.path, key]);
+      }
+    }
+  }
+}
+
 /**
- * Parses an EncryptionConfiguration (YAML or JSON) and checks its shape, returning every problem
- * instead of throwing. Semantic rules are ./validate.ts's job.
+ * Parses an EncryptionConfiguration (YAML or JSON) and decodes it as the apiserver does, returning
+ * every problem instead of throwing. Semantic rules are ./validate.ts's job.
  */
 export function parseConfigText(text: string): ParseResult {
   // YAML 1.1, as the apiserver's decoder (sigs.k8s.io/yaml) reads it: `name: on` is a boolean there.
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true, version: '1.1' });
-  const list = Array.isArray(docs) ? docs : [docs];
-  const nonEmpty = list.filter((d) => d.contents !== null || d.errors.length > 0);
+  const parseDocs = (uniqueKeys: boolean) => {
+    const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys, version: '1.1' });
+    return (Array.isArray(docs) ? docs : [docs]).filter((d) => d.contents !== null || d.errors.length > 0);
+  };
+  let nonEmpty = parseDocs(true);
   if (nonEmpty.length === 0) {
     return { ok: false, problems: [{ level: 'error', path: '', message: 'the file is empty' }] };
   }
@@ -100,11 +179,19 @@ export function parseConfigText(text: string): ParseResult {
       ],
     };
   }
+  const duplicates: Finding[] = [];
+  const dupErrors = nonEmpty[0]!.errors.filter((e) => e.code === 'DUPLICATE_KEY');
+  if (dupErrors.length > 0 && dupErrors.length === nonEmpty[0]!.errors.length) {
+    // Without strict decoding the later value wins: read it that way and report each duplicate.
+    for (const e of dupErrors) {
+      const where = e.linePos?.[0];
+      duplicates.push({ level: 'error', path: '', message: `duplicate field${where ? ` at line ${where.line}` : ''}` });
+    }
+    nonEmpty = parseDocs(false);
+  }
   const doc = nonEmpty[0]!;
   if (doc.errors.length > 0) return { ok: false, problems: doc.errors.map(yamlProblem) };
-  const parsed = EncryptionConfigurationSchema.safeParse(doc.toJS({ maxAliasCount: 100 }));
-  if (!parsed.success) return { ok: false, problems: zodProblems(parsed.error.issues) };
-  return { ok: true, config: parsed.data, problems: [] };
+  return decode(doc.toJS({ maxAliasCount: 100 }), duplicates);
 }
 
 /** `resources[0].providers[0].aescbc.keys[0].secret: secrets must be base64 encoded` */
@@ -125,11 +212,14 @@ export function describeProblems(problems: readonly Finding[], text: string): st
  */
 export function parseEncryptionConfig(text: string, source: string): EncryptionConfiguration {
   const r = parseConfigText(text);
-  if (r.ok) return r.config;
-  const problems = r.problems.map((f) => ({ ...f, message: scrubSecrets(f.message, text) }));
+  // An unknown or duplicate field is refused here at every version: a config rewritten from what
+  // the apiserver decodes would lose it without a word.
+  if (r.ok && r.strict.length === 0) return r.config;
+  const found = r.ok ? r.strict.map((f) => ({ ...f, message: `${f.message} (the apiserver drops it before 1.31 and refuses the file from 1.31)` })) : r.problems;
+  const problems = found.map((f) => ({ ...f, message: scrubSecrets(f.message, text) }));
   throw new CliError(`${source} is not a valid EncryptionConfiguration: ${describeProblems(problems, text)}`, {
     exitCode: ExitCode.Usage,
-    hint: `run "k8s-encrypt validate-config ${source}" to see every problem`,
+    hint: r.ok ? 'remove or correct the field' : `run "k8s-encrypt validate-config ${source}" to see every problem`,
     details: { source, problems },
   });
 }

@@ -1,18 +1,24 @@
 import { z } from 'zod';
 
 /**
- * EncryptionConfiguration (apiserver.config.k8s.io/v1) as the apiserver reads it. The schema
- * checks shape only; the upstream semantic rules live in ./validate.ts.
+ * EncryptionConfiguration (apiserver.config.k8s.io/v1) as the apiserver decodes it: a missing or
+ * null field is its Go zero value ("" or an empty list; a nil pointer for a provider, cachesize
+ * and timeout), so that validate.ts can report it with upstream's "Required value" message; a
+ * wrong type fails. `.strict()` finds unknown fields, which parse.ts reports as the version
+ * decides (dropped before strict decoding, refused from 1.31). Semantic rules live in validate.ts.
  */
-export const KeySchema = z.object({ name: z.string(), secret: z.string() }).strict();
-export const KeysProviderSchema = z.object({ keys: z.array(KeySchema) }).strict();
+const goString = z.string().default('');
+const goList = <T extends z.ZodType>(item: T) => z.array(item).default([]);
+
+export const KeySchema = z.object({ name: goString, secret: goString }).strict();
+export const KeysProviderSchema = z.object({ keys: goList(KeySchema.default({ name: '', secret: '' })) }).strict();
 export const IdentitySchema = z.object({}).strict();
 export const KmsSchema = z
   .object({
     apiVersion: z.string().optional(),
-    name: z.string(),
-    endpoint: z.string(),
-    cachesize: z.number().int().optional(),
+    name: goString,
+    endpoint: goString,
+    cachesize: z.number().int().min(-2147483648).max(2147483647).optional(),
     timeout: z.string().optional(),
   })
   .strict();
@@ -28,14 +34,21 @@ export const ProviderSchema = z
   .strict();
 
 export const ResourceConfigSchema = z
-  .object({ resources: z.array(z.string()), providers: z.array(ProviderSchema) })
+  .object({ resources: goList(goString), providers: goList(ProviderSchema.default({})) })
   .strict();
+
+/** The registered form. */
+export const API_VERSION = 'apiserver.config.k8s.io/v1';
+export const KIND = 'EncryptionConfiguration';
+/** The form from before 1.13, still registered by every apiserver ("due to a docs bug"). */
+export const LEGACY_API_VERSION = 'v1';
+export const LEGACY_KIND = 'EncryptionConfig';
 
 export const EncryptionConfigurationSchema = z
   .object({
-    apiVersion: z.literal('apiserver.config.k8s.io/v1'),
-    kind: z.literal('EncryptionConfiguration'),
-    resources: z.array(ResourceConfigSchema),
+    apiVersion: z.literal(API_VERSION),
+    kind: z.literal(KIND),
+    resources: goList(ResourceConfigSchema.default({ resources: [], providers: [] })),
   })
   .strict();
 

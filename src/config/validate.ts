@@ -1,9 +1,11 @@
 import { usageError } from '../ui/errors';
+import { decodeBase64Strict, formatGoDuration, goQuote, parseGoDuration, parseGoUrl } from './go';
 import { KEY_LENGTHS, type LocalProvider } from './keys';
 import type { Finding } from './parse';
 import { providerKinds, type EncryptionConfiguration, type EncryptionKey, type KmsConfig } from './schema';
 
 export { findingLine, type Finding } from './parse';
+export { decodeBase64Strict, parseGoDuration } from './go';
 
 /**
  * The upstream rules an apiserver applies when it loads an EncryptionConfiguration
@@ -48,14 +50,29 @@ export function parseKubeVersion(s: string): KubeVersion {
 
 const atLeast = (v: KubeVersion, minor: number) => v.minor >= minor;
 
-// Upstream messages (validation_encryption.go).
+/** Kubernetes minors where a rule or a behaviour arrived. */
+export const SINCE = {
+  /** KMS apiVersion (v2 alpha, behind --feature-gates=KMSv2=true). */
+  kmsV2Alpha: 25,
+  /** Wildcards and the resource-list rules (KEP-3299); KMS v2 beta, on by default. */
+  resourceRules: 27,
+  /** KMS v1 deprecated. */
+  kmsV1Deprecated: 28,
+  /** KMS v2 GA; KMS v1 off unless --feature-gates=KMSv1=true. */
+  kmsV1Off: 29,
+  /** Strict decoding: an unknown or duplicate field makes the apiserver refuse the file. */
+  strictDecoding: 31,
+} as const;
+
+// Upstream messages (validation_encryption.go, encryptionconfig/config.go).
 const MSG = {
   moreThanOne: 'more than one provider specified in a single element, should split into different list elements',
   noProvider: 'provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity',
   keyLen: (got: number, want: readonly number[]) =>
     `secret is not of the expected length, got ${got}, expected one of [${want.join(' ')}]`,
-  scheme: (s: string) => `unsupported scheme "${s}" for KMS provider, only unix is supported`,
-  kmsApiVersion: (v: string) => `unsupported apiVersion "${v}" for KMS provider, only v1 and v2 are supported`,
+  scheme: (s: string) => `unsupported scheme ${goQuote(s)} for KMS provider, only unix is supported`,
+  kmsApiVersion: 'unsupported apiVersion apiVersion for KMS provider, only v1 and v2 are supported',
+  invalidUrl: (err: string) => `invalid endpoint for kms provider, error: ${err}`,
   atLeastOne: (what: string) => `at least one ${what} is required`,
   mandatory: (field: string, of: string) => `${field} is a mandatory field for a ${of}`,
   base64: 'secrets must be base64 encoded',
@@ -63,6 +80,10 @@ const MSG = {
   positiveOrNegative: (field: string) => `${field} should be a positive value, or negative to disable`,
   kmsNameColon: (n: string) => `invalid KMS provider name ${n}, must not contain ':'`,
   kmsNameDup: (n: string) => `duplicate KMS provider name ${n}, names must be unique`,
+  cachesizeV2: 'cachesize is not supported in v2',
+  kmsV1Off:
+    'KMSv1 is deprecated and will only receive security updates going forward. Use KMSv2 instead.  Set --feature-gates=KMSv1=true to use the deprecated KMSv1 feature.',
+  kmsV2Off: (n: string) => `could not configure KMSv2 plugin ${goQuote(n)}, KMSv2 feature is not enabled`,
   events:
     "'*.events.k8s.io' objects are stored using the 'events' API group in etcd. Use 'events' instead in the config file",
   extensions: "'extensions' group has been removed and cannot be used for encryption",
@@ -73,8 +94,15 @@ const MSG = {
   capital: 'resource name should not contain capital letters',
   acrossGroups: 'encrypting the same resource across groups is not supported',
   duplicate: 'the same resource cannot be specified multiple times',
-  masked: (r: string, by: string) => `resource "${r}" is masked by earlier rule "${by}"`,
+  masked: (r: string, by: string) => `resource ${goQuote(r)} is masked by earlier rule ${goQuote(by)}`,
 } as const;
+
+// field.ErrorList wording: `Required value: DETAIL`, `Invalid value: VALUE: DETAIL`.
+const required = (detail: string) => `Required value: ${detail}`;
+const invalid = (value: string | number, detail: string) =>
+  `Invalid value: ${typeof value === 'number' ? String(value) : goQuote(value)}: ${detail}`;
+const invalidList = (values: readonly string[], detail: string) =>
+  `Invalid value: []string{${values.map(goQuote).join(', ')}}: ${detail}`;
 
 /** schema.ParseGroupResource: the part before the first dot is the resource, the rest the group. */
 export interface GroupResource {
@@ -91,32 +119,6 @@ export function groupResourceString(gr: GroupResource): string {
   return gr.group === '' ? gr.resource : `${gr.resource}.${gr.group}`;
 }
 const grKey = (gr: GroupResource) => `${gr.resource}\u0000${gr.group}`;
-
-/** Go's base64.StdEncoding.DecodeString: padding required, CR/LF ignored, nothing else. */
-export function decodeBase64Strict(s: string): Buffer | undefined {
-  const t = s.replace(/[\r\n]/g, '');
-  if (t.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(t)) return undefined;
-  return Buffer.from(t, 'base64');
-}
-
-/** Go's time.ParseDuration, in nanoseconds; undefined when it does not parse. */
-export function parseGoDuration(s: string): number | undefined {
-  if (s === '0' || s === '+0' || s === '-0') return 0;
-  const m = /^([-+]?)((?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+)$/.exec(s);
-  if (!m) return undefined;
-  const unit: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, μs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
-  let total = 0;
-  for (const part of m[2]!.matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) {
-    total += Number(part[1]) * unit[part[2]!]!;
-  }
-  return m[1] === '-' ? -total : total;
-}
-
-/** The scheme Go's url.Parse would see: lower-cased, '' when there is none. */
-function urlScheme(endpoint: string): string {
-  const m = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(endpoint);
-  return m ? m[1]!.toLowerCase() : '';
-}
 
 /** KMS apiVersion after upstream defaulting (an omitted apiVersion means v1). */
 export function effectiveKmsApiVersion(kms: KmsConfig): string {
@@ -137,10 +139,33 @@ class Findings {
   }
 }
 
-function validateResourceList(resources: string[], path: string, f: Findings, v: KubeVersion): void {
-  if (resources.length === 0) f.error(path, MSG.atLeastOne(path));
+interface Ctx {
+  f: Findings;
+  v: KubeVersion;
+  gates: FeatureGates;
+  reload: boolean;
+  noEffect: 'error' | 'warning';
+}
 
-  // Overlap and duplicates within one list (validateResourceOverlap).
+/** A rule that arrived in 1.27: an error from then on, before it a warning saying what happens. */
+function resourceRule(c: Ctx, path: string, message: string, before: string): void {
+  if (atLeast(c.v, SINCE.resourceRules)) c.f.error(path, message);
+  else noEffect(c, path, `${before} (from 1.27 the apiserver refuses it: ${message.replace(/^Invalid value: .*?: /, '')})`);
+}
+
+/** A config that starts but does not do what it says on this version (see ValidateOptions.noEffect). */
+function noEffect(c: Ctx, path: string, message: string): void {
+  if (c.noEffect === 'error') c.f.error(path, message);
+  else c.f.warning(path, message);
+}
+
+function validateResourceList(resources: string[], path: string, c: Ctx): void {
+  const { f, v } = c;
+  if (resources.length === 0) f.error(path, required(MSG.atLeastOne(path)));
+  const rules = atLeast(v, SINCE.resourceRules);
+
+  // Overlap and duplicates within one list (validateResourceOverlap). Before 1.27 wildcards match
+  // nothing, so only a repeated name is worth a word.
   if (resources.length >= 2) {
     const grs = resources.map(parseGroupResource);
     let dup = false;
@@ -153,26 +178,24 @@ function validateResourceList(resources: string[], path: string, f: Findings, v:
         else if (r1.group === r2.group && (r1.resource === '*' || r2.resource === '*')) overlap = true;
       }),
     );
-    if (dup) f.error(path, MSG.duplicate);
-    if (overlap) f.error(path, MSG.overlap);
+    if (dup) resourceRule(c, path, invalidList(resources, MSG.duplicate), `a resource is listed twice (the repeat has no effect on 1.${v.minor})`);
+    if (overlap && rules) f.error(path, invalidList(resources, MSG.overlap));
   }
 
   // Names (validateResourceNames): the first matching rule wins, as upstream.
+  const nothing = `has no effect on 1.${v.minor}`;
   resources.forEach((res, j) => {
     const p = `${path}[${j}]`;
     const gr = parseGroupResource(res);
-    if (res.toLowerCase() !== res) f.error(p, MSG.capital);
-    else if (res === '*') f.error(p, MSG.star);
-    else if (NON_REST.has(res)) f.error(p, MSG.nonREST);
-    else if (gr.group === 'events.k8s.io') f.error(p, MSG.events);
-    else if (gr.group === 'extensions') f.error(p, MSG.extensions);
-    else if (gr.group === '*' && gr.resource !== '*') f.error(p, MSG.acrossGroups);
-    else if (res.includes('*') && !atLeast(v, 27)) {
-      f.error(
-        p,
-        `wildcards need Kubernetes 1.27 or newer: a 1.${v.minor} apiserver accepts "${res}" silently and encrypts nothing with it`,
-      );
-    } else if (res === '') f.error(p, 'resource name must not be empty');
+    const wildcard = `wildcards match nothing before 1.27: a 1.${v.minor} apiserver accepts "${res}" and encrypts nothing with it`;
+    if (res.toLowerCase() !== res) resourceRule(c, p, invalid(res, MSG.capital), `"${res}" matches no resource (names are lower case), so it ${nothing}`);
+    else if (res === '*') resourceRule(c, p, invalid(res, MSG.star), wildcard);
+    else if (NON_REST.has(res)) resourceRule(c, p, invalid(res, MSG.nonREST), `"${res}" has no REST API, so the rule ${nothing}`);
+    else if (gr.group === 'events.k8s.io') resourceRule(c, p, invalid(res, MSG.events), `events are stored in the "events" group, so "${res}" ${nothing}`);
+    else if (gr.group === 'extensions') resourceRule(c, p, invalid(res, MSG.extensions), `"${res}" ${nothing}`);
+    else if (gr.group === '*' && gr.resource !== '*') resourceRule(c, p, invalid(res, MSG.acrossGroups), wildcard);
+    else if (res.includes('*') && !rules) noEffect(c, p, wildcard);
+    else if (res === '') f.warning(p, 'an empty resource name matches no resource');
     else if (SINGULAR[res]) {
       f.warning(p, `"${res}" matches no resource (rules name the plural): did you mean "${SINGULAR[res]}"?`);
     }
@@ -185,13 +208,13 @@ function validateResourceList(resources: string[], path: string, f: Findings, v:
  */
 function validateKeys(kind: LocalProvider, keys: EncryptionKey[], path: string, seen: Map<string, string>, f: Findings): void {
   if (keys.length === 0) {
-    f.error(path, MSG.atLeastOne('keys'));
+    f.error(path, required(MSG.atLeastOne('keys')));
     return;
   }
   const want = KEY_LENGTHS[kind];
   keys.forEach((key, k) => {
     const p = `${path}[${k}]`;
-    if (key.name === '') f.error(`${p}.name`, MSG.mandatory('name', 'key'));
+    if (key.name === '') f.error(`${p}.name`, required(MSG.mandatory('name', 'key')));
     else if (seen.has(key.name)) {
       f.error(
         `${p}.name`,
@@ -199,23 +222,53 @@ function validateKeys(kind: LocalProvider, keys: EncryptionKey[], path: string, 
       );
     } else seen.set(key.name, p);
     if (key.secret === '') {
-      f.error(`${p}.secret`, MSG.mandatory('secret', 'key'));
+      f.error(`${p}.secret`, required(MSG.mandatory('secret', 'key')));
       return;
     }
     const bytes = decodeBase64Strict(key.secret);
-    if (!bytes) f.error(`${p}.secret`, MSG.base64);
-    else if (!want.includes(bytes.length)) f.error(`${p}.secret`, MSG.keyLen(bytes.length, want));
+    if (!bytes) f.error(`${p}.secret`, invalid('REDACTED', MSG.base64));
+    else if (!want.includes(bytes.length)) f.error(`${p}.secret`, invalid('REDACTED', MSG.keyLen(bytes.length, want)));
   });
 }
 
-function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findings, v: KubeVersion, gates: FeatureGates): void {
-  const api = effectiveKmsApiVersion(kms);
+function validateEndpoint(endpoint: string, path: string, f: Findings): void {
+  if (endpoint === '') {
+    f.error(path, invalid('', MSG.mandatory('endpoint', 'kms')));
+    return;
+  }
+  const parsed = parseGoUrl(endpoint);
+  if ('error' in parsed) {
+    f.error(path, invalid(endpoint, MSG.invalidUrl(parsed.error)));
+    return;
+  }
+  const { scheme, host, path: socket } = parsed.url;
+  if (scheme !== 'unix') f.error(path, invalid(endpoint, MSG.scheme(scheme)));
+  else if (socket === '' || socket === '/') f.error(path, 'the endpoint names no socket path (write it as unix:///path/to/socket)');
+  else if (host !== '') {
+    f.warning(path, `the plugin socket is ${socket}: "${host}" after unix:// is a host name, which is ignored (for ${`/${host}${socket}`} write unix:///${host}${socket})`);
+  }
+}
+
+function validateKms(kms: KmsConfig, path: string, names: Set<string>, c: Ctx): void {
+  const { f, v, gates } = c;
+  // Before 1.25 KMSConfiguration has no apiVersion: the decoder drops it and the provider is v1.
+  const hasApiVersionField = atLeast(v, SINCE.kmsV2Alpha);
+  if (!hasApiVersionField && kms.apiVersion !== undefined && kms.apiVersion !== '') {
+    if (kms.apiVersion === 'v1') f.warning(`${path}.apiVersion`, `apiVersion is not a field before 1.25: a 1.${v.minor} apiserver drops it (KMS v1 is all it has)`);
+    else {
+      f.error(
+        `${path}.apiVersion`,
+        `KMS ${kms.apiVersion} does not exist before 1.25: a 1.${v.minor} apiserver drops apiVersion and talks KMS v1 to this plugin, so every read and write through it fails`,
+      );
+    }
+  }
+  const api = hasApiVersionField ? effectiveKmsApiVersion(kms) : 'v1';
 
   // name (validateKMSConfigName)
-  if (kms.name === '') f.error(`${path}.name`, MSG.mandatory('name', 'provider'));
-  if (api !== 'v1' && kms.name.includes(':')) f.error(`${path}.name`, MSG.kmsNameColon(kms.name));
+  if (kms.name === '') f.error(`${path}.name`, required(MSG.mandatory('name', 'provider')));
+  if (api !== 'v1' && kms.name.includes(':')) f.error(`${path}.name`, invalid(kms.name, MSG.kmsNameColon(kms.name)));
   if (names.has(kms.name)) {
-    if (api !== 'v1') f.error(`${path}.name`, MSG.kmsNameDup(kms.name));
+    if (api !== 'v1' || c.reload) f.error(`${path}.name`, invalid(kms.name, MSG.kmsNameDup(kms.name)));
     else {
       f.warning(
         `${path}.name`,
@@ -225,55 +278,56 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findin
   }
   names.add(kms.name);
 
-  // timeout (metav1.Duration: a Go duration string; defaults to 3s)
+  // timeout (metav1.Duration: decoded with time.ParseDuration; defaults to 3s)
   if (kms.timeout !== undefined) {
     const ns = parseGoDuration(kms.timeout);
-    if (ns === undefined) f.error(`${path}.timeout`, 'timeout must be a duration such as "3s" or "500ms"');
-    else if (ns <= 0) f.error(`${path}.timeout`, MSG.positive('timeout'));
+    if (ns === undefined) f.error(`${path}.timeout`, `cannot be decoded: time: invalid duration ${goQuote(kms.timeout)}`);
+    else if (ns <= 0) f.error(`${path}.timeout`, `Invalid value: ${formatGoDuration(ns)}: ${MSG.positive('timeout')}`);
   }
 
-  // endpoint (validateKMSEndpoint)
-  if (kms.endpoint === '') f.error(`${path}.endpoint`, MSG.mandatory('endpoint', 'kms'));
-  else {
-    const scheme = urlScheme(kms.endpoint);
-    if (scheme !== 'unix') f.error(`${path}.endpoint`, MSG.scheme(scheme));
-    else if (!/^unix:\/\/[^/]*\/./i.test(kms.endpoint)) {
-      f.error(`${path}.endpoint`, 'the endpoint names no socket path (write it as unix:///path/to/socket)');
-    }
-  }
+  validateEndpoint(kms.endpoint, `${path}.endpoint`, f);
 
   // cachesize (validateKMSCacheSize; upstream defaults it to 1000 for v1 only)
-  if (api !== 'v1' && kms.cachesize !== undefined) f.error(`${path}.cachesize`, 'cachesize is not supported in v2');
-  if (api === 'v1' && kms.cachesize === 0) f.error(`${path}.cachesize`, MSG.positiveOrNegative('cachesize'));
+  if (api !== 'v1' && kms.cachesize !== undefined) f.error(`${path}.cachesize`, invalid(kms.cachesize, MSG.cachesizeV2));
+  if (api === 'v1' && kms.cachesize === 0) f.error(`${path}.cachesize`, invalid(0, MSG.positiveOrNegative('cachesize')));
 
   // apiVersion (validateKMSAPIVersion) and what each version of Kubernetes does with it
   if (api !== 'v1' && api !== 'v2') {
-    f.error(`${path}.apiVersion`, MSG.kmsApiVersion(api));
+    f.error(`${path}.apiVersion`, invalid(api, MSG.kmsApiVersion));
     return;
   }
-  const gateV1 =
-    'the apiserver refuses to start with KMS v1 unless it runs with --feature-gates=KMSv1=true; use apiVersion: v2';
   if (api === 'v1') {
-    if (atLeast(v, 29) && gates.KMSv1 === true) {
+    if (!hasApiVersionField) return;
+    const unset = kms.apiVersion === undefined || kms.apiVersion === '';
+    if (atLeast(v, SINCE.kmsV1Off) && gates.KMSv1 === true) {
       // The operator turned the gate on: the apiserver starts; v1 is still on its way out.
-      f.warning(`${path}.apiVersion`, 'KMS v1 is deprecated (this apiserver runs with --feature-gates=KMSv1=true): move to apiVersion: v2');
-      return;
+      f.warning(`${path}.apiVersion`, `KMS v1 is deprecated (enabled here with --feature-gates=KMSv1=true)${unset ? ': apiVersion is not set, so it defaults to v1' : ''}: move to apiVersion: v2`);
+    } else if (atLeast(v, SINCE.kmsV1Off)) {
+      f.error(`${path}.apiVersion`, `${unset ? 'apiVersion is not set, so it defaults to v1: ' : ''}${MSG.kmsV1Off}`);
+    } else if (unset) {
+      f.warning(`${path}.apiVersion`, 'apiVersion is not set, so it defaults to v1 (deprecated, off by default from 1.29): set apiVersion: v2');
+    } else if (atLeast(v, SINCE.kmsV1Deprecated)) {
+      f.warning(`${path}.apiVersion`, 'KMS v1 is deprecated since 1.28 and off by default from 1.29: move to apiVersion: v2');
     }
-    if (kms.apiVersion === undefined || kms.apiVersion === '') {
-      if (atLeast(v, 29)) f.error(`${path}.apiVersion`, `apiVersion is not set, so it defaults to v1: since 1.29 ${gateV1}`);
-      else f.warning(`${path}.apiVersion`, 'apiVersion is not set, so it defaults to v1 (deprecated, off by default from 1.29): set apiVersion: v2');
-    } else if (atLeast(v, 29)) f.error(`${path}.apiVersion`, `KMS v1 is deprecated and off by default since 1.29: ${gateV1}`);
-    else if (atLeast(v, 28)) f.warning(`${path}.apiVersion`, 'KMS v1 is deprecated since 1.28 and off by default from 1.29: move to apiVersion: v2');
     return;
   }
-  if (!atLeast(v, 25)) f.error(`${path}.apiVersion`, `KMS v2 does not exist before Kubernetes 1.25 (this is 1.${v.minor})`);
-  else if (!atLeast(v, 27) && gates.KMSv2 === true) f.warning(`${path}.apiVersion`, `KMS v2 is alpha in 1.${v.minor} (enabled here with --feature-gates=KMSv2=true)`);
-  else if (!atLeast(v, 27)) {
-    f.error(
-      `${path}.apiVersion`,
-      `KMS v2 is alpha in 1.${v.minor}: the apiserver refuses it unless it runs with --feature-gates=KMSv2=true (beta from 1.27, GA in 1.29)`,
-    );
-  } else if (!atLeast(v, 29)) f.warning(`${path}.apiVersion`, `KMS v2 is beta in 1.${v.minor} (GA in 1.29)`);
+  if (!atLeast(v, SINCE.resourceRules) && gates.KMSv2 === true) f.warning(`${path}.apiVersion`, `KMS v2 is alpha in 1.${v.minor} (enabled here with --feature-gates=KMSv2=true)`);
+  else if (!atLeast(v, SINCE.resourceRules)) {
+    f.error(`${path}.apiVersion`, `${MSG.kmsV2Off(kms.name)} (KMS v2 is alpha in 1.${v.minor}: --feature-gates=KMSv2=true; beta from 1.27, GA in 1.29)`);
+  } else if (!atLeast(v, SINCE.kmsV1Off)) f.warning(`${path}.apiVersion`, `KMS v2 is beta in 1.${v.minor} (GA in 1.29)`);
+}
+
+export interface ValidateOptions {
+  kubeVersion?: string;
+  featureGates?: FeatureGates;
+  /** --encryption-provider-config-automatic-reload is on (KMS v1 names must then be unique too). */
+  reload?: boolean;
+  /**
+   * A rule the apiserver of this version accepts but that does nothing there (a wildcard before
+   * 1.27, a name refused only from 1.27): an error by default, so that the tool never writes one,
+   * or a warning when judging what an apiserver would do with a file (validate-config).
+   */
+  noEffect?: 'error' | 'warning';
 }
 
 /**
@@ -281,15 +335,12 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, f: Findin
  * it says) and warnings (legal but probably not what you want), in document order. Messages name
  * keys and resources, never key material.
  */
-export function validateEncryptionConfig(
-  cfg: EncryptionConfiguration,
-  opts: { kubeVersion?: string; featureGates?: FeatureGates } = {},
-): Finding[] {
+export function validateEncryptionConfig(cfg: EncryptionConfiguration, opts: ValidateOptions = {}): Finding[] {
   const v = parseKubeVersion(opts.kubeVersion ?? NEWEST_KUBE_VERSION);
-  const gates = opts.featureGates ?? {};
-  const f = new Findings();
+  const c: Ctx = { f: new Findings(), v, gates: opts.featureGates ?? {}, reload: opts.reload === true, noEffect: opts.noEffect ?? 'error' };
+  const { f } = c;
   if (cfg.resources.length === 0) {
-    f.error('resources', MSG.atLeastOne('resources'));
+    f.error('resources', required(MSG.atLeastOne('resources')));
     return f.list;
   }
 
@@ -300,10 +351,10 @@ export function validateEncryptionConfig(
   cfg.resources.forEach((rule, i) => {
     const rPath = `resources[${i}].resources`;
     const pPath = `resources[${i}].providers`;
-    validateResourceList(rule.resources, rPath, f, v);
+    validateResourceList(rule.resources, rPath, c);
 
-    // Masking by an earlier rule (getTransformerOverridesAndKMSPluginProbes). Within one list the
-    // overlap rule above already speaks.
+    // Masking by an earlier rule (getTransformerOverridesAndKMSPluginProbes); only wildcards mask,
+    // and they mean nothing before 1.27. Within one list the overlap rule above already speaks.
     rule.resources.forEach((res, j) => {
       const gr = parseGroupResource(res);
       const earlier = (g: GroupResource) => {
@@ -312,11 +363,12 @@ export function validateEncryptionConfig(
       };
       const anyInGroup = { group: gr.group, resource: '*' };
       const anyAny = { group: '*', resource: '*' };
-      if (earlier(anyInGroup) !== undefined) {
+      const masks = atLeast(v, SINCE.resourceRules);
+      if (masks && earlier(anyInGroup) !== undefined) {
         f.error(`${rPath}[${j}]`, MSG.masked(groupResourceString(gr), groupResourceString(anyInGroup)));
-      } else if (earlier(anyAny) !== undefined) {
+      } else if (masks && earlier(anyAny) !== undefined) {
         f.error(`${rPath}[${j}]`, MSG.masked(groupResourceString(gr), groupResourceString(anyAny)));
-      } else if (earlier(gr) !== undefined) {
+      } else if (earlier(gr) !== undefined && (masks || !res.includes('*'))) {
         f.warning(
           `${rPath}[${j}]`,
           `"${res}" is already configured by resources[${earlier(gr)}]: this rule's providers only add readers after that rule's, they never encrypt`,
@@ -325,7 +377,7 @@ export function validateEncryptionConfig(
       if (!configured.has(grKey(gr))) configured.set(grKey(gr), i);
     });
 
-    if (rule.providers.length === 0) f.error(pPath, MSG.atLeastOne(pPath));
+    if (rule.providers.length === 0) f.error(pPath, required(MSG.atLeastOne(pPath)));
     const keyNames = new Map<LocalProvider, Map<string, string>>();
     rule.providers.forEach((p, j) => {
       const path = `${pPath}[${j}]`;
@@ -333,7 +385,7 @@ export function validateEncryptionConfig(
       if (kinds.length === 0) f.error(path, MSG.noProvider);
       if (kinds.length > 1) f.error(path, MSG.moreThanOne);
       for (const kind of kinds) {
-        if (kind === 'kms') validateKms(p.kms!, `${path}.kms`, kmsNames, f, v, gates);
+        if (kind === 'kms') validateKms(p.kms!, `${path}.kms`, kmsNames, c);
         else if (kind !== 'identity') {
           if (!keyNames.has(kind)) keyNames.set(kind, new Map());
           validateKeys(kind, p[kind]!.keys, `${path}.${kind}.keys`, keyNames.get(kind)!, f);
@@ -341,7 +393,8 @@ export function validateEncryptionConfig(
       }
     });
 
-    // What the first provider means for new writes.
+    // What the first provider means for new writes. (aescbc, the tool's default, draws no warning:
+    // init and rotate-key say once in their plan which providers are stronger.)
     const first = rule.providers[0];
     const kinds = first ? providerKinds(first) : [];
     if (kinds.length === 1) {
@@ -352,11 +405,6 @@ export function validateEncryptionConfig(
           rule.providers.length === 1
             ? 'identity is the only provider: these resources are stored unencrypted'
             : 'identity is the first provider: new writes are stored unencrypted, the other providers only read (this is how encryption is turned off)',
-        );
-      } else if (kinds[0] === 'aescbc') {
-        f.warning(
-          `${fp}.aescbc`,
-          'aescbc meets the CIS benchmark, but the Kubernetes docs rate it weaker than secretbox, aesgcm or KMS v2 (it has no integrity check)',
         );
       } else if (kinds[0] === 'aesgcm') {
         f.warning(

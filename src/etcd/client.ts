@@ -4,7 +4,8 @@
  * a scan never holds more than one page.
  */
 import { readFile } from 'node:fs/promises';
-import type { Etcd3, IRangeRequest, IRangeResponse } from 'etcd3';
+import type * as Grpc from '@grpc/grpc-js';
+import * as codec from './rpc-codec';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 
 export interface EtcdConnection {
@@ -32,6 +33,8 @@ export interface ScanOptions {
   maxPageSize?: number;
   /** Leave values out (counts and names only). */
   keysOnly?: boolean;
+  /** Read from the member answering without a quorum round trip (may lag the leader slightly). */
+  serializable?: boolean;
 }
 
 export interface EtcdEntry {
@@ -105,7 +108,7 @@ export function nextPageSize(kvs: readonly { key: Uint8Array; value?: Uint8Array
 const ENDPOINT_HINT =
   'check that --etcd-servers is reachable from this node and that the etcd CA, client certificate and key are the ones kube-apiserver uses (kubeadm: /etc/kubernetes/pki/etcd/ca.crt, apiserver-etcd-client.crt/.key)';
 
-/** etcd3/grpc failures as one CliError line; certificates and endpoints in the hint. */
+/** gRPC failures as one CliError line; certificates and endpoints in the hint. */
 export function etcdError(conn: EtcdConnection, action: string, err: unknown): CliError {
   if (err instanceof CliError) return err;
   const raw = (err as Error | undefined)?.message ?? String(err);
@@ -145,8 +148,52 @@ export interface OpenEtcdOptions {
   maxReplyBytes?: number;
 }
 
-/** Connects (TLS with client certificates when given) and proves it with one small read. */
-export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {}): Promise<EtcdReader> {
+interface MethodDef<Req = unknown, Res = unknown> {
+  path: string;
+  encode: (req: Req) => Buffer;
+  decode: (buf: Buffer) => Res;
+}
+
+const RANGE: MethodDef<codec.RangeRequest, codec.RangeResponse> = { path: codec.KV_RANGE, encode: codec.encodeRangeRequest, decode: codec.decodeRangeResponse };
+const PUT: MethodDef<{ key: Buffer; value: Buffer }, undefined> = { path: codec.KV_PUT, encode: (r) => codec.encodePutRequest(r.key, r.value), decode: codec.decodeIgnored };
+const STATUS: MethodDef<object, codec.StatusResponse> = { path: codec.MAINTENANCE_STATUS, encode: codec.encodeEmpty, decode: codec.decodeStatusResponse };
+
+/** `https://10.0.0.1:2379` -> `10.0.0.1:2379` (gRPC's target); no port means etcd's 2379. */
+export function grpcTarget(endpoint: string): string {
+  const rest = endpoint.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '');
+  return /:\d+$/.test(rest) ? rest : `${rest}:2379`;
+}
+
+/** What Maintenance.Status says about the member answering. */
+export interface EtcdStatus {
+  version: string;
+  /** Bytes of the backend database file, free pages included. */
+  dbSize: number;
+  /** Bytes in use (etcd 3.4+; 0 when the member does not say). */
+  dbSizeInUse: number;
+  leader: string;
+  memberId: string;
+  revision: string;
+  errors: string[];
+}
+
+export interface EtcdClient extends EtcdReader {
+  /** Keys under a prefix (count_only: no keys or values are sent). */
+  count(prefix: string, opts?: { serializable?: boolean }): Promise<number>;
+  status(): Promise<EtcdStatus>;
+  /**
+   * Maintenance.Snapshot as it streams: chunks of the backend database (etcd appends its sha256
+   * to the last), one at a time, so a caller writes them to a file without holding the snapshot.
+   * Breaking out of the loop, or the signal, cancels the stream.
+   */
+  snapshot(opts?: { signal?: AbortSignal }): AsyncIterable<Buffer>;
+}
+
+/**
+ * Connects (TLS with client certificates when given) and proves it with one small read. One gRPC
+ * channel per endpoint; a call that finds its endpoint unavailable moves on to the next one.
+ */
+export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {}): Promise<EtcdClient> {
   if (conn.endpoints.length === 0) throw usageError('no etcd endpoints given', 'pass the --etcd-servers of kube-apiserver');
   if ((conn.certFile === undefined) !== (conn.keyFile === undefined)) {
     throw usageError('an etcd client certificate needs its key (and the key its certificate)', 'give both --etcd-certfile and --etcd-keyfile');
@@ -158,41 +205,64 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   ]);
   const tls = conn.endpoints.some((e) => e.startsWith('https://')) || ca !== undefined;
   const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
-  const [{ Etcd3, isRecoverableError, GRPCResourceExhastedError }, { circuitBreaker, ConsecutiveBreaker, handleWhen, retry }] =
-    await Promise.all([import('etcd3'), import('cockatiel')]);
-  // etcd3's default fault handling counts a reply over the size limit as a failing host and opens
-  // its circuit breaker; scan() handles that case itself (smaller pages), so it is not a fault.
-  const hostFault = handleWhen((e) => isRecoverableError(e) && !(e instanceof GRPCResourceExhastedError));
   const maxReplyBytes = opts.maxReplyBytes ?? 64 * 1024 * 1024;
-  let client: Etcd3;
+  const grpc = await import('@grpc/grpc-js');
+  let clients: Grpc.Client[];
   try {
-    client = new Etcd3({
-      hosts: conn.endpoints,
-      dialTimeout: callTimeoutMs,
-      // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): gRPC's
-      // default 4 MiB reply limit is too small for a page of them. scan() also halves its page
-      // when a reply is still too large, so memory stays bounded by this limit.
-      grpcOptions: { 'grpc.max_receive_message_length': maxReplyBytes },
-      faultHandling: {
-        host: () => circuitBreaker(hostFault, { halfOpenAfter: 5000, breaker: new ConsecutiveBreaker(3) }),
-        global: retry(hostFault, { maxAttempts: 3 }),
-      },
-      defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMs }),
-      ...(tls && ca ? { credentials: { rootCertificate: ca, privateKey: key, certChain: cert } } : {}),
-    });
+    const credentials = tls ? grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) : grpc.credentials.createInsecure();
+    clients = conn.endpoints.map(
+      (e) =>
+        new grpc.Client(grpcTarget(e), credentials, {
+          // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): gRPC's
+          // default 4 MiB reply limit is too small for a page of them. scan() also halves its page
+          // when a reply is still too large, so memory stays bounded by this limit.
+          'grpc.max_receive_message_length': maxReplyBytes,
+          'grpc.initial_reconnect_backoff_ms': 200,
+          'grpc.max_reconnect_backoff_ms': 2000,
+        }),
+    );
   } catch (err) {
     throw etcdError(conn, 'connection', err);
   }
+  let current = 0;
+  const closeAll = () => {
+    for (const c of clients) c.close();
+  };
 
-  const range = async (req: IRangeRequest, action: string) => {
+  const callOnce = <Req, Res>(client: Grpc.Client, m: MethodDef<Req, Res>, req: Req): Promise<Res> =>
+    new Promise((resolve, reject) => {
+      client.makeUnaryRequest(
+        m.path,
+        m.encode,
+        m.decode,
+        req,
+        new grpc.Metadata(),
+        { deadline: Date.now() + callTimeoutMs },
+        (err, res) => (err ? reject(err) : resolve(res as Res)),
+      );
+    });
+  /** Raw gRPC errors: scan() tells a reply over the limit and a compacted revision apart. */
+  const unary = async <Req, Res>(m: MethodDef<Req, Res>, req: Req): Promise<Res> => {
+    for (let tried = 1; ; tried++) {
+      const i = current;
+      try {
+        return await callOnce(clients[i]!, m, req);
+      } catch (err) {
+        if ((err as Grpc.ServiceError).code !== grpc.status.UNAVAILABLE || tried >= clients.length) throw err;
+        current = (i + 1) % clients.length;
+      }
+    }
+  };
+  const range = async (req: codec.RangeRequest, action: string): Promise<codec.RangeResponse> => {
     try {
-      return await client.kv.range(req);
+      return await unary(RANGE, req);
     } catch (err) {
       throw etcdError(conn, action, err);
     }
   };
+  const codeOf = (err: unknown) => (err as Grpc.ServiceError | undefined)?.code;
 
-  const reader: EtcdReader = {
+  const client: EtcdClient = {
     connection: conn,
     async get(k) {
       const res = await range({ key: Buffer.from(k) }, `read of ${k}`);
@@ -200,12 +270,57 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
     },
     async put(k, value) {
       try {
-        await client.kv.put({ key: Buffer.from(k), value: Buffer.from(value) });
+        await unary(PUT, { key: Buffer.from(k), value: Buffer.from(value) });
       } catch (err) {
         throw etcdError(conn, `write of ${k}`, err);
       }
     },
-    async *scan(prefix, { pageSize = 500, keysOnly = false, pageBytes = DEFAULT_PAGE_BYTES, maxPageSize = DEFAULT_MAX_PAGE_SIZE } = {}) {
+    async count(prefix, { serializable = false } = {}) {
+      const p = Buffer.from(prefix);
+      const res = await range({ key: p, range_end: prefixRangeEnd(p), count_only: true, serializable }, `count of ${prefix}`);
+      return Number(res.count);
+    },
+    async status() {
+      let r: codec.StatusResponse;
+      try {
+        r = await unary(STATUS, {});
+      } catch (err) {
+        throw etcdError(conn, 'status', err);
+      }
+      return {
+        version: r.version,
+        dbSize: Number(r.dbSize),
+        dbSizeInUse: Number(r.dbSizeInUse),
+        leader: r.leader,
+        memberId: r.memberId,
+        revision: r.revision,
+        errors: r.errors,
+      };
+    },
+    async *snapshot({ signal } = {}) {
+      signal?.throwIfAborted();
+      const call = clients[current]!.makeServerStreamRequest(
+        codec.MAINTENANCE_SNAPSHOT,
+        codec.encodeEmpty,
+        codec.decodeSnapshotResponse,
+        {},
+        new grpc.Metadata(),
+        {},
+      );
+      const cancel = () => call.cancel();
+      signal?.addEventListener('abort', cancel, { once: true });
+      try {
+        for await (const chunk of call as AsyncIterable<Buffer>) yield chunk;
+        signal?.throwIfAborted();
+      } catch (err) {
+        if (signal?.aborted) throw signal.reason;
+        throw etcdError(conn, 'snapshot', err);
+      } finally {
+        signal?.removeEventListener('abort', cancel);
+        call.cancel(); // a no-op once the stream ended; stops etcd sending after an early break
+      }
+    },
+    async *scan(prefix, { pageSize = 500, keysOnly = false, pageBytes = DEFAULT_PAGE_BYTES, maxPageSize = DEFAULT_MAX_PAGE_SIZE, serializable = false } = {}) {
       if (!Number.isInteger(pageSize) || pageSize < 1) throw new Error(`invalid page size ${pageSize}`);
       maxPageSize = Math.max(pageSize, maxPageSize);
       // Well under the reply limit, so a grown page is not refused and halved again.
@@ -214,11 +329,18 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       let from = Buffer.from(prefix);
       let revision: string | undefined;
       for (;;) {
-        let res: IRangeResponse | undefined;
+        let res: codec.RangeResponse | undefined;
         try {
-          res = await client.kv.range({ key: from, range_end: rangeEnd, limit: pageSize, keys_only: keysOnly, revision });
+          res = await unary(RANGE, {
+            key: from,
+            range_end: rangeEnd,
+            limit: pageSize,
+            keys_only: keysOnly,
+            serializable,
+            revision,
+          });
         } catch (err) {
-          if (pageSize > 1 && /RESOURCE_EXHAUSTED|larger than max/i.test((err as Error).message)) {
+          if (pageSize > 1 && codeOf(err) === grpc.status.RESOURCE_EXHAUSTED) {
             pageSize = Math.max(1, Math.floor(pageSize / 2));
             continue;
           }
@@ -228,7 +350,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
           }
           throw etcdError(conn, `scan of ${prefix}`, err);
         }
-        revision ??= res.header.revision;
+        revision ??= res.revision;
         const kvs = res.kvs;
         const last = kvs[kvs.length - 1];
         const more = res.more;
@@ -247,18 +369,16 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
         if (!more || !last) return;
       }
     },
-    close() {
-      client.close();
-    },
+    close: closeAll,
   };
 
   if (opts.probe !== false) {
     try {
       await range({ key: Buffer.from(conn.prefix ?? DEFAULT_ETCD_PREFIX), limit: 1, keys_only: true }, 'connection check');
     } catch (err) {
-      client.close();
+      closeAll();
       throw err;
     }
   }
-  return reader;
+  return client;
 }

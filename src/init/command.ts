@@ -24,6 +24,8 @@ import { runInit, type InitJournalInputs, type InitResult } from './run';
 import { engineDeps, newKey, parseTimeoutMs } from '../transition/command';
 import type { TransitionReporter } from '../transition/run';
 import type { Output } from '../ui/output';
+import { checkSafetyOptions, runSafetyNet, safetyNetLines, safetyNetPreview, SNAPSHOT_STEP } from '../snapshot/guard';
+import { ESCROW_STEP } from '../escrow/export';
 
 export const INIT_OPERATION = 'init';
 export const DEFAULT_TIMEOUT = '5m';
@@ -90,6 +92,7 @@ async function freshKey(
 
 export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   checkOptions(opts);
+  checkSafetyOptions(opts);
   const timeoutMs = parseTimeoutMs(opts.timeout ?? DEFAULT_TIMEOUT);
   const paths = ctx.paths;
   const manifestPath = paths.manifest;
@@ -254,6 +257,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     const secrets = key ? [key] : [];
 
     if (opts.dryRun) {
+      if (plan.mode !== 'from-config') for (const l of safetyNetPreview(ctx, opts, plan.keyName)) ctx.out.info(l);
       await printDryRun(ctx, plan);
       return;
     }
@@ -296,6 +300,8 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     let result: InitResult;
     try {
       const j = journal!.inputs;
+      // Snapshot before the first change; the new key escrowed before its config is written.
+      if (plan.mode !== 'from-config') await runSafetyNet(ctx, journal!, flags.flags, opts, { operation: INIT_OPERATION, newKey: { keyName: plan.keyName, configText: plan.config.text, configPath: plan.configPath } });
       const deps = await engineDeps(ctx, { api, configPath: j.configPath, nodeName: j.nodeName, hasNode: j.hasNode, flags: flags.flags }, {
         timeoutMs: j.timeoutMs,
         force: Boolean(opts.force),
@@ -308,7 +314,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     } finally {
       reporter.close();
     }
-    printResult(ctx, result, journal!.id, plan.kept);
+    printResult(ctx, result, journal!.id, plan.kept, journal!);
   } finally {
     api?.close();
     await lock?.release();
@@ -406,7 +412,7 @@ async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
   });
 }
 
-function printResult(ctx: Context, r: InitResult, journalId: string, kept: string[]): void {
+function printResult(ctx: Context, r: InitResult, journalId: string, kept: string[], journal: Journal<InitJournalInputs>): void {
   const body = {
     state: r.state,
     journal: journalId,
@@ -423,6 +429,8 @@ function printResult(ctx: Context, r: InitResult, journalId: string, kept: strin
     verified: r.verified,
     multiNode: r.multiNode,
     kept,
+    snapshot: journal.output(SNAPSHOT_STEP) ?? null,
+    escrow: journal.output(ESCROW_STEP) ?? null,
   };
   ctx.out.result(body, (c) => {
     if (r.state === 'waiting') {
@@ -442,6 +450,7 @@ function printResult(ctx: Context, r: InitResult, journalId: string, kept: strin
     if (r.manifestBackup) lines.push(`  manifest backup: ${r.manifestBackup}`);
     if (r.multiNode.next) lines.push(`  next: ${r.multiNode.next}`);
     for (const k of kept) lines.push(`  kept: ${k}`);
+    lines.push(...safetyNetLines(journal));
     if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
     return lines.join('\n');
   });

@@ -6,7 +6,7 @@ import type { ApiClient } from '../cluster/api';
 import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, readStages } from '../cluster/nodes';
 import { localApiserverClient } from '../cluster/wait';
-import { firstProvider } from '../config/model';
+import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, decodeKey, generateKey, isLocalProvider, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
@@ -21,6 +21,8 @@ import { Journal, isFinished, type JsonObject } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
+import { checkSafetyOptions, runSafetyNet, safetyNetLines, safetyNetPreview, SNAPSHOT_STEP } from '../snapshot/guard';
+import { ESCROW_STEP } from '../escrow/export';
 import {
   describeConfigText,
   planTransition,
@@ -71,6 +73,11 @@ export interface TransitionOptions {
   kubeadmConfig: boolean;
   /** How many control planes there are, where discovery cannot see them all. */
   controlPlanes?: number;
+  snapshot?: boolean;
+  snapshotDir?: string;
+  keepSnapshots?: number;
+  escrowRecipient?: string[];
+  escrowDir?: string;
 }
 
 /** What a transition journal keeps (never key material: the key lives in the config file). */
@@ -306,6 +313,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   const ageLimit = opts.ifOlderThan !== undefined ? parseAge(opts.ifOlderThan) : undefined;
   if (spec.kind === 'rotate' && opts.provider !== undefined) parseProvider(opts.provider);
   checkKeyName(opts.keyName);
+  checkSafetyOptions(opts);
 
   const stateDir = ctx.paths.stateDir;
   let journal = await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now });
@@ -346,7 +354,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       let element: ProviderConfig | undefined;
       let keySource: TransitionJournalInputs['keySource'] = 'none';
       if (spec.kind === 'rotate') {
-        const writer = firstProvider(base, 'secrets') ?? base.resources[0]?.providers[0];
+        const writer = firstProvider(base, writeResourceOf(base));
         if (ageLimit !== undefined) {
           const age = await writeKeyAge(ctx, writer, node.configPath);
           if (age.ms < ageLimit) {
@@ -382,7 +390,10 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         );
       }
 
-      if (opts.dryRun) return printDryRun(ctx, plan);
+      if (opts.dryRun) {
+        for (const l of safetyNetPreview(ctx, opts, spec.kind === 'rotate' ? plan.target.name : undefined)) ctx.out.info(l);
+        return printDryRun(ctx, plan);
+      }
       if (element?.kms && !resuming) {
         const { assertKmsHealthy } = await import('../kms/health');
         ctx.out.step(`checking the KMS plugin at ${element.kms.endpoint}`);
@@ -425,8 +436,11 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
     if (opts.dryRun) return printDryRun(ctx, plan);
     const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
     const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
+    // Snapshot before the first change; a rotation's new key escrowed before its config is written.
+    const firstConfig = plan.stages.find((s) => s.config)?.config;
+    await runSafetyNet(ctx, j, node.flags, opts, { operation: spec.operation, ...(spec.kind === 'rotate' && firstConfig ? { newKey: { keyName: plan.target.name, configText: firstConfig.text, configPath: j.inputs.configPath } } : {}) });
     const result = await runTransition(deps, plan, j as never, only ? { only } : {});
-    printResult(ctx, spec, plan, result, j.id);
+    printResult(ctx, spec, plan, result, j);
   } finally {
     node.api.close();
     await lock?.release();
@@ -515,8 +529,9 @@ function printDryRun(ctx: Context, plan: TransitionPlan): void {
   );
 }
 
-function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: TransitionResult, id: string): void {
-  const body = { state: r.state, journal: id, kind: plan.kind, target: plan.target, stage: r.stage, sha256: r.sha256, stages: r.stages, lagging: r.lagging, next: r.next, kept: plan.kept };
+function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: TransitionResult, j: Journal<TransitionJournalInputs>): void {
+  const id = j.id;
+  const body = { state: r.state, journal: id, snapshot: j.output(SNAPSHOT_STEP) ?? null, escrow: j.output(ESCROW_STEP) ?? null, kind: plan.kind, target: plan.target, stage: r.stage, sha256: r.sha256, stages: r.stages, lagging: r.lagging, next: r.next, kept: plan.kept };
   ctx.out.result(body, (c) => {
     const lines: string[] = [];
     if (r.state === 'done') {
@@ -527,6 +542,7 @@ function printResult(ctx: Context, spec: CommandSpec, plan: TransitionPlan, r: T
       for (const l of r.lagging) lines.push(`  ${l.node}: ${l.reports}`);
     }
     for (const s of r.stages) lines.push(`  ${s.stage}: ${s.verified ?? s.proof ?? s.evidence ?? ''}`);
+    lines.push(...safetyNetLines(j));
     if (r.next) lines.push(`next: ${r.next}`);
     return lines.join('\n');
   });

@@ -1,5 +1,5 @@
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
-import { firstProvider, resourcesOf, withIdentityFirst, withPromoted, withPruned, withReader } from '../config/model';
+import { firstProvider, resourcesOf, withIdentityFirst, withPromoted, withPruned, withReader, writeResourceOf } from '../config/model';
 import { renderEncryptionConfig } from '../config/render';
 import { LOCAL_PROVIDERS } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
@@ -124,9 +124,10 @@ export function stageConfig(cfg: EncryptionConfiguration): StageConfig {
 
 /** What a config writes with (for Secrets, the canary's resource; else the first rule). */
 export function describeConfigText(text: string, cfg: EncryptionConfiguration): StageConfig {
-  const first = firstProvider(cfg, 'secrets') ?? cfg.resources[0]?.providers[0];
+  // One resource for both, so the prefix and the label cannot name two writers.
+  const probe = writeResourceOf(cfg);
+  const first = firstProvider(cfg, probe);
   const prefix = first ? writePrefix(first) : undefined;
-  const probe = cfg.resources.some((r) => r.resources.includes('secrets')) ? 'secrets' : resourcesOf(cfg)[0] ?? 'secrets';
   const writeLabel = readersOf(cfg, probe)[0] ?? 'plaintext';
   return { text, redacted: redactConfigText(text), sha256: sha256Hex(text), writeLabel, ...(prefix ? { writePrefix: prefix } : {}) };
 }

@@ -29,9 +29,8 @@ function fmtDuration(s: number): string {
 /** One plain progress line (also used by the non-TTY reporter). */
 export function progressLine(p: Progress): string {
   const rate = p.elapsedSeconds > 0 ? p.done / p.elapsedSeconds : 0;
-  const of = p.resourceTotal !== undefined ? `/${p.resourceTotal}` : '';
-  const eta =
-    p.resourceTotal !== undefined && rate > 0 ? `, ETA ${fmtDuration((p.resourceTotal - p.resourceDone) / rate)}` : '';
+  const of = p.total !== undefined ? `/${p.total}` : '';
+  const eta = p.total !== undefined && rate > 0 ? `, ETA ${fmtDuration((p.total - p.done) / rate)}` : '';
   const extra = [
     p.deleted ? `${p.deleted} deleted` : '',
     p.conflictsRetried ? `${p.conflictsRetried} conflicts retried` : '',
@@ -40,13 +39,14 @@ export function progressLine(p: Progress): string {
     .filter(Boolean)
     .join(', ');
   return (
-    `${p.resource}: ${p.resourceDone}${of} done (${fmtCount(p.rewritten)} rewritten, ${fmtCount(p.unchanged)} unchanged` +
-    `${extra ? `, ${extra}` : ''}), ${Math.round(rate)}/s${eta}`
+    `${p.resource}: ${p.done}${of} done (${fmtCount(p.rewritten)} rewritten, ${fmtCount(p.unchanged)} unchanged` +
+    `${extra ? `, ${extra}` : ''}), ${Math.round(rate)}/s, ${p.concurrency} in flight${eta}`
   );
 }
 
 /**
- * Rewrite progress on stderr: a cli-progress bar with done/total, rate and ETA on a terminal,
+ * Rewrite progress on stderr (all resources of the run on one line, with the requests in flight
+ * the engine allows now): a cli-progress bar with done/total, rate and ETA on a terminal,
  * a plain line every few seconds otherwise, nothing with --json.
  */
 export function createProgressReporter(out: Output, opts: ProgressReporterOptions = {}): ProgressReporter {
@@ -87,7 +87,7 @@ export function createProgressReporter(out: Output, opts: ProgressReporterOption
       }
       const t = now();
       // Redraw at most ~10 times a second: the engine reports every object.
-      if (bar && t - lastRender < 100 && p.resourceDone !== p.resourceTotal) return;
+      if (bar && t - lastRender < 100 && p.done !== p.total) return;
       lastRender = t;
       const rate = p.elapsedSeconds > 0 ? p.done / p.elapsedSeconds : 0;
       const payload = {
@@ -96,15 +96,15 @@ export function createProgressReporter(out: Output, opts: ProgressReporterOption
         detail: [p.deleted ? `${p.deleted} deleted` : '', p.failed ? out.c.red(`${p.failed} failed`) : '']
           .filter(Boolean)
           .join(' '),
-        etaText:
-          p.resourceTotal !== undefined && rate > 0 ? fmtDuration((p.resourceTotal - p.resourceDone) / rate) : '?',
-        totalText: p.resourceTotal !== undefined ? String(p.resourceTotal) : '?',
+        inFlight: p.concurrency,
+        etaText: p.total !== undefined && rate > 0 ? fmtDuration((p.total - p.done) / rate) : '?',
+        totalText: p.total !== undefined ? String(p.total) : '?',
       };
       if (!bar) {
         bar = new cliProgress.SingleBar(
           {
             stream: out.stderr as NodeJS.WriteStream,
-            format: '{resource} [{bar}] {value}/{totalText} | {rate}/s | ETA {etaText} {detail}',
+            format: '{resource} [{bar}] {value}/{totalText} | {rate}/s | {inFlight} in flight | ETA {etaText} {detail}',
             hideCursor: true,
             clearOnComplete: false,
             barsize: 30,
@@ -112,11 +112,11 @@ export function createProgressReporter(out: Output, opts: ProgressReporterOption
           },
           cliProgress.Presets.shades_classic,
         );
-        bar.start(Math.max(p.resourceTotal ?? 0, p.resourceDone), p.resourceDone, payload);
+        bar.start(Math.max(p.total ?? 0, p.done), p.done, payload);
       } else {
-        if (p.resourceTotal !== undefined) bar.setTotal(Math.max(p.resourceTotal, p.resourceDone));
-        else bar.setTotal(Math.max(p.resourceDone, 1));
-        bar.update(p.resourceDone, payload);
+        if (p.total !== undefined) bar.setTotal(Math.max(p.total, p.done));
+        else bar.setTotal(Math.max(p.done, 1));
+        bar.update(p.done, payload);
       }
     },
     stop: finishBar,

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { etcdConnectionFromFlags, openEtcd, type EtcdReader } from '../../src/etcd/client';
+import { etcdConnectionFromFlags, openEtcd, type EtcdClient } from '../../src/etcd/client';
 import { identityTransformer, localTransformer, type ValueTransformer } from '../../src/etcd/codec';
 import { etcdPrefixFor, scanEncryptionState } from '../../src/etcd/scan';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -60,7 +61,7 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
   let dir: string;
   let pki: Awaited<ReturnType<typeof makePki>>;
   let etcd: RunningEtcd;
-  let reader: EtcdReader;
+  let reader: EtcdClient;
 
   const cbcNew = localTransformer('aescbc', 'key2', randomBytes(32).toString('base64'));
   const cbcOld = localTransformer('aescbc', 'kat-cbc-32', vec('aescbc', 'kat-cbc-32').keyBase64);
@@ -180,6 +181,72 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
       small.close();
     }
   });
+
+  it('counts a prefix without reading it, serializable or not', async () => {
+    const n = 30 + vectors.length;
+    expect(await reader.count('/registry/secrets/')).toBe(n);
+    expect(await reader.count('/registry/secrets/', { serializable: true })).toBe(n);
+    expect(await reader.count('/registry/nothing-here/')).toBe(0);
+    const serial: string[] = [];
+    for await (const kv of reader.scan('/registry/secrets/', { pageSize: 9, serializable: true, keysOnly: true })) serial.push(kv.key);
+    expect(serial.length).toBe(n);
+  });
+
+  it('reports the member status with the database size', async () => {
+    const s = await reader.status();
+    expect(s.version).toMatch(/^3\.\d+\.\d+/);
+    expect(s.dbSize).toBeGreaterThan(16 * 1024);
+    expect(s.dbSizeInUse).toBeGreaterThan(0);
+    expect(s.dbSizeInUse).toBeLessThanOrEqual(s.dbSize);
+    expect(s.leader).toBe(s.memberId);
+    expect(Number(s.revision)).toBeGreaterThan(30);
+  });
+
+  it('streams a snapshot that etcdctl accepts, chunk by chunk', async () => {
+    const file = join(dir, 'snap.db');
+    const out = createWriteStream(file, { mode: 0o600 });
+    let chunks = 0;
+    let bytes = 0;
+    for await (const chunk of reader.snapshot()) {
+      chunks++;
+      bytes += chunk.length;
+      if (!out.write(chunk)) await once(out, 'drain');
+    }
+    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    expect(chunks).toBeGreaterThan(1);
+    expect(bytes).toBeGreaterThanOrEqual((await reader.status()).dbSize);
+    const st = await execa('etcdctl', ['snapshot', 'status', file, '-w', 'json'], { env: { ETCDCTL_API: '3' } });
+    const info = JSON.parse(st.stdout) as { totalKey: number; revision: number };
+    expect(info.totalKey).toBeGreaterThanOrEqual(30 + vectors.length);
+  });
+
+  it('stops a snapshot when the caller stops reading or aborts', async () => {
+    for await (const chunk of reader.snapshot()) {
+      expect(chunk.length).toBeGreaterThan(0);
+      break;
+    }
+    const ac = new AbortController();
+    const seen = await (async () => {
+      let n = 0;
+      for await (const _ of reader.snapshot({ signal: ac.signal })) {
+        if (++n === 1) ac.abort(new Error('stop'));
+      }
+      return n;
+    })().catch((e: Error) => e.message);
+    expect(seen).toBe('stop');
+    // The connection is still good afterwards.
+    expect(await reader.count('/registry/secrets/')).toBeGreaterThan(0);
+  });
+
+  it('moves on to the next endpoint when the first is down', async () => {
+    const two = await openEtcd({ ...reader.connection, endpoints: ['https://127.0.0.1:1', reader.connection.endpoints[0]!] }, { callTimeoutMs: 5000 });
+    try {
+      expect(await two.count('/registry/secrets/')).toBe(30 + vectors.length);
+      expect((await two.status()).dbSize).toBeGreaterThan(0);
+    } finally {
+      two.close();
+    }
+  }, 20_000);
 
   // Runs after the counting tests: it adds two broken values.
   it('a decrypt check finds corrupted values, unknown keys and plaintext the config cannot read', async () => {

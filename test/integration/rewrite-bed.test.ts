@@ -142,4 +142,36 @@ describe('rewriteAll on the bed', () => {
     const again = await engine({}, { concurrency: 24 });
     expect(again).toMatchObject({ rewritten: 0, unchanged: before.size, failed: 0 });
   }, 60_000);
+  it('adaptive concurrency: climbs where latency leaves room, cuts on 429s, never above the maximum, 0 lost', async () => {
+    const before = await secretHashes(test);
+    // 100 ms per request: throughput grows with every request in flight.
+    await bed.nodes[0]!.setKnobs({ latencyMs: 100 });
+    let prefix = await switchKey();
+    api.close();
+    api = createApiClient(await loadKubeconfig(bed.nodes[0]!.kubeconfig), { maxSockets: 70 });
+    const climbed: number[] = [];
+    const s = await engine({ onConcurrency: (l) => climbed.push(l) }, { concurrency: undefined, initialConcurrency: 8, maxConcurrency: 64, pageSize: 50 });
+    expect(s.failed).toBe(0);
+    expect(s.concurrency.mode).toBe('adaptive');
+    expect(climbed.slice(0, 2)).toEqual([16, 32]);
+    expect(s.concurrency.peak).toBeLessThanOrEqual(64);
+    expect(await etcdPrefixCounts(bed, allKeys(before))).toEqual({ [prefix]: before.size });
+
+    // A third of the requests throttled: the limit comes down, everything still lands.
+    await bed.nodes[0]!.setKnobs({ rate429: 0.3, retryAfterSeconds: 1 });
+    prefix = await switchKey();
+    api.close();
+    api = createApiClient(await loadKubeconfig(bed.nodes[0]!.kubeconfig), { maxSockets: 70 });
+    const cuts: [number, string][] = [];
+    const t = await engine({ onConcurrency: (l, why) => cuts.push([l, why]) }, { concurrency: undefined, initialConcurrency: 32, maxConcurrency: 64 });
+    await bed.nodes[0]!.setKnobs({});
+    expect(t.failed).toBe(0);
+    expect(t.concurrency.cuts).toBeGreaterThan(0);
+    expect(cuts[0]).toEqual([22, 'overload']);
+    expect(t.concurrency.peak).toBeLessThanOrEqual(32);
+    expect(t.rewritten + t.unchanged).toBe(before.size);
+    const after = await secretHashes(test);
+    expect(after).toEqual(before);
+    expect(await etcdPrefixCounts(bed, allKeys(after))).toEqual({ [prefix]: after.size });
+  }, 120_000);
 });

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { providersFor } from '../../src/config/model';
 import type { EncryptionConfiguration } from '../../src/config/schema';
 import {
   classifyValue,
@@ -15,7 +16,6 @@ import {
   kmsV2Transformer,
   localTransformer,
   parseGoDuration,
-  resourceMatches,
   transformerLabel,
   transformersForResource,
   valueLabel,
@@ -433,23 +433,6 @@ describe('classifyValue', () => {
 });
 
 describe('resources', () => {
-  it.each([
-    ['secrets', 'secrets', true],
-    ['secrets', 'configmaps', false],
-    ['*.*', 'secrets', true],
-    ['*.*', 'widgets.example.com', true],
-    ['*.', 'secrets', true],
-    ['*.', 'deployments.apps', false],
-    ['*.apps', 'deployments.apps', true],
-    ['*.apps', 'secrets', false],
-    ['*.example.com', 'widgets.example.com', true],
-    ['*.com', 'widgets.example.com', false],
-    ['widgets.example.com', 'widgets.example.com', true],
-    ['widgets.example.com', 'widgets', false],
-  ])('%s covers %s: %s', (pattern, resource, expected) => {
-    expect(resourceMatches(pattern, resource)).toBe(expected);
-  });
-
   const k1 = key(32);
   const k2 = key(32);
   const cfg: EncryptionConfiguration = {
@@ -468,7 +451,7 @@ describe('resources', () => {
     ],
   };
 
-  it('takes the first rule that covers the resource, one transformer per key', () => {
+  it('follows providersFor (upstream\'s rule), one transformer per key', () => {
     expect(transformersForResource(cfg, 'secrets').map((t) => t.prefix)).toEqual([
       'k8s:enc:aescbc:v1:new:',
       'k8s:enc:aescbc:v1:old:',
@@ -477,6 +460,23 @@ describe('resources', () => {
     ]);
     expect(transformersForResource(cfg, 'deployments.apps').map((t) => t.prefix)).toEqual(['k8s:enc:secretbox:v1:sb:']);
     expect(transformersForResource({ ...cfg, resources: [cfg.resources[0]!] }, 'pods')).toEqual([]);
+    // Two rules naming one resource both serve it, in file order (upstream appends them).
+    const twice: EncryptionConfiguration = {
+      ...cfg,
+      resources: [cfg.resources[0]!, { resources: ['secrets'], providers: [{ secretbox: { keys: [{ name: 'sb', secret: k1 }] } }] }],
+    };
+    expect(transformersForResource(twice, 'secrets').map(transformerLabel)).toEqual([
+      'aescbc:new',
+      'aescbc:old',
+      'kms:v2:vault',
+      'plaintext',
+      'secretbox:sb',
+    ]);
+    for (const r of ['secrets', 'configmaps', 'pods', 'deployments.apps']) {
+      expect(transformersForResource(twice, r).length).toBe(
+        providersFor(twice, r).reduce((n, p) => n + (p.aescbc?.keys.length ?? p.secretbox?.keys.length ?? 1), 0),
+      );
+    }
   });
 
   it('builds KMS transformers through the factories it is given, with the timeout', async () => {

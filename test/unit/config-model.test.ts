@@ -9,6 +9,7 @@ import {
   withPromoted,
   withPruned,
   withReader,
+  writeResourceOf,
 } from '../../src/config/model';
 import { buildEncryptionConfig } from '../../src/config/render';
 import type { EncryptionConfiguration, ProviderConfig } from '../../src/config/schema';
@@ -164,4 +165,57 @@ describe('rotation transitions', () => {
     expect(chain(withPruned(promoted, { names: ['k1'], identity: false }))).toEqual(['aescbc[k2,k1]']);
     expect(chain(withPruned(promoted, { names: [], identity: false }))).toEqual(['aescbc[k2]']);
   });
+});
+
+/**
+ * Upstream's rule (k8s.io/apiserver server/options/encryptionconfig/config.go):
+ * getTransformerOverridesAndKMSPluginProbes appends each rule's providers under every
+ * schema.ParseGroupResource(name) it lists, and transformerFromOverrides looks up the exact
+ * group/resource, then {group, "*"}, then {"*", "*"}, else identity. Each row: rules as
+ * [resources, provider name], the resource asked for, the providers it gets in order.
+ */
+describe('which providers serve a resource (upstream transformerFromOverrides)', () => {
+  const cfgOf = (rules: [string[], string][]): EncryptionConfiguration => ({
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'EncryptionConfiguration',
+    resources: rules.map(([resources, name], i) => ({ resources, providers: [aescbc(name, k(i + 1))] })),
+  });
+  it.each<[string, [string[], string][], string, string[]]>([
+    ['one exact rule', [[['secrets'], 'a']], 'secrets', ['aescbc[a]']],
+    ['exact rules naming it twice are appended in file order', [[['secrets'], 'a'], [['configmaps', 'secrets'], 'b']], 'secrets', ['aescbc[a]', 'aescbc[b]']],
+    ['"secrets." and "secrets" are one group/resource', [[['secrets.'], 'a'], [['secrets'], 'b']], 'secrets', ['aescbc[a]', 'aescbc[b]']],
+    ['an exact rule before "*." wins over it', [[['secrets'], 'a'], [['*.'], 'b']], 'secrets', ['aescbc[a]']],
+    ['an exact rule before "*.*" wins over it', [[['secrets'], 'a'], [['*.*'], 'b']], 'secrets', ['aescbc[a]']],
+    ['"*." serves the core group', [[['*.'], 'a']], 'configmaps', ['aescbc[a]']],
+    ['"*." does not serve a named group', [[['*.'], 'a']], 'deployments.apps', []],
+    ['"*.apps" serves the apps group', [[['*.apps'], 'a'], [['*.*'], 'b']], 'statefulsets.apps', ['aescbc[a]']],
+    ['"*.apps" does not serve the core group', [[['*.apps'], 'a']], 'secrets', []],
+    ['"*.example.com" serves widgets.example.com', [[['*.example.com'], 'a']], 'widgets.example.com', ['aescbc[a]']],
+    ['"*.com" is another group than example.com', [[['*.com'], 'a']], 'widgets.example.com', []],
+    ['"*.*" serves what nothing else does', [[['secrets'], 'a'], [['*.*'], 'b']], 'pods', ['aescbc[b]']],
+    ['"*.group" comes before "*.*" whatever the file order', [[['secrets'], 'a'], [['*.apps', 'x.y'], 'b'], [['*.*'], 'c']], 'deployments.apps', ['aescbc[b]']],
+    ['widgets.example.com is not widgets', [[['widgets.example.com'], 'a']], 'widgets', []],
+    ['nothing covers it: stored unencrypted', [[['secrets'], 'a']], 'configmaps', []],
+  ])('%s', (_what, rules, resource, want) => {
+    const cfg = cfgOf(rules);
+    const got = providersFor(cfg, resource);
+    expect(chain({ ...cfg, resources: [{ resources: [], providers: got }] })).toEqual(want);
+    expect(firstProvider(cfg, resource)).toEqual(got[0]);
+  });
+});
+
+describe("the resource a config's writer is read from", () => {
+  const cfgOf = (names: string[][]): EncryptionConfiguration => ({
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'EncryptionConfiguration',
+    resources: names.map((resources, i) => ({ resources, providers: [aescbc(`k${i}`, K1)] })),
+  });
+  it.each([
+    [[['secrets']], 'secrets'],
+    [[['configmaps'], ['secrets']], 'secrets'],
+    [[['configmaps'], ['*.*']], 'secrets'],
+    [[['configmaps'], ['*.']], 'secrets'],
+    [[['configmaps'], ['*.apps']], 'configmaps'],
+    [[['*.apps']], '*.apps'],
+  ])('%j -> %s', (names, want) => expect(writeResourceOf(cfgOf(names))).toBe(want));
 });

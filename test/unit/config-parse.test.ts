@@ -13,6 +13,7 @@ import {
   secretValuesIn,
 } from '../../src/config/parse';
 import { CliError } from '../../src/ui/errors';
+import { renderEncryptionConfig } from '../../src/config/render';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/configs/', import.meta.url));
 const fixture = (name: string) => readFile(join(FIXTURES, name), 'utf8');
@@ -47,14 +48,13 @@ describe('parseEncryptionConfig', () => {
   });
 
   it.each([
-    ['wrong type', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: k\n              secret: 12345\n`, 'resources[0].providers[0].aescbc.keys[0].secret', /expected string/],
-    ['unknown field', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: k\n              secrt: abc\n`, 'resources[0].providers[0].aescbc.keys[0].secrt', /unknown field "secrt"/],
-    ['missing field', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          name: k\n`, 'resources[0].providers[0].kms.endpoint', /^required field is missing/],
-    ['identity with no value', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - identity:\n`, 'resources[0].providers[0].identity', /expected object, received null/],
-    ['wrong kind', 'apiVersion: apiserver.config.k8s.io/v1\nkind: Pod\nresources: []\n', 'kind', /expected "EncryptionConfiguration"/],
-    ['wrong apiVersion', 'apiVersion: v1\nkind: EncryptionConfiguration\nresources: []\n', 'apiVersion', /apiserver.config.k8s.io\/v1/],
-    ['not a mapping', '- a\n- b\n', '', /expected object/],
-    ['a YAML 1.1 boolean as a key name, as the apiserver reads it', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: on\n              secret: abcd\n`, 'resources[0].providers[0].aescbc.keys[0].name', /expected string, received boolean/],
+    ['wrong type', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: k\n              secret: 12345\n`, 'resources[0].providers[0].aescbc.keys[0].secret', /^cannot be decoded: expected a string, found a number$/],
+    ['wrong kind', 'apiVersion: apiserver.config.k8s.io/v1\nkind: Pod\nresources: []\n', '', /^the file is not an EncryptionConfiguration: no kind "Pod" is registered for version "apiserver.config.k8s.io\/v1" \(expected a mapping with apiVersion: apiserver.config.k8s.io\/v1 and kind: EncryptionConfiguration\)$/],
+    ['wrong apiVersion', 'apiVersion: v1\nkind: EncryptionConfiguration\nresources: []\n', '', /no kind "EncryptionConfiguration" is registered for version "v1"/],
+    ['no kind', 'apiVersion: apiserver.config.k8s.io/v1\nresources: []\n', '', /not an EncryptionConfiguration: Object 'Kind' is missing/],
+    ['not a mapping', '- a\n- b\n', '', /not an EncryptionConfiguration: it holds a list/],
+    ['a text file (/etc/passwd)', 'root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n', '', /^the file is not an EncryptionConfiguration: it holds a string \(expected a mapping with apiVersion: apiserver.config.k8s.io\/v1 and kind: EncryptionConfiguration\)$/],
+    ['a YAML 1.1 boolean as a key name, as the apiserver reads it', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: on\n              secret: abcd\n`, 'resources[0].providers[0].aescbc.keys[0].name', /expected a string, found a boolean/],
   ])('reports a shape error with its document path: %s', (_name, text, path, message) => {
     const r = parseConfigText(text);
     expect(r.ok).toBe(false);
@@ -65,11 +65,39 @@ describe('parseEncryptionConfig', () => {
     expect(e.message).not.toContain('\n');
   });
 
+  it('decodes missing and null fields as Go zero values, for validation to name them', () => {
+    const r = parseConfigText(`${head}resources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          name: k\n      - identity:\n      - aescbc:\n          keys:\n            - name: k\n              secret: null\n`);
+    expect(r.ok && r.config.resources[0]!.providers).toEqual([{ kms: { name: 'k', endpoint: '' } }, {}, { aescbc: { keys: [{ name: 'k', secret: '' }] } }]);
+  });
+
+  it('reads the legacy form (apiVersion: v1, kind: EncryptionConfig) into the current one, with a warning', () => {
+    const r = parseConfigText(`apiVersion: v1\nkind: EncryptionConfig\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n`);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.config).toMatchObject({ apiVersion: 'apiserver.config.k8s.io/v1', kind: 'EncryptionConfiguration' });
+    expect(r.warnings).toEqual([{ level: 'warning', path: '', message: expect.stringMatching(/legacy form the apiserver still loads; the current form is apiVersion: apiserver.config.k8s.io\/v1 and kind: EncryptionConfiguration/) }]);
+    expect(parseEncryptionConfig(`apiVersion: v1\nkind: EncryptionConfig\nresources: []\n`, 'x').kind).toBe('EncryptionConfiguration');
+    // What rotate-key and write-config write back is the current form.
+    const rewritten = renderEncryptionConfig(r.config);
+    expect(rewritten).toMatch(/^apiVersion: apiserver.config.k8s.io\/v1\nkind: EncryptionConfiguration$/m);
+    expect(rewritten).not.toMatch(/EncryptionConfig$/m);
+  });
+
+  it.each([
+    ['an unknown field', `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - name: k\n              secret: ${K32A}\n              secrt: abc\n`, 'resources[0].providers[0].aescbc.keys[0].secrt', 'unknown field'],
+    ['a duplicate field', `${head}kind: EncryptionConfiguration\nresources: []\n`, '', 'duplicate field at line 3'],
+  ])('decodes %s as a non-strict apiserver does, noting it for the version to judge', (_name, text, path, message) => {
+    const r = parseConfigText(text);
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.strict).toEqual([{ level: 'error', path, message }]);
+    // The transition commands rewrite the file: they refuse what they would silently drop.
+    expect(thrown(() => parseEncryptionConfig(text, 'x')).message).toMatch(/drops it before 1.31 and refuses the file from 1.31/);
+  });
+
   it.each([
     ['empty', '', /the file is empty/],
     ['only a comment', '# nothing\n', /the file is empty/],
     ['two documents', `${head}resources: []\n---\n${head}resources: []\n`, /2 YAML documents/],
-    ['duplicate keys', `${head}kind: EncryptionConfiguration\nresources: []\n`, /Map keys must be unique/],
     ['bad JSON', '{"apiVersion": "apiserver.config.k8s.io/v1",', /does not parse as YAML or JSON/],
   ])('refuses a document that does not parse: %s', (_name, text, message) => {
     const r = parseConfigText(text);
@@ -88,7 +116,7 @@ describe('parseEncryptionConfig', () => {
   it('never echoes a secret of a malformed key', () => {
     const text = `${head}resources:\n  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            - secret: ${K32B}\n              extra: 1\n`;
     const e = thrown(() => parseEncryptionConfig(text, 'x'));
-    expect(e.message).toContain('resources[0].providers[0].aescbc.keys[0].name');
+    expect(e.message).toContain('resources[0].providers[0].aescbc.keys[0].extra: unknown field');
     expect(JSON.stringify({ m: e.message, d: e.details })).not.toContain(K32B);
   });
 });

@@ -39,6 +39,7 @@ describe('validateEncryptionConfig: a clean config', () => {
 
 interface Row {
   rule: string;
+  noEffect?: 'warning';
   config: EncryptionConfiguration;
   kubeVersion?: string;
   featureGates?: Record<string, boolean>;
@@ -69,14 +70,14 @@ const rows: Row[] = [
   { rule: 'kms endpoint without scheme', config: cfg(rule(['secrets'], kms2('kms', { endpoint: '/var/run/kms.sock' }))), level: 'error', path: 'resources[0].providers[0].kms.endpoint', message: 'unsupported scheme "" for KMS provider, only unix is supported' },
   { rule: 'kms endpoint required', config: cfg(rule(['secrets'], kms2('kms', { endpoint: '' }))), level: 'error', path: 'resources[0].providers[0].kms.endpoint', message: 'endpoint is a mandatory field for a kms' },
   { rule: 'kms endpoint socket path', config: cfg(rule(['secrets'], kms2('kms', { endpoint: 'unix://' }))), level: 'error', path: 'resources[0].providers[0].kms.endpoint', message: /names no socket path/ },
-  { rule: 'kms apiVersion', config: cfg(rule(['secrets'], kms2('kms', { apiVersion: 'v3' }))), level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: 'unsupported apiVersion "v3" for KMS provider, only v1 and v2 are supported' },
+  { rule: 'kms apiVersion', config: cfg(rule(['secrets'], kms2('kms', { apiVersion: 'v3' }))), level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: 'Invalid value: "v3": unsupported apiVersion apiVersion for KMS provider, only v1 and v2 are supported' },
   { rule: 'kms cachesize in v2', config: cfg(rule(['secrets'], kms2('kms', { cachesize: 100 }))), level: 'error', path: 'resources[0].providers[0].kms.cachesize', message: 'cachesize is not supported in v2' },
   { rule: 'kms v1 cachesize 0', config: cfg(rule(['secrets'], kms2('kms', { apiVersion: 'v1', cachesize: 0 }))), kubeVersion: '1.27', level: 'error', path: 'resources[0].providers[0].kms.cachesize', message: 'cachesize should be a positive value, or negative to disable' },
   { rule: 'kms v2 name colon', config: cfg(rule(['secrets'], kms2('a:b'))), level: 'error', path: 'resources[0].providers[0].kms.name', message: "invalid KMS provider name a:b, must not contain ':'" },
   { rule: 'kms name required', config: cfg(rule(['secrets'], kms2(''))), level: 'error', path: 'resources[0].providers[0].kms.name', message: 'name is a mandatory field for a provider' },
   { rule: 'kms v2 duplicate names', config: cfg(rule(['secrets'], kms2('k'), id), rule(['configmaps'], kms2('k'), id)), level: 'error', path: 'resources[1].providers[0].kms.name', message: 'duplicate KMS provider name k, names must be unique' },
   { rule: 'kms v1 duplicate names', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' })), rule(['configmaps'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.27', level: 'warning', path: 'resources[1].providers[0].kms.name', message: /duplicate KMS provider name k, names must be unique \(a KMS v1 duplicate is refused once --encryption-provider-config-automatic-reload is on\)/ },
-  { rule: 'kms timeout format', config: cfg(rule(['secrets'], kms2('kms', { timeout: '3 seconds' }))), level: 'error', path: 'resources[0].providers[0].kms.timeout', message: 'timeout must be a duration such as "3s" or "500ms"' },
+  { rule: 'kms timeout format', config: cfg(rule(['secrets'], kms2('kms', { timeout: '3 seconds' }))), level: 'error', path: 'resources[0].providers[0].kms.timeout', message: 'cannot be decoded: time: invalid duration "3 seconds"' },
   { rule: 'kms timeout positive', config: cfg(rule(['secrets'], kms2('kms', { timeout: '0s' }))), level: 'error', path: 'resources[0].providers[0].kms.timeout', message: 'timeout should be a positive value' },
   // resources (validateResourceNames / validateResourceOverlap)
   { rule: 'resources required', config: cfg(), level: 'error', path: 'resources', message: 'at least one resources is required' },
@@ -97,26 +98,29 @@ const rows: Row[] = [
   { rule: 'same resource in two rules', config: cfg(rule(['secrets'], sb()), rule(['secrets'], sb('k2'))), level: 'warning', path: 'resources[1].resources[0]', message: /"secrets" is already configured by resources\[0\]: this rule's providers only add readers/ },
   { rule: 'singular resource name', config: cfg(rule(['secret'], sb())), level: 'warning', path: 'resources[0].resources[0]', message: /did you mean "secrets"/ },
   // version traps
-  { rule: 'wildcard before 1.27', config: cfg(rule(['*.*'], sb())), kubeVersion: '1.26', level: 'error', path: 'resources[0].resources[0]', message: 'wildcards need Kubernetes 1.27 or newer: a 1.26 apiserver accepts "*.*" silently and encrypts nothing with it' },
-  { rule: 'kms without apiVersion on 1.29+', config: cfg(rule(['secrets'], { kms: { name: 'k', endpoint: 'unix:///s.sock' } })), level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /apiVersion is not set, so it defaults to v1: since 1.29 .*--feature-gates=KMSv1=true/ },
+  { rule: 'wildcard before 1.27', config: cfg(rule(['*.*'], sb())), kubeVersion: '1.26', noEffect: 'warning', level: 'warning', path: 'resources[0].resources[0]', message: 'wildcards match nothing before 1.27: a 1.26 apiserver accepts "*.*" and encrypts nothing with it' },
+  { rule: 'resource-list rules before 1.27', config: cfg(rule(['Secrets', 'secrets', 'secrets'], sb())), kubeVersion: '1.24', noEffect: 'warning', level: 'warning', path: 'resources[0].resources', message: /^a resource is listed twice \(the repeat has no effect on 1.24\) \(from 1.27 the apiserver refuses it: the same resource cannot be specified multiple times\)$/ },
+  { rule: 'capital letters before 1.27', config: cfg(rule(['Secrets'], sb())), kubeVersion: '1.24', noEffect: 'warning', level: 'warning', path: 'resources[0].resources[0]', message: /"Secrets" matches no resource .* has no effect on 1.24 \(from 1.27 the apiserver refuses it: resource name should not contain capital letters\)/ },
+  { rule: 'masking needs 1.27', config: cfg(rule(['*.'], sb()), rule(['secrets'], sb('k2'))), kubeVersion: '1.26', noEffect: 'warning', level: 'warning', path: 'resources[0].resources[0]', message: /wildcards match nothing before 1.27/ },
+  { rule: 'kms without apiVersion on 1.29+', config: cfg(rule(['secrets'], { kms: { name: 'k', endpoint: 'unix:///s.sock' } })), level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: 'apiVersion is not set, so it defaults to v1: KMSv1 is deprecated and will only receive security updates going forward. Use KMSv2 instead.  Set --feature-gates=KMSv1=true to use the deprecated KMSv1 feature.' },
   { rule: 'kms without apiVersion before 1.29', config: cfg(rule(['secrets'], { kms: { name: 'k', endpoint: 'unix:///s.sock' } })), kubeVersion: '1.28', level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /apiVersion is not set, so it defaults to v1/ },
-  { rule: 'kms v1 on 1.29+', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.30', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /KMS v1 is deprecated and off by default since 1.29.*KMSv1=true/ },
+  { rule: 'kms v1 on 1.29+', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.30', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /^KMSv1 is deprecated and will only receive security updates going forward.*--feature-gates=KMSv1=true/ },
   { rule: 'kms v1 deprecated in 1.28', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.28', level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /deprecated since 1.28/ },
-  { rule: 'kms v2 before 1.25', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.24', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: 'KMS v2 does not exist before Kubernetes 1.25 (this is 1.24)' },
-  { rule: 'kms v2 alpha', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.26', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /alpha in 1.26.*--feature-gates=KMSv2=true/ },
-  { rule: 'kms v1 on 1.29+ with the KMSv1 gate on', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.30', featureGates: { KMSv1: true }, level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /KMS v1 is deprecated \(this apiserver runs with --feature-gates=KMSv1=true\)/ },
+  { rule: 'kms v2 before 1.25', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.24', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /^KMS v2 does not exist before 1.25: a 1.24 apiserver drops apiVersion and talks KMS v1 to this plugin/ },
+  { rule: 'kms v2 alpha', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.26', level: 'error', path: 'resources[0].providers[0].kms.apiVersion', message: /^could not configure KMSv2 plugin "kms", KMSv2 feature is not enabled \(KMS v2 is alpha in 1.26: --feature-gates=KMSv2=true/ },
+  { rule: 'kms v1 on 1.29+ with the KMSv1 gate on', config: cfg(rule(['secrets'], kms2('k', { apiVersion: 'v1' }))), kubeVersion: '1.30', featureGates: { KMSv1: true }, level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /KMS v1 is deprecated \(enabled here with --feature-gates=KMSv1=true\)/ },
   { rule: 'kms v2 alpha with the KMSv2 gate on', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.26', featureGates: { KMSv2: true }, level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: /alpha in 1.26 \(enabled here/ },
   { rule: 'kms v2 beta', config: cfg(rule(['secrets'], kms2())), kubeVersion: '1.27', level: 'warning', path: 'resources[0].providers[0].kms.apiVersion', message: 'KMS v2 is beta in 1.27 (GA in 1.29)' },
+  { rule: 'a wildcard before 1.27 is an error for the tool\'s own writes', config: cfg(rule(['*.*'], sb())), kubeVersion: '1.26', level: 'error', path: 'resources[0].resources[0]', message: /^wildcards match nothing before 1.27/ },
   // first provider
   { rule: 'identity first', config: cfg(rule(['secrets'], id, sb())), level: 'warning', path: 'resources[0].providers[0].identity', message: /new writes are stored unencrypted/ },
-  { rule: 'aescbc first', config: cfg(rule(['secrets'], { aescbc: { keys: [{ name: 'k', secret: K32 }] } }, id)), level: 'warning', path: 'resources[0].providers[0].aescbc', message: /CIS benchmark.*weaker than secretbox, aesgcm or KMS v2/ },
   { rule: 'aesgcm first', config: cfg(rule(['secrets'], { aesgcm: { keys: [{ name: 'k', secret: K32 }] } }, id)), level: 'warning', path: 'resources[0].providers[0].aesgcm', message: /rotated well before 2\^32 writes/ },
 ];
 
 describe('validateEncryptionConfig: one row per rule', () => {
-  it.each(rows)('$rule', ({ config, kubeVersion, featureGates, level, path, message }) => {
-    const findings = validateEncryptionConfig(config, { ...(kubeVersion ? { kubeVersion } : {}), ...(featureGates ? { featureGates } : {}) });
-    const hit = findings.find((f) => f.path === path && (typeof message === 'string' ? f.message === message : message.test(f.message)));
+  it.each(rows)('$rule', ({ config, kubeVersion, featureGates, noEffect, level, path, message }) => {
+    const findings = validateEncryptionConfig(config, { ...(kubeVersion ? { kubeVersion } : {}), ...(featureGates ? { featureGates } : {}), ...(noEffect ? { noEffect } : {}) });
+    const hit = findings.find((f) => f.path === path && (typeof message === 'string' ? f.message === message || f.message.endsWith(`: ${message}`) : message.test(f.message)));
     expect(hit, `findings were ${JSON.stringify(findings, null, 1)}`).toBeDefined();
     expect(hit!.level).toBe(level);
   });
@@ -154,6 +158,30 @@ describe('validateEncryptionConfig: one row per rule', () => {
       rule(['*.*'], sb('y'), id),
     );
     expect(validateEncryptionConfig(ok, { kubeVersion: '1.29' })).toEqual([]);
+  });
+});
+
+describe('validateEncryptionConfig: upstream field error wording', () => {
+  it.each([
+    [cfg(rule(['secrets'], sb('k', key(20)))), 'resources[0].providers[0].secretbox.keys[0].secret', 'Invalid value: "REDACTED": secret is not of the expected length, got 20, expected one of [32]'],
+    [cfg(rule(['secrets'], sb(''))), 'resources[0].providers[0].secretbox.keys[0].name', 'Required value: name is a mandatory field for a key'],
+    [cfg(rule(['secrets', 'secrets.'], sb())), 'resources[0].resources', 'Invalid value: []string{"secrets", "secrets."}: the same resource cannot be specified multiple times'],
+    [cfg(rule(['secrets'], kms2('k', { timeout: '-15s' }))), 'resources[0].providers[0].kms.timeout', 'Invalid value: -15s: timeout should be a positive value'],
+    [cfg(rule(['secrets'], kms2('k', { apiVersion: 'v3' }))), 'resources[0].providers[0].kms.apiVersion', 'Invalid value: "v3": unsupported apiVersion apiVersion for KMS provider, only v1 and v2 are supported'],
+    [cfg(rule(['secrets'], kms2('k', { endpoint: 'unix:///foo\n.socket' }))), 'resources[0].providers[0].kms.endpoint', 'Invalid value: "unix:///foo\\n.socket": invalid endpoint for kms provider, error: parse "unix:///foo\\n.socket": net/url: invalid control character in URL'],
+  ])('%#: %s', (config, path, message) => {
+    expect(validateEncryptionConfig(config)).toContainEqual({ level: 'error', path, message });
+  });
+
+  it('before 1.27 a repeated wildcard is only a wildcard that matches nothing, not a second rule', () => {
+    const twice = cfg(rule(['*.'], sb()), rule(['*.'], sb('k2')));
+    const findings = validateEncryptionConfig(twice, { kubeVersion: '1.26', noEffect: 'warning' });
+    expect(findings.map((f) => f.message)).toEqual([expect.stringMatching(/^wildcards match nothing/), expect.stringMatching(/^wildcards match nothing/)]);
+  });
+
+  it('gives no warning for aescbc first (the tool\'s default)', () => {
+    const c = cfg(rule(['secrets'], { aescbc: { keys: [{ name: 'k', secret: K32 }] } }, id));
+    expect(validateEncryptionConfig(c)).toEqual([]);
   });
 });
 

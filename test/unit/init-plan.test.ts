@@ -217,7 +217,7 @@ describe('planInit: the kubeadm-config change', () => {
 describe('planInit and the apiserver\'s feature gates', () => {
   const kmsV1 = { provider: 'kms' as const, kms: { name: 'legacy', endpoint: 'unix:///var/run/kmsplugin/socket.sock', apiVersion: 'v1' as const } };
   it('refuses KMS v1 on 1.32 when the apiserver does not enable it', () => {
-    expect(() => planInit(input({ key: undefined, options: kmsV1 }))).toThrow(/KMS v1 is deprecated and off by default since 1.29/);
+    expect(() => planInit(input({ key: undefined, options: kmsV1 }))).toThrow(/KMSv1 is deprecated and will only receive security updates going forward/);
   });
   it('plans KMS v1 on 1.32 with a warning when the manifest runs --feature-gates=KMSv1=true', () => {
     const manifestText = fixture('kubeadm-1.32.yaml').replace('    - kube-apiserver\n', '    - kube-apiserver\n    - --feature-gates=KMSv1=true\n');

@@ -25,6 +25,16 @@ describe('generateKey', () => {
   });
 });
 
+describe('key length messages', () => {
+  it.each([
+    ['aescbc', 'an aescbc key must be 16, 24 or 32 bytes, not 8'],
+    ['aesgcm', 'an aesgcm key must be 16, 24 or 32 bytes, not 8'],
+    ['secretbox', 'a secretbox key must be 32 bytes, not 8'],
+  ] as const)('%s: %s', (provider, message) => {
+    expect(() => checkKeyLength(provider, 8)).toThrow(message);
+  });
+});
+
 describe('decodeKey', () => {
   const key = Buffer.alloc(32, 7).toString('base64');
   it('accepts a trailing newline', () => {

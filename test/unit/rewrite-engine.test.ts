@@ -30,31 +30,37 @@ type Hook = (req: { method: string; url: URL; key?: string; body?: any }) =>
 /** A tiny secrets store speaking just enough of the Kubernetes API, with scripted faults. */
 class ScriptedApiserver {
   objects = new Map<string, Obj>();
+  configmaps = new Map<string, Obj>();
   rv = 100;
+  inFlight = 0;
+  peakInFlight = 0;
+  /** Resources with a PUT in flight at the same time as another resource's, seen at least once. */
+  overlapped = false;
+  private inFlightBy = new Map<string, number>();
   hooks: Hook[] = [];
   puts: string[] = [];
   lists: URL[] = [];
   server!: Server;
   url = '';
 
-  add(n: number, ns = 'default'): void {
+  add(n: number, ns = 'default', into = this.objects): void {
     for (let i = 0; i < n; i++) {
       const name = `s-${String(i).padStart(4, '0')}`;
-      this.objects.set(`${ns}/${name}`, { ns, name, rv: ++this.rv, data: `v${i}`, stale: true });
+      into.set(`${ns}/${name}`, { ns, name, rv: ++this.rv, data: `v${i}`, stale: true });
     }
   }
 
-  toJson(o: Obj) {
+  toJson(o: Obj, kind = 'Secret') {
     return {
       apiVersion: 'v1',
-      kind: 'Secret',
+      kind,
       metadata: { namespace: o.ns, name: o.name, resourceVersion: String(o.rv) },
       data: { v: o.data },
     };
   }
 
-  sortedKeys(): string[] {
-    return [...this.objects.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  sortedKeys(objects = this.objects): string[] {
+    return [...objects.keys()].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
   }
 
   async start(): Promise<void> {
@@ -81,8 +87,21 @@ class ScriptedApiserver {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const url = new URL(req.url!, 'http://x');
-    const m = url.pathname.match(/^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/);
-    const key = m ? `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[2]!)}` : undefined;
+    const m = url.pathname.match(/^\/api\/v1\/namespaces\/([^/]+)\/(secrets|configmaps)\/([^/]+)$/);
+    const resource = m?.[2] ?? url.pathname.match(/^\/api\/v1\/(secrets|configmaps)$/)?.[1] ?? 'secrets';
+    const objects = resource === 'configmaps' ? this.configmaps : this.objects;
+    const kind = resource === 'configmaps' ? 'ConfigMap' : 'Secret';
+    const key = m ? `${decodeURIComponent(m[1]!)}/${decodeURIComponent(m[3]!)}` : undefined;
+    if (req.method === 'PUT') {
+      this.inFlight++;
+      this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
+      this.inFlightBy.set(resource, (this.inFlightBy.get(resource) ?? 0) + 1);
+      if ([...this.inFlightBy.values()].filter((n) => n > 0).length > 1) this.overlapped = true;
+      res.once('finish', () => {
+        this.inFlight--;
+        this.inFlightBy.set(resource, this.inFlightBy.get(resource)! - 1);
+      });
+    }
     const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
     for (const h of this.hooks) {
       const r = h({ method: req.method!, url, key, body });
@@ -91,22 +110,22 @@ class ScriptedApiserver {
         if (r.status) return this.send(res, r.status, r.body ?? {}, r.headers);
       }
     }
-    if (req.method === 'GET' && url.pathname === '/api/v1/secrets') {
+    if (req.method === 'GET' && url.pathname === `/api/v1/${resource}`) {
       this.lists.push(url);
       const limit = Number(url.searchParams.get('limit') ?? 1e9);
       const cont = url.searchParams.get('continue');
       const after = cont ? Buffer.from(cont, 'base64').toString() : undefined;
-      const keys = this.sortedKeys().filter((k) => after === undefined || Buffer.compare(Buffer.from(k), Buffer.from(after)) > 0);
+      const keys = this.sortedKeys(objects).filter((k) => after === undefined || Buffer.compare(Buffer.from(k), Buffer.from(after)) > 0);
       const page = keys.slice(0, limit);
       const more = keys.length > page.length;
       return this.send(res, 200, {
-        kind: 'SecretList',
+        kind: `${kind}List`,
         metadata: {
           resourceVersion: String(this.rv),
           ...(more ? { continue: Buffer.from(page[page.length - 1]!).toString('base64'), remainingItemCount: keys.length - page.length } : {}),
         },
         items: page.map((k) => {
-          const o = this.toJson(this.objects.get(k)!);
+          const o = this.toJson(objects.get(k)!, kind);
           delete (o as { apiVersion?: string }).apiVersion;
           delete (o as { kind?: string }).kind;
           return o;
@@ -114,14 +133,14 @@ class ScriptedApiserver {
       });
     }
     if (key && req.method === 'GET') {
-      const o = this.objects.get(key);
-      return o ? this.send(res, 200, this.toJson(o)) : this.send(res, 404, this.status(404, 'NotFound', `secrets "${key}" not found`));
+      const o = objects.get(key);
+      return o ? this.send(res, 200, this.toJson(o, kind)) : this.send(res, 404, this.status(404, 'NotFound', `secrets "${key}" not found`));
     }
     if (key && req.method === 'PUT') {
-      this.puts.push(key);
-      const o = this.objects.get(key);
+      this.puts.push(resource === 'secrets' ? key : `${resource}:${key}`);
+      const o = objects.get(key);
       if (!o) return this.send(res, 404, this.status(404, 'NotFound', `secrets "${key}" not found`));
-      if (body?.apiVersion !== 'v1' || body?.kind !== 'Secret') {
+      if (body?.apiVersion !== 'v1' || body?.kind !== kind) {
         return this.send(res, 400, this.status(400, 'BadRequest', 'apiVersion/kind missing'));
       }
       if (body.metadata.resourceVersion !== String(o.rv)) {
@@ -135,13 +154,14 @@ class ScriptedApiserver {
         o.rv = ++this.rv;
         o.stale = false;
       }
-      return this.send(res, 200, this.toJson(o));
+      return this.send(res, 200, this.toJson(o, kind));
     }
     return this.send(res, 404, this.status(404, 'NotFound', 'no route'));
   }
 }
 
 const secrets = resolvedResource('', 'v1', { name: 'secrets', namespaced: true, kind: 'Secret' });
+const configmaps = resolvedResource('', 'v1', { name: 'configmaps', namespaced: true, kind: 'ConfigMap' });
 const noSleep: RewriteDeps['sleep'] = async () => {};
 
 let srv: ScriptedApiserver;
@@ -344,5 +364,80 @@ describe('rewriteAll against scripted faults', () => {
     expect(s).toMatchObject({ dryRun: true, listed: 7, rewritten: 0 });
     expect(srv.puts).toEqual([]);
     await expect(stat(store.path)).rejects.toThrow();
+  });
+});
+
+describe('rewriteAll: one in-flight budget for several resources, adaptive by default', () => {
+  it('rewrites two resources at the same time within one fixed budget, each with its own checkpoint', async () => {
+    srv.add(60);
+    srv.add(60, 'default', srv.configmaps);
+    srv.hooks.push(({ method }) => (method === 'PUT' ? { status: 0, delayMs: 5 } : undefined));
+    const ac = new AbortController();
+    const store = new FileCheckpointStore({ stateDir, runId: rewriteRunId(['secrets', 'configmaps'], 'k1'), everyObjects: 1, everyMs: 0 });
+    let n = 0;
+    const err = await rewriteAll(deps({ checkpoint: store, signal: ac.signal, onProgress: () => void (++n === 50 && ac.abort()) }), {
+      resources: [secrets, configmaps],
+      concurrency: 6,
+      pageSize: 10,
+    }).catch((e) => e);
+    expect((err as CliError).exitCode).toBe(ExitCode.Interrupted);
+    expect(srv.overlapped).toBe(true);
+    expect(srv.peakInFlight).toBeLessThanOrEqual(6);
+    const saved = JSON.parse(await readFile(store.path, 'utf8')) as CheckpointData;
+    // Both were under way; each mark is one of its own keys.
+    for (const r of ['secrets', 'configmaps']) {
+      expect(saved.resources[r]!.complete).toBe(false);
+      expect(saved.resources[r]!.doneThrough).toMatch(/^default\/s-00\d\d$/);
+    }
+    const first = srv.puts.length;
+    const s = await rewriteAll(deps({ checkpoint: store }), { resources: [secrets, configmaps], resume: true, concurrency: 6, pageSize: 10 });
+    expect(s.rewritten).toBe(120 - first);
+    expect(s.perResource.secrets!.skipped + s.perResource.configmaps!.skipped).toBeGreaterThan(0);
+    expect([...srv.objects.values(), ...srv.configmaps.values()].every((o) => !o.stale)).toBe(true);
+    expect(s.concurrency).toMatchObject({ mode: 'fixed', settled: 6 });
+    expect(srv.peakInFlight).toBeLessThanOrEqual(6);
+  });
+
+  it('adaptive: starts at the initial level, stays within --max-concurrency, and reports where it settled', async () => {
+    srv.add(1500);
+    srv.hooks.push(({ method }) => (method === 'PUT' ? { status: 0, delayMs: 50 } : undefined));
+    const changes: number[] = [];
+    const s = await rewriteAll(deps({ onConcurrency: (l) => changes.push(l) }), {
+      resources: [secrets],
+      initialConcurrency: 8,
+      maxConcurrency: 24,
+      pageSize: 50,
+    });
+    expect(s.rewritten).toBe(1500);
+    expect(s.concurrency.mode).toBe('adaptive');
+    expect(s.concurrency.max).toBe(24);
+    // A fixed 50 ms per PUT: more in flight is always faster, so it climbs to the maximum.
+    expect(changes[0]).toBe(16);
+    expect(Math.max(...changes)).toBe(24);
+    expect(srv.peakInFlight).toBeLessThanOrEqual(24);
+    expect(s.concurrency.settled).toBe(24);
+  });
+
+  it('adaptive: a 429 cuts the limit at once, and the run still finishes', async () => {
+    srv.add(200);
+    let throttled = 0;
+    srv.hooks.push(({ method }) => {
+      if (method !== 'PUT') return undefined;
+      if (srv.inFlight > 20 && throttled < 5) {
+        throttled++;
+        return { status: 429, headers: { 'retry-after': '1' }, body: { kind: 'Status', code: 429, reason: 'TooManyRequests', message: 'slow down' } };
+      }
+      return { status: 0, delayMs: 10 };
+    });
+    const changes: [number, string][] = [];
+    const s = await rewriteAll(deps({ onConcurrency: (l, why) => changes.push([l, why]) }), {
+      resources: [secrets],
+      initialConcurrency: 32,
+      pageSize: 100,
+    });
+    expect(s.failed).toBe(0);
+    expect(s.rewritten).toBe(200);
+    expect(changes[0]).toEqual([22, 'overload']);
+    expect(s.concurrency.cuts).toBeGreaterThanOrEqual(1);
   });
 });

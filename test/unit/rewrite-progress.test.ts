@@ -7,7 +7,7 @@ import { createProgressReporter, progressLine } from '../../src/ui/progress';
 const p = (o: Partial<Progress>): Progress => ({
   resource: 'secrets',
   done: 0,
-  resourceDone: 0,
+  concurrency: 32,
   rewritten: 0,
   unchanged: 0,
   deleted: 0,
@@ -28,9 +28,9 @@ function output(o: { json?: boolean; interactive?: boolean }) {
 
 describe('progress', () => {
   it.each([
-    [p({ done: 500, resourceDone: 500, resourceTotal: 1000, rewritten: 480, unchanged: 20, elapsedSeconds: 2 }), 'secrets: 500/1000 done (480 rewritten, 20 unchanged), 250/s, ETA 2s'],
-    [p({ done: 30, resourceDone: 30, rewritten: 25, unchanged: 0, deleted: 3, failed: 2, elapsedSeconds: 1 }), 'secrets: 30 done (25 rewritten, 0 unchanged, 3 deleted, 2 failed), 30/s'],
-    [p({ done: 20_000, resourceDone: 20_000, resourceTotal: 110_000, rewritten: 20_000, elapsedSeconds: 20 }), 'secrets: 20000/110000 done (20.0k rewritten, 0 unchanged), 1000/s, ETA 1m30s'],
+    [p({ done: 500, total: 1000, rewritten: 480, unchanged: 20, elapsedSeconds: 2 }), 'secrets: 500/1000 done (480 rewritten, 20 unchanged), 250/s, 32 in flight, ETA 2s'],
+    [p({ done: 30, rewritten: 25, unchanged: 0, deleted: 3, failed: 2, elapsedSeconds: 1 }), 'secrets: 30 done (25 rewritten, 0 unchanged, 3 deleted, 2 failed), 30/s, 32 in flight'],
+    [p({ resource: 'secrets, configmaps', done: 20_000, total: 110_000, concurrency: 96, rewritten: 20_000, elapsedSeconds: 20 }), 'secrets, configmaps: 20000/110000 done (20.0k rewritten, 0 unchanged), 1000/s, 96 in flight, ETA 1m30s'],
   ])('line %#', (progress, want) => expect(progressLine(progress)).toBe(want));
 
   it('without a terminal: a plain line every interval and a last one at the end', () => {
@@ -39,21 +39,21 @@ describe('progress', () => {
     const r = createProgressReporter(out, { intervalMs: 5000, now: () => now });
     for (let i = 1; i <= 12; i++) {
       now = i * 1000;
-      r.update(p({ done: i, resourceDone: i, rewritten: i, elapsedSeconds: i }));
+      r.update(p({ done: i, rewritten: i, elapsedSeconds: i }));
     }
     r.stop();
     const lines = text().trim().split('\n');
     expect(lines).toEqual([
-      'secrets: 5 done (5 rewritten, 0 unchanged), 1/s',
-      'secrets: 10 done (10 rewritten, 0 unchanged), 1/s',
-      'secrets: 12 done (12 rewritten, 0 unchanged), 1/s',
+      'secrets: 5 done (5 rewritten, 0 unchanged), 1/s, 32 in flight',
+      'secrets: 10 done (10 rewritten, 0 unchanged), 1/s, 32 in flight',
+      'secrets: 12 done (12 rewritten, 0 unchanged), 1/s, 32 in flight',
     ]);
   });
 
   it('with --json: nothing', () => {
     const { out, text } = output({ json: true, interactive: true });
     const r = createProgressReporter(out, { now: () => 10_000 });
-    r.update(p({ done: 1, resourceDone: 1, elapsedSeconds: 1 }));
+    r.update(p({ done: 1, elapsedSeconds: 1 }));
     r.stop();
     expect(text()).toBe('');
   });
@@ -62,9 +62,9 @@ describe('progress', () => {
     const { out, text } = output({ interactive: true });
     let now = 0;
     const r = createProgressReporter(out, { now: () => (now += 200) });
-    r.update(p({ done: 10, resourceDone: 10, resourceTotal: 40, rewritten: 10, elapsedSeconds: 1 }));
-    r.update(p({ done: 40, resourceDone: 40, resourceTotal: 40, rewritten: 40, elapsedSeconds: 2 }));
+    r.update(p({ done: 10, total: 40, rewritten: 10, elapsedSeconds: 1 }));
+    r.update(p({ done: 40, total: 40, rewritten: 40, elapsedSeconds: 2 }));
     r.stop();
-    expect(text()).toMatch(/secrets \[.*\] 40\/40 \| 20\/s/);
+    expect(text()).toMatch(/secrets \[.*\] 40\/40 \| 20\/s \| 32 in flight/);
   });
 });

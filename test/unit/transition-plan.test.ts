@@ -5,6 +5,7 @@ import type { EncryptionConfiguration, ProviderConfig } from '../../src/config/s
 import { CliError, ExitCode } from '../../src/ui/errors';
 import {
   allSteps,
+  describeConfigText,
   identityConfigText,
   planTransition,
   printableTransition,
@@ -256,5 +257,34 @@ describe('plaintextByMetrics: the weaker proof of plaintext writes from the tran
     ['a failed identity write does not count', metrics(4, 2), metrics(4, 2, 'apiserver_storage_transformation_operations_total{status="Unknown",transformation_type="to_storage",transformer_prefix=""} 9'), 'unproven'],
   ])('%s: %s', (_what, before, after, want) => {
     expect(plaintextByMetrics(toStorageCounts(before), toStorageCounts(after))).toBe(want);
+  });
+});
+
+describe('one rule for which providers serve a resource', () => {
+  // Upstream appends every rule naming a group/resource (encryptionconfig/config.go), so a second
+  // rule for secrets is a reader of secrets; and the writer of secrets may come from a wildcard.
+  const cfg: EncryptionConfiguration = {
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'EncryptionConfiguration',
+    resources: [
+      { resources: ['configmaps'], providers: [el('aescbc', 'cm', K1)] },
+      { resources: ['secrets'], providers: [el('secretbox', 'new', K2)] },
+      { resources: ['secrets'], providers: [el('aesgcm', 'old', K3)] },
+      { resources: ['*.*'], providers: [el('aescbc', 'all', K3)] },
+    ],
+  };
+
+  it('reads through every exact rule, in file order', () => {
+    expect(readersOf(cfg, 'secrets')).toEqual(['secretbox:new', 'aesgcm:old']);
+    expect(readersOf(cfg, 'pods')).toEqual(['aescbc:all']);
+    expect(unreadableLabels(cfg, [{ resource: 'secrets', counts: { 'aesgcm:old': 2, 'aescbc:all': 1 } }])).toEqual([
+      { resource: 'secrets', label: 'aescbc:all', count: 1 },
+    ]);
+  });
+
+  it('describes the writer of secrets by one resource (prefix and label agree)', () => {
+    const wild: EncryptionConfiguration = { ...cfg, resources: [cfg.resources[0]!, cfg.resources[3]!] };
+    expect(describeConfigText(text(wild), wild)).toMatchObject({ writeLabel: 'aescbc:all', writePrefix: 'k8s:enc:aescbc:v1:all:' });
+    expect(describeConfigText(text(cfg), cfg)).toMatchObject({ writeLabel: 'secretbox:new', writePrefix: 'k8s:enc:secretbox:v1:new:' });
   });
 });

@@ -1,37 +1,66 @@
 /**
  * Loading the EncryptionConfiguration the way kube-apiserver does at start and on automatic
- * reload: decode, default, validate, build one transformer list per resource. Deliberately
- * independent of src/config/validate.ts, so that the CLI and the bed cannot share a validator
- * bug; the rules and messages follow k8s.io/apiserver (apis/apiserver/validation and
- * server/options/encryptionconfig). Messages never carry key material ("REDACTED").
+ * reload: decode, default, validate, build one transformer per resource. Deliberately
+ * independent of src/config and src/etcd (nothing is imported from them), so that the CLI and the
+ * bed cannot share a validator, a resource rule or a cipher bug; the rules and messages follow
+ * k8s.io/apiserver (apis/apiserver/validation and server/options/encryptionconfig), the
+ * transformers are in ./value. Messages never carry key material ("REDACTED").
  */
 import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
-import {
-  transformersForResource,
-  type KmsV1Factory,
-  type KmsV2Factory,
-  type ValueTransformer,
-} from '../../../src/etcd/codec';
-import type { EncryptionConfiguration, ProviderConfig, ResourceConfig } from '../../../src/config/schema';
+import { kmsV1Probe, type KmsPlugins, type KmsProbe } from './kms';
+import { cbcTransformer, gcmTransformer, secretboxTransformer } from './value/ciphers';
+import { kmsV1EnvelopeTransformer } from './value/envelope';
+import { KmsV2Provider } from './value/kmsv2';
+import { encryptCheckTransformer, prefixTransformers, type PrefixTransformer, type RecordTransformation, type Transformer } from './value/transformer';
 import { atLeast, type KubeVersion } from './version';
 
 /** The resources the stand-in stores (core group), by their EncryptionConfiguration name. */
 export const STORED_RESOURCES = ['secrets', 'configmaps', 'namespaces', 'pods', 'nodes'] as const;
 export type StoredResource = (typeof STORED_RESOURCES)[number];
 
+/** apiserver.config.k8s.io/v1 EncryptionConfiguration, as decoded and defaulted here. */
+interface KeyConfig {
+  name: string;
+  secret: string;
+}
+interface ProviderConfig {
+  aescbc?: { keys: KeyConfig[] };
+  aesgcm?: { keys: KeyConfig[] };
+  secretbox?: { keys: KeyConfig[] };
+  identity?: Record<string, never>;
+  kms?: { apiVersion: string; name: string; endpoint: string; timeout: string; cachesize?: number };
+}
+interface ResourceConfig {
+  resources: string[];
+  providers: ProviderConfig[];
+}
+export interface EncryptionConfiguration {
+  apiVersion: 'apiserver.config.k8s.io/v1';
+  kind: 'EncryptionConfiguration';
+  resources: ResourceConfig[];
+}
+
 export interface LoadOptions {
   version: KubeVersion;
   featureGates: Record<string, boolean>;
   reload: boolean;
-  kms?: { v1?: KmsV1Factory; v2?: KmsV2Factory };
+  kms: KmsPlugins;
+  record: RecordTransformation;
 }
 
 export interface LoadedEncryption {
   config: EncryptionConfiguration;
   /** `sha256:<hex of the file bytes>`, as apiserver_encryption_config_controller_last_config_info. */
   hash: string;
-  transformers: Record<StoredResource, ValueTransformer[]>;
+  /** Undefined: no rule covers it, stored as plaintext (identity, no metrics). */
+  transformers: Record<StoredResource, Transformer | undefined>;
+  /** The KMS providers' probes, in config order (the health checks). */
+  probes: KmsProbe[];
+  /** KMS provider names in use (connections to others may be closed). */
+  kmsNames: Set<string>;
+  /** Stops the KMS providers' Status polls. */
+  close(): void;
 }
 
 export function configHash(data: Uint8Array): string {
@@ -39,7 +68,7 @@ export function configHash(data: Uint8Array): string {
 }
 
 /** Throws an Error whose message is what kube-apiserver would report (without the klog frame). */
-export function loadEncryption(file: string, data: Buffer, opts: LoadOptions): LoadedEncryption {
+export async function loadEncryption(file: string, data: Buffer, opts: LoadOptions): Promise<LoadedEncryption> {
   if (data.length === 0) {
     throw new Error(`error while parsing file: error while loading file: encryption provider configuration file "${file}" is empty`);
   }
@@ -53,16 +82,25 @@ export function loadEncryption(file: string, data: Buffer, opts: LoadOptions): L
   }
   const errs = validateConfig(config, opts);
   if (errs.length) throw new Error(`error while parsing file: ${aggregate(errs)}`);
+  let built: Built;
   try {
     const effective = effectiveConfig(config, opts.version);
     checkBuildable(effective, opts);
-    const transformers = Object.fromEntries(
-      STORED_RESOURCES.map((r) => [r, transformersForResource(effective, r, opts.kms)]),
-    ) as Record<StoredResource, ValueTransformer[]>;
-    return { config: effective, hash: configHash(data), transformers };
+    built = buildTransformers(effective, opts);
+    config = effective;
   } catch (err) {
     throw new Error(`error while building transformers: ${(err as Error).message}`);
   }
+  // primeAndProbeKMSv2: the first Status (and DEK source) inline; failures go on in the background.
+  await Promise.all(built.v2.map((p) => p.start()));
+  return {
+    config,
+    hash: configHash(data),
+    transformers: built.transformers,
+    probes: built.probes,
+    kmsNames: new Set(built.probes.map((p) => p.name)),
+    close: () => built.v2.forEach((p) => p.stop()),
+  };
 }
 
 const aggregate = (errs: string[]) => (errs.length === 1 ? errs[0]! : `[${errs.join(', ')}]`);
@@ -321,4 +359,62 @@ function checkBuildable(c: EncryptionConfiguration, opts: LoadOptions): void {
       configured.add(res);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transformers (config.go getTransformerOverridesAndKMSPluginProbes, transformerFromOverrides).
+
+interface Built {
+  transformers: Record<StoredResource, Transformer | undefined>;
+  probes: KmsProbe[];
+  v2: KmsV2Provider[];
+}
+
+const groupResource = (res: string) => {
+  const dot = res.indexOf('.'); // schema.ParseGroupResource
+  return dot === -1 ? { group: '', resource: res } : { group: res.slice(dot + 1), resource: res.slice(0, dot) };
+};
+const grKey = (group: string, resource: string) => `${resource}\u0000${group}`;
+
+function buildTransformers(c: EncryptionConfiguration, opts: LoadOptions): Built {
+  const probes: KmsProbe[] = [];
+  const v2: KmsV2Provider[] = [];
+  const byGr = new Map<string, PrefixTransformer[]>();
+  for (const rc of c.resources) {
+    const list = rc.providers.map((p) => providerTransformer(p, opts, probes, v2));
+    for (const res of rc.resources) {
+      const gr = groupResource(res);
+      const key = grKey(gr.group, gr.resource);
+      byGr.set(key, [...(byGr.get(key) ?? []), ...list]);
+    }
+  }
+  const lookup = (res: string) => {
+    const gr = groupResource(res);
+    const list = byGr.get(grKey(gr.group, gr.resource)) ?? byGr.get(grKey(gr.group, '*')) ?? byGr.get(grKey('*', '*'));
+    return list && prefixTransformers('no matching prefix found', list, opts.record);
+  };
+  const transformers = Object.fromEntries(STORED_RESOURCES.map((r) => [r, lookup(r)])) as Built['transformers'];
+  return { transformers, probes, v2 };
+}
+
+function providerTransformer(p: ProviderConfig, opts: LoadOptions, probes: KmsProbe[], v2: KmsV2Provider[]): PrefixTransformer {
+  const prefixed = (prefix: string, transformer: Transformer) => ({ prefix: Buffer.from(prefix), transformer });
+  const keyed = (prefix: string, noMatch: string, keys: KeyConfig[], make: (key: Buffer) => Transformer) =>
+    prefixed(prefix, prefixTransformers(noMatch, keys.map((k) => prefixed(`${k.name}:`, make(Buffer.from(k.secret, 'base64')))), opts.record));
+  if (p.aesgcm) return keyed('k8s:enc:aesgcm:v1:', 'no matching key was found for the provided AES transformer', p.aesgcm.keys, gcmTransformer);
+  if (p.aescbc) return keyed('k8s:enc:aescbc:v1:', 'no matching key was found for the provided AES transformer', p.aescbc.keys, cbcTransformer);
+  if (p.secretbox) return keyed('k8s:enc:secretbox:v1:', 'no matching key was found for the provided Secretbox transformer', p.secretbox.keys, secretboxTransformer);
+  if (p.identity) return prefixed('', encryptCheckTransformer());
+  const k = p.kms!;
+  const timeoutMs = goDurationMs(k.timeout);
+  if (k.apiVersion === 'v1') {
+    const plugin = opts.kms.v1(k.name, k.endpoint, timeoutMs);
+    probes.push(kmsV1Probe(k.name, plugin));
+    return prefixed(`k8s:enc:kms:v1:${k.name}:`, kmsV1EnvelopeTransformer(plugin, k.cachesize ?? 1000, opts.version));
+  }
+  const useSeed = opts.featureGates.KMSv2KDF ?? atLeast(opts.version, 29);
+  const provider = new KmsV2Provider(k.name, opts.kms.v2(k.name, k.endpoint, timeoutMs), useSeed);
+  probes.push(provider);
+  v2.push(provider);
+  return prefixed(`k8s:enc:kms:v2:${k.name}:`, provider.envelope());
 }

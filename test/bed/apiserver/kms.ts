@@ -1,18 +1,54 @@
 /**
  * KMS plugins as the apiserver reaches them: gRPC on a unix socket that must be visible inside the
- * pod (the socket's directory needs a hostPath mount), and the KMS health checks on
- * /healthz|/readyz (`kms-providers` with v2 or automatic reload, `kms-provider-N` otherwise).
+ * pod (the socket's directory needs a hostPath mount), one probe per provider, and the KMS health
+ * checks on /healthz|/readyz (`kms-providers` with v2 or automatic reload, `kms-provider-N`
+ * otherwise).
  */
-import type { KmsV1Factory, KmsV2Factory } from '../../../src/etcd/codec';
-import type { EncryptionConfiguration } from '../../../src/config/schema';
-import { connectKmsV1, connectKmsV2, type KmsV1Client, type KmsV2Client } from '../../../src/kms/client';
+import { kmsV1Plugin, kmsV2Plugin, type KmsV1Plugin, type KmsV2Plugin } from './kms-grpc';
 import type { PodFs } from './mounts';
 
-type Plugin = { version: 'v1'; client: KmsV1Client } | { version: 'v2'; client: KmsV2Client };
+type Connection = { version: 'v1'; endpoint: string; plugin: KmsV1Plugin } | { version: 'v2'; endpoint: string; plugin: KmsV2Plugin };
+
+/** What a health check asks of a provider: throws with upstream's message when it is unhealthy. */
+export interface KmsProbe {
+  name: string;
+  apiVersion: 'v1' | 'v2';
+  check(): Promise<void>;
+}
+
+/** The probes' answer cache: 20 s after a healthy answer, 3 s after a failure (kmsPluginHealthz*TTL). */
+export function cachedCheck(run: () => Promise<void>): () => Promise<void> {
+  let last: { at: number; ttl: number; err?: Error } | undefined;
+  return async () => {
+    if (!last || Date.now() - last.at >= last.ttl) {
+      const err = await run().then(() => undefined, (e: Error) => e);
+      last = { at: Date.now(), ttl: err ? 3_000 : 20_000, err };
+    }
+    if (last.err) throw last.err;
+  };
+}
+
+/** kmsPluginProbe (v1): encrypt then decrypt "ping". */
+export function kmsV1Probe(name: string, plugin: KmsV1Plugin): KmsProbe {
+  const check = cachedCheck(async () => {
+    let cipher: Buffer;
+    try {
+      cipher = await plugin.encrypt(Buffer.from('ping'));
+    } catch (err) {
+      throw new Error(`failed to perform encrypt section of the healthz check for KMS Provider ${name}, error: ${(err as Error).message}`);
+    }
+    try {
+      await plugin.decrypt(cipher);
+    } catch (err) {
+      throw new Error(`failed to perform decrypt section of the healthz check for KMS Provider ${name}, error: ${(err as Error).message}`);
+    }
+  });
+  return { name, apiVersion: 'v1', check };
+}
 
 export class KmsPlugins {
   /** By provider name: one connection per plugin, reused across reloads. */
-  private readonly plugins = new Map<string, Plugin>();
+  private readonly connections = new Map<string, Connection>();
 
   constructor(private readonly fs: PodFs) {}
 
@@ -22,79 +58,55 @@ export class KmsPlugins {
     return `unix://${this.fs.hostPathOf(path) ?? `/nonexistent-outside-pod-mounts${path}`}`;
   }
 
-  factories(): { v1: KmsV1Factory; v2: KmsV2Factory } {
-    return {
-      v1: (name, endpoint, timeoutMs) => {
-        const existing = this.plugins.get(name);
-        if (existing?.version === 'v1' && existing.client.endpoint === this.hostEndpoint(endpoint)) return existing.client;
-        const client = connectKmsV1(this.hostEndpoint(endpoint), { timeoutMs });
-        this.plugins.set(name, { version: 'v1', client });
-        return client;
-      },
-      v2: (name, endpoint, timeoutMs) => {
-        const existing = this.plugins.get(name);
-        if (existing?.version === 'v2' && existing.client.endpoint === this.hostEndpoint(endpoint)) return existing.client;
-        const client = connectKmsV2(this.hostEndpoint(endpoint), { timeoutMs });
-        this.plugins.set(name, { version: 'v2', client });
-        return client;
-      },
-    };
+  /** The plugin connection of a provider, reused while its name, API and endpoint stay the same. */
+  private connect<P extends KmsV1Plugin | KmsV2Plugin>(version: 'v1' | 'v2', name: string, endpoint: string, make: (host: string) => P): P {
+    const host = this.hostEndpoint(endpoint);
+    const c = this.connections.get(name);
+    if (c?.version === version && c.endpoint === host) return c.plugin as P;
+    const plugin = make(host);
+    this.connections.set(name, { version, endpoint: host, plugin } as Connection);
+    return plugin;
   }
 
-  private kmsProviders(config: EncryptionConfiguration | undefined) {
-    return (config?.resources ?? []).flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])));
+  v1(name: string, endpoint: string, timeoutMs: number): KmsV1Plugin {
+    return this.connect('v1', name, endpoint, (host) => kmsV1Plugin(host, timeoutMs));
   }
 
-  healthChecks(config: EncryptionConfiguration | undefined, reload: boolean): Map<string, () => Promise<true | string>> {
+  v2(name: string, endpoint: string, timeoutMs: number): KmsV2Plugin {
+    return this.connect('v2', name, endpoint, (host) => kmsV2Plugin(host, timeoutMs));
+  }
+
+  healthChecks(probes: readonly KmsProbe[], reload: boolean): Map<string, () => Promise<true | string>> {
     const checks = new Map<string, () => Promise<true | string>>();
-    const providers = this.kmsProviders(config);
-    if (providers.length === 0) return checks;
-    const probe = async (name: string): Promise<true | string> => {
-      const p = this.plugins.get(name);
-      if (!p) return `KMS provider ${name} has no connection`;
-      try {
-        if (p.version === 'v2') {
-          const s = await p.client.status();
-          if (s.healthz !== 'ok') return `got unexpected healthz status: ${s.healthz}`;
-          if (s.version !== 'v2' && s.version !== 'v2beta1') return `expected KMSv2 API version v2, got ${s.version}`;
-          if (!s.keyId) return 'got invalid KMSv2 KeyID: empty';
-        } else {
-          await p.client.decrypt(await p.client.encrypt(Buffer.from('ping')));
-        }
-        return true;
-      } catch (err) {
-        return `failed to perform the healthz check for KMS Provider ${name}, error: ${(err as Error).message}`;
-      }
-    };
-    const allV2 = providers.every((p) => (p.apiVersion ?? 'v1') === 'v2');
-    if (reload || allV2) {
+    if (probes.length === 0) return checks;
+    const probe = (p: KmsProbe) => p.check().then(() => true as const, (err: Error) => err.message);
+    if (reload || probes.every((p) => p.apiVersion === 'v2')) {
       checks.set('kms-providers', async () => {
-        for (const p of providers) {
-          const r = await probe(p.name);
+        for (const p of probes) {
+          const r = await probe(p);
           if (r !== true) return r;
         }
         return true;
       });
     } else {
-      providers.forEach((p, i) => checks.set(`kms-provider-${i}`, () => probe(p.name)));
+      probes.forEach((p, i) => checks.set(`kms-provider-${i}`, () => probe(p)));
     }
     return checks;
   }
 
   /** After a reload: close connections to plugins the new config no longer names. */
-  retireUnused(config: EncryptionConfiguration): void {
-    const names = new Set(this.kmsProviders(config).map((p) => p.name));
-    for (const [name, p] of this.plugins) {
+  retireUnused(names: ReadonlySet<string>): void {
+    for (const [name, c] of this.connections) {
       if (!names.has(name)) {
-        this.plugins.delete(name);
+        this.connections.delete(name);
         // In-flight calls may still use it; upstream also closes old transformers after a grace period.
-        setTimeout(() => p.client.close(), 10_000).unref();
+        setTimeout(() => c.plugin.close(), 10_000).unref();
       }
     }
   }
 
   closeAll(): void {
-    for (const p of this.plugins.values()) p.client.close();
-    this.plugins.clear();
+    for (const c of this.connections.values()) c.plugin.close();
+    this.connections.clear();
   }
 }

@@ -48,6 +48,8 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
   let encryption: LoadedEncryption | undefined;
   let loadOpts: LoadOptions;
   let kms: KmsPlugins;
+  const apiserverId = `apiserver-${randomUUID()}`;
+  const metrics = new Metrics(version, `sha256:${createHash('sha256').update(apiserverId).digest('hex')}`);
   try {
     flags = parseFlags(argv, version);
     fs = PodFs.fromEnv(env.BED_MOUNTS);
@@ -65,7 +67,7 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
       key: flags.etcdKeyFile ? await fs.readFile(flags.etcdKeyFile) : undefined,
     };
     kms = new KmsPlugins(fs);
-    loadOpts = { version, featureGates: flags.featureGates, reload: flags.automaticReload, kms: kms.factories() };
+    loadOpts = { version, featureGates: flags.featureGates, reload: flags.automaticReload, kms, record: (type, prefix, failed) => metrics.transformation(type, prefix, failed ? 'Unknown' : 'OK') };
     if (flags.encryptionProviderConfig) {
       const file = flags.encryptionProviderConfig;
       let data: Buffer;
@@ -76,7 +78,7 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
           `error while parsing file: error while loading file: error reading encryption provider configuration file "${file}": ${(err as Error).message}`,
         );
       }
-      encryption = loadEncryption(file, data, loadOpts);
+      encryption = await loadEncryption(file, data, loadOpts);
     }
   } catch (err) {
     const e = err as Error;
@@ -98,11 +100,9 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
     await sleep(knobs.startDelayMs);
   }
 
-  const apiserverId = `apiserver-${randomUUID()}`;
-  const metrics = new Metrics(version, `sha256:${createHash('sha256').update(apiserverId).digest('hex')}`);
   metrics.lastConfigHash = encryption?.hash;
   let current = encryption;
-  const transformersFor = (r: StoredResource) => current?.transformers[r] ?? [];
+  const transformerFor = (r: StoredResource) => current?.transformers[r];
 
   const etcd = new Etcd3({
     hosts: flags.etcdServers,
@@ -111,10 +111,10 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
     // Pages of 1,000 large Secrets exceed gRPC's default 4 MiB reply limit.
     grpcOptions: { 'grpc.max_receive_message_length': 512 * 1024 * 1024 },
   });
-  const store = new Store(etcd, flags.etcdPrefix.replace(/\/+$/, ''), metrics, transformersFor);
+  const store = new Store(etcd, flags.etcdPrefix.replace(/\/+$/, ''), transformerFor);
   const health: HealthState = { cachesSynced: false, shuttingDown: false, extraChecks: new Map() };
   const setKmsChecks = () => {
-    health.extraChecks = kms.healthChecks(current?.config, flags.automaticReload);
+    health.extraChecks = kms.healthChecks(current?.probes ?? [], flags.automaticReload);
   };
   setKmsChecks();
   const host = flags.bindAddress === '0.0.0.0' || flags.bindAddress === '::' ? '127.0.0.1' : flags.bindAddress;
@@ -201,8 +201,11 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
       lastSeenHash = hash;
       if (hash === current?.hash) return;
       try {
-        current = loadEncryption(file, data, loadOpts);
-        kms.retireUnused(current.config);
+        const previous = current;
+        current = await loadEncryption(file, data, loadOpts);
+        kms.retireUnused(current.kmsNames);
+        // upstream closes the old transformers after a grace period (in-flight requests)
+        if (previous) setTimeout(() => previous.close(), 10_000).unref();
         setKmsChecks();
         metrics.lastConfigHash = current.hash;
         metrics.reload('success');
@@ -237,6 +240,7 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
       server.close(() => {
         clearTimeout(force);
         etcd.close();
+        current?.close();
         kms.closeAll();
         resolve(0);
       });

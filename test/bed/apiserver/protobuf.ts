@@ -10,7 +10,7 @@
 
 export const PROTOBUF_MAGIC = Buffer.from('k8s\0', 'latin1');
 
-interface Field {
+export interface Field {
   no: number;
   wire: number;
   /** varint value (wire 0) */
@@ -19,7 +19,7 @@ interface Field {
   bytes?: Buffer;
 }
 
-function fields(buf: Buffer): Field[] {
+export function fields(buf: Buffer): Field[] {
   const out: Field[] = [];
   let i = 0;
   const varint = (): bigint => {
@@ -66,9 +66,9 @@ function fields(buf: Buffer): Field[] {
   return out;
 }
 
-const text = (f: Field) => (f.bytes ?? Buffer.alloc(0)).toString('utf8');
+export const text = (f: Field) => (f.bytes ?? Buffer.alloc(0)).toString('utf8');
 
-function mapEntry(entry: Buffer): [string, Buffer] {
+export function mapEntry(entry: Buffer): [string, Buffer] {
   let key = '';
   let value: Buffer = Buffer.alloc(0);
   for (const f of fields(entry)) {
@@ -145,4 +145,42 @@ export function decodeProtobufObject(value: Buffer): Record<string, unknown> {
   if (hasData) secret.data = data;
   secret.metadata ??= {};
   return secret;
+}
+
+/** One field to write: a proto3 scalar (zero values are left out, as Go's proto.Marshal does). */
+export type OutField =
+  | { no: number; bytes: Uint8Array | string | undefined }
+  | { no: number; uint: number }
+  | { no: number; map: Record<string, Uint8Array | string> | undefined };
+
+function uvarint(n: number): Buffer {
+  const out: number[] = [];
+  let v = BigInt(n);
+  do {
+    const low = Number(v & 0x7fn);
+    v >>= 7n;
+    out.push(v > 0n ? low | 0x80 : low);
+  } while (v > 0n);
+  return Buffer.from(out);
+}
+
+function lengthDelimited(no: number, payload: Buffer): Buffer {
+  return Buffer.concat([uvarint((no << 3) | 2), uvarint(payload.length), payload]);
+}
+
+/** A message from its fields, in the order given; map entries sorted by key (Go's deterministic order). */
+export function encodeMessage(out: OutField[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const f of out) {
+    if ('uint' in f) {
+      if (f.uint !== 0) parts.push(uvarint(f.no << 3), uvarint(f.uint));
+    } else if ('map' in f) {
+      for (const k of Object.keys(f.map ?? {}).sort()) {
+        parts.push(lengthDelimited(f.no, encodeMessage([{ no: 1, bytes: k }, { no: 2, bytes: f.map![k] }])));
+      }
+    } else if (f.bytes !== undefined && f.bytes.length > 0) {
+      parts.push(lengthDelimited(f.no, typeof f.bytes === 'string' ? Buffer.from(f.bytes, 'utf8') : Buffer.from(f.bytes)));
+    }
+  }
+  return Buffer.concat(parts);
 }

@@ -6,12 +6,11 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3';
-import { decodeStored, type ValueTransformer } from '../../../src/etcd/codec';
 import type { StoredResource } from './encryption';
-import type { Metrics } from './metrics';
 import { encodeObject, matchesLabels, nowTimestamp, type KObject, type LabelSelector } from './objects';
 import { decodeProtobufObject, PROTOBUF_MAGIC } from './protobuf';
 import { alreadyExists, badRequest, conflict, expired, internalError, invalidObject, notFound } from './status';
+import { encryptCheckTransformer, type Transformer } from './value/transformer';
 
 export interface ResourceInfo {
   resource: StoredResource;
@@ -77,8 +76,8 @@ export class Store {
   constructor(
     private readonly etcd: Etcd3,
     private readonly prefix: string,
-    private readonly metrics: Metrics,
-    private readonly transformersFor: (r: StoredResource) => ValueTransformer[],
+    /** Undefined: no rule covers the resource (identity, not counted in the metrics). */
+    private readonly transformerFor: (r: StoredResource) => Transformer | undefined,
   ) {}
 
   dirKey(info: ResourceInfo, namespace?: string): string {
@@ -96,16 +95,12 @@ export class Store {
   /** Stored bytes -> object, through the resource's transformers, counted as upstream does. */
   async decode(info: ResourceInfo, kv: IKeyValue): Promise<{ obj: KObject; stale: boolean }> {
     const etcdKey = kv.key.toString('utf8');
-    const transformers = this.transformersFor(info.resource);
+    const transformer = this.transformerFor(info.resource) ?? encryptCheckTransformer();
     let plaintext: Buffer;
-    let stale = false;
+    let stale: boolean;
     try {
-      const d = await decodeStored(kv.value, etcdKey, transformers);
-      plaintext = d.plaintext;
-      stale = transformers.length > 0 && d.stale;
-      if (transformers.length) this.metrics.transformation('from_storage', transformers[d.index]!.prefix, 'OK');
+      ({ out: plaintext, stale } = await transformer.fromStorage(kv.value, kv.key));
     } catch (err) {
-      if (transformers.length) this.metrics.transformation('from_storage', 'unknown', 'Unknown');
       throw new TransformError(etcdKey, (err as Error).message);
     }
     let obj: KObject;
@@ -232,14 +227,11 @@ export class Store {
 
   private async encode(info: ResourceInfo, etcdKey: string, obj: KObject): Promise<Buffer> {
     const plain = encodeObject(obj);
-    const [first] = this.transformersFor(info.resource);
-    if (!first) return plain;
+    const transformer = this.transformerFor(info.resource);
+    if (!transformer) return plain;
     try {
-      const stored = await first.encrypt(plain, etcdKey);
-      this.metrics.transformation('to_storage', first.prefix, 'OK');
-      return stored;
+      return await transformer.toStorage(plain, Buffer.from(etcdKey, 'utf8'));
     } catch (err) {
-      this.metrics.transformation('to_storage', first.prefix, 'Unknown');
       throw internalError(`unable to transform key ${JSON.stringify(etcdKey)}: ${(err as Error).message}`);
     }
   }

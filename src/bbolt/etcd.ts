@@ -1,0 +1,122 @@
+/**
+ * etcd's MVCC store inside a bbolt file (a snapshot or a member's db): bucket `key` maps a
+ * revision (`main u64 BE | '_' | sub u64 BE`, plus `t` for a tombstone) to an mvccpb.KeyValue
+ * protobuf (key = 1, create_revision = 2, mod_revision = 3, version = 4, value = 5, lease = 6).
+ * Keys are sorted by revision, so the newest record of a key is its last one; a key whose newest
+ * record is a tombstone was deleted.
+ */
+import { BoltDb, BoltFormatError } from './reader';
+
+export const KEY_BUCKET = 'key';
+const REVISION_BYTES = 17;
+const TOMBSTONE = 0x74; // 't'
+
+export interface SnapshotKeyValue {
+  key: string;
+  value: Buffer;
+  modRevision: bigint;
+}
+
+interface Revision {
+  main: bigint;
+  sub: bigint;
+  tombstone: boolean;
+}
+
+export function parseRevision(k: Buffer): Revision {
+  if ((k.length !== REVISION_BYTES && k.length !== REVISION_BYTES + 1) || k[8] !== 0x5f) {
+    throw new BoltFormatError(`not an etcd revision key: ${k.toString('hex')}`);
+  }
+  if (k.length === REVISION_BYTES + 1 && k[REVISION_BYTES] !== TOMBSTONE) throw new BoltFormatError(`bad revision mark in ${k.toString('hex')}`);
+  return { main: k.readBigUInt64BE(0), sub: k.readBigUInt64BE(9), tombstone: k.length === REVISION_BYTES + 1 };
+}
+
+/**
+ * The fields of an mvccpb.KeyValue that matter here. Its own small decoder: lease IDs (field 6)
+ * are int64 values beyond 2^53 that a number-based varint reader refuses, so varints are skipped
+ * or read as bigint.
+ */
+export function decodeKeyValue(b: Buffer): { key: Buffer; value: Buffer; modRevision: bigint } {
+  let key: Buffer | undefined;
+  let value: Buffer = Buffer.alloc(0);
+  let modRevision = 0n;
+  let pos = 0;
+  const varint = (): bigint => {
+    let r = 0n;
+    for (let shift = 0n; shift < 70n; shift += 7n) {
+      if (pos >= b.length) throw new BoltFormatError('a truncated mvccpb.KeyValue');
+      const byte = b[pos++]!;
+      r |= BigInt(byte & 0x7f) << shift;
+      if (byte < 0x80) return r;
+    }
+    throw new BoltFormatError('a malformed varint in an mvccpb.KeyValue');
+  };
+  while (pos < b.length) {
+    const tag = Number(varint());
+    const field = tag >>> 3;
+    const wire = tag & 7;
+    if (wire === 0) {
+      const v = varint();
+      if (field === 3) modRevision = v;
+    } else if (wire === 2) {
+      const len = Number(varint());
+      if (pos + len > b.length) throw new BoltFormatError('a truncated mvccpb.KeyValue field');
+      if (field === 1) key = b.subarray(pos, pos + len);
+      else if (field === 5) value = b.subarray(pos, pos + len);
+      pos += len;
+    } else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else throw new BoltFormatError(`unsupported wire type ${wire} in an mvccpb.KeyValue`);
+  }
+  if (!key) throw new BoltFormatError('an mvccpb.KeyValue without a key');
+  return { key, value, modRevision };
+}
+
+export interface LiveKeysOptions {
+  /** Only keys starting with one of these (default: every key). */
+  prefixes?: readonly string[];
+}
+
+export interface SnapshotSummary {
+  /** The newest revision in the snapshot. */
+  revision: bigint;
+  /** Records in bucket `key` (every kept revision, tombstones included). */
+  records: number;
+}
+
+/**
+ * The live keys of an etcd bbolt file (newest revision of each, deleted ones left out), in
+ * revision order of their newest write. Two passes over bucket `key`: the first remembers only
+ * which revision is newest per key, the second yields those records, so memory holds key names,
+ * never the values of older revisions.
+ */
+export async function* liveKeyValues(db: BoltDb, opts: LiveKeysOptions = {}, summary?: SnapshotSummary): AsyncGenerator<SnapshotKeyValue> {
+  const bucket = await db.bucket(KEY_BUCKET);
+  if (!bucket) throw new BoltFormatError(`${db.path} has no bucket "${KEY_BUCKET}": not an etcd v3 database`);
+  const prefixes = (opts.prefixes ?? []).map((p) => Buffer.from(p));
+  const wanted = (k: Buffer) => prefixes.length === 0 || prefixes.some((p) => k.length >= p.length && k.subarray(0, p.length).equals(p));
+  const newest = new Map<string, string>(); // etcd key (latin1) -> revision key (hex), or '' when deleted
+  let records = 0;
+  let revision = 0n;
+  for await (const e of bucket.entries()) {
+    if (e.bucket || !e.value) continue;
+    const rev = parseRevision(e.key);
+    records++;
+    if (rev.main > revision) revision = rev.main;
+    const kv = decodeKeyValue(e.value);
+    if (!wanted(kv.key)) continue;
+    newest.set(kv.key.toString('latin1'), rev.tombstone ? '' : e.key.toString('hex'));
+  }
+  if (summary) {
+    summary.revision = revision;
+    summary.records = records;
+  }
+  const live = new Set<string>();
+  for (const v of newest.values()) if (v) live.add(v);
+  newest.clear();
+  for await (const e of bucket.entries()) {
+    if (e.bucket || !e.value || !live.has(e.key.toString('hex'))) continue;
+    const kv = decodeKeyValue(e.value);
+    yield { key: kv.key.toString('utf8'), value: Buffer.from(kv.value), modRevision: kv.modRevision };
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * etcd snapshots as files: streamed from Maintenance.Snapshot into a 0600 temp file in the target
+ * directory, etcd's own integrity check verified (the stream ends with the sha256 of everything
+ * before it, which `etcdutl snapshot restore` checks too: a file whose size is 32 more than a
+ * multiple of 512 carries it), fsync, rename. The snapshot is never held in memory, and a failed
+ * or interrupted stream leaves no file under the final name (its temp file is removed, or swept
+ * by the next run).
+ */
+import { createHash } from 'node:crypto';
+import { open, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { compactTimestamp, ensureDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE } from '../state/atomic';
+import { CliError, ExitCode, fsError } from '../ui/errors';
+
+/** What the snapshot code needs from an etcd client (src/etcd/client.ts EtcdClient has both). */
+export interface SnapshotSource {
+  status(): Promise<{ dbSize: number }>;
+  snapshot(opts?: { signal?: AbortSignal }): AsyncIterable<Uint8Array>;
+}
+
+export const SNAPSHOT_PREFIX = 'etcd-';
+export const SNAPSHOT_SUFFIX = '.db';
+const TEMP_MARK = '.partial-';
+const HASH_BYTES = 32;
+
+export interface SnapshotFile {
+  [k: string]: string | number;
+  path: string;
+  bytes: number;
+  /** sha256 of the whole file (what `sha256sum FILE` prints). */
+  sha256: string;
+  /** etcd's trailing sha256 of the database bytes, verified. */
+  etcdSha256: string;
+}
+
+export const snapshotName = (operation: string, now: Date) => `${SNAPSHOT_PREFIX}${operation}-${compactTimestamp(now)}${SNAPSHOT_SUFFIX}`;
+
+/** Free bytes for an unprivileged writer where `dir` is (or would be created). */
+export async function freeBytes(dir: string): Promise<number> {
+  let d = dir;
+  for (;;) {
+    try {
+      const s = await statfs(d);
+      return s.bavail * s.bsize;
+    } catch (err) {
+      const up = dirname(d);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || up === d) throw fsError('check free space at', d, err);
+      d = up;
+    }
+  }
+}
+
+/** Refuses (exit 6) when the directory has less than twice the database's size free. */
+export async function assertRoomFor(dir: string, dbSize: number): Promise<number> {
+  const free = await freeBytes(dir);
+  if (free < 2 * dbSize) {
+    throw new CliError(`${dir} has ${mib(free)} free, less than twice the etcd database (${mib(dbSize)}): no snapshot taken and nothing changed`, {
+      exitCode: ExitCode.Refused,
+      hint: 'free space there, point --snapshot-dir at a larger disk, or pass --no-snapshot to go on without one',
+      details: { dir, free, dbSize },
+    });
+  }
+  return free;
+}
+
+const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+
+/**
+ * Streams a snapshot into `dir/name`. The hash of all bytes but the last 32 is computed as they
+ * arrive and compared with those 32 (etcd's trailer) before the file gets its final name.
+ */
+export async function takeSnapshot(source: SnapshotSource, dir: string, name: string, signal?: AbortSignal): Promise<SnapshotFile> {
+  await ensureDir(dir, PRIVATE_DIR_MODE);
+  const path = join(dir, name);
+  const tmp = join(dir, `${TEMP_MARK}${name}`);
+  const fh = await open(tmp, 'wx', SECRET_FILE_MODE).catch((err) => {
+    throw fsError('write', tmp, err);
+  });
+  const data = createHash('sha256');
+  const whole = createHash('sha256');
+  let tail = Buffer.alloc(0);
+  let bytes = 0;
+  let ok = false;
+  try {
+    await fh.chmod(SECRET_FILE_MODE);
+    for await (const raw of source.snapshot(signal ? { signal } : {})) {
+      const chunk = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+      await fh.write(chunk);
+      whole.update(chunk);
+      bytes += chunk.length;
+      // Everything but the last 32 bytes seen so far belongs to the database.
+      const pending = tail.length ? Buffer.concat([tail, chunk]) : chunk;
+      const cut = Math.max(0, pending.length - HASH_BYTES);
+      data.update(pending.subarray(0, cut));
+      tail = Buffer.from(pending.subarray(cut));
+    }
+    const expected = data.digest();
+    if (tail.length !== HASH_BYTES || (bytes - HASH_BYTES) % 512 !== 0 || !tail.equals(expected)) {
+      throw new CliError(`the etcd snapshot stream failed its integrity check (${bytes} bytes; the trailing sha256 does not match the data)`, {
+        exitCode: ExitCode.Cluster,
+        hint: 'nothing was changed; retry, and check etcd\'s log and disk',
+      });
+    }
+    await fh.sync();
+    await fh.close();
+    await rename(tmp, path);
+    const dh = await open(dir, 'r');
+    await dh.sync().catch(() => {});
+    await dh.close();
+    ok = true;
+    return { path, bytes, sha256: whole.digest('hex'), etcdSha256: tail.toString('hex') };
+  } finally {
+    if (!ok) {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+    }
+  }
+}
+
+export interface SnapshotCheck {
+  path: string;
+  bytes: number;
+  sha256: string;
+  /** The file ends with etcd's sha256 trailer (size = 512·n + 32). */
+  hasHash: boolean;
+  /** With hasHash: whether the trailer matches the data. */
+  hashOk: boolean;
+  /** The database without the trailer (bbolt ignores trailing bytes, but not this many). */
+  dataBytes: number;
+}
+
+/** Re-reads a snapshot file, streamed, and checks etcd's trailer the way snapshot restore does. */
+export async function checkSnapshotFile(path: string): Promise<SnapshotCheck> {
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (err) {
+    throw fsError('read snapshot', path, err);
+  }
+  const hasHash = size % 512 === HASH_BYTES;
+  const dataBytes = hasHash ? size - HASH_BYTES : size;
+  const data = createHash('sha256');
+  const whole = createHash('sha256');
+  const trailer: Buffer[] = [];
+  let at = 0;
+  try {
+    for await (const c of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+      whole.update(c);
+      const inData = Math.max(0, Math.min(c.length, dataBytes - at));
+      data.update(c.subarray(0, inData));
+      if (inData < c.length) trailer.push(c.subarray(inData));
+      at += c.length;
+    }
+  } catch (err) {
+    throw fsError('read snapshot', path, err);
+  }
+  const hashOk = hasHash && Buffer.concat(trailer).equals(data.digest());
+  return { path, bytes: size, sha256: whole.digest('hex'), hasHash, hashOk, dataBytes };
+}
+
+/** Snapshots of this tool in `dir`, oldest first (names sort by their UTC timestamp). */
+export async function listSnapshots(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw fsError('list', dir, err);
+  }
+  const stamp = (n: string) => /(\d{8}T\d{6}Z)/.exec(n)?.[1] ?? '';
+  return names
+    .filter((n) => n.startsWith(SNAPSHOT_PREFIX) && n.endsWith(SNAPSHOT_SUFFIX))
+    .sort((a, b) => stamp(a).localeCompare(stamp(b)) || a.localeCompare(b))
+    .map((n) => join(dir, n));
+}
+
+/**
+ * Keeps the newest `keep` snapshots and removes older ones, and temp files a killed run left
+ * (callers hold the operation lock, so no other writer is mid-way). Returns what it removed.
+ */
+export async function pruneSnapshots(dir: string, keep: number): Promise<string[]> {
+  const removed: string[] = [];
+  const all = await listSnapshots(dir);
+  for (const p of all.slice(0, Math.max(0, all.length - keep))) {
+    await unlink(p).catch((err) => {
+      throw fsError('remove old snapshot', p, err);
+    });
+    removed.push(p);
+  }
+  return removed;
+}
+
+/** Temp files of interrupted snapshots (kill -9 mid-stream), removed before a new one starts. */
+export async function sweepPartials(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const gone: string[] = [];
+  for (const n of names.filter((x) => x.startsWith(TEMP_MARK))) {
+    await unlink(join(dir, n)).catch(() => {});
+    gone.push(join(dir, n));
+  }
+  return gone;
+}

@@ -1,0 +1,129 @@
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openEtcd, type EtcdClient } from '../../src/etcd/client';
+import { assertRoomFor, checkSnapshotFile, pruneSnapshots, sweepPartials, takeSnapshot, type SnapshotSource } from '../../src/snapshot/take';
+import { CliError, ExitCode } from '../../src/ui/errors';
+import { startEtcd, type RunningEtcd } from '../helpers/etcd';
+
+/** Snapshots of the bed's real etcd 3.4, checked by etcd's own tools (etcdctl 3.4 status and restore). */
+const etcdctl = (...args: string[]) => execa('etcdctl', args, { env: { ETCDCTL_API: '3' }, reject: false });
+
+describe('etcd snapshots through Maintenance.Snapshot', () => {
+  let etcd: RunningEtcd;
+  let client: EtcdClient;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-snap-'));
+    etcd = await startEtcd();
+    client = await openEtcd({ endpoints: [etcd.endpoint] });
+    for (let i = 0; i < 200; i++) await client.put(`/registry/secrets/default/s-${i}`, Buffer.alloc(2000, i));
+  });
+  afterAll(async () => {
+    client?.close();
+    await etcd?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('writes a 0600 file with the trailer verified that etcdctl snapshot status and restore accept', async () => {
+    const out = join(dir, 'a');
+    const s = await takeSnapshot(client, out, 'etcd-test-20260101T000000Z.db');
+    expect((await stat(s.path)).mode & 0o777).toBe(0o600);
+    expect(s.bytes % 512).toBe(32);
+    const check = await checkSnapshotFile(s.path);
+    expect(check).toMatchObject({ hasHash: true, hashOk: true, sha256: s.sha256, bytes: s.bytes });
+    expect((await execa('sha256sum', [s.path])).stdout.split(' ')[0]).toBe(s.sha256);
+    expect(await readdir(out)).toEqual(['etcd-test-20260101T000000Z.db']);
+
+    const status = await etcdctl('snapshot', 'status', s.path, '-w', 'json');
+    expect(status.exitCode, String(status.stderr)).toBe(0);
+    expect(JSON.parse(String(status.stdout)).totalKey).toBeGreaterThanOrEqual(200);
+    const restored = join(dir, 'restored');
+    const r = await etcdctl('snapshot', 'restore', s.path, `--data-dir=${restored}`);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+  });
+
+  it('detects a corrupted file (and so does etcdctl snapshot restore)', async () => {
+    const s = await takeSnapshot(client, join(dir, 'b'), 'etcd-test-20260101T000001Z.db');
+    const bytes = await readFile(s.path);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+    const bad = join(dir, 'b', 'corrupt.db');
+    await writeFile(bad, bytes, { mode: 0o600 });
+    expect(await checkSnapshotFile(bad)).toMatchObject({ hasHash: true, hashOk: false });
+    const r = await etcdctl('snapshot', 'restore', bad, `--data-dir=${join(dir, 'restored-bad')}`);
+    expect(r.exitCode).not.toBe(0);
+    expect(String(r.stderr)).toMatch(/expected sha256/);
+  });
+
+  it('refuses a stream whose trailer does not match and leaves no file', async () => {
+    const flipped: SnapshotSource = {
+      status: () => client.status(),
+      async *snapshot() {
+        let n = 0;
+        for await (const c of client.snapshot()) {
+          const b = Buffer.from(c);
+          if (n++ === 1) b[10]! ^= 1;
+          yield b;
+        }
+      },
+    };
+    const out = join(dir, 'c');
+    await expect(takeSnapshot(flipped, out, 'etcd-test-20260101T000002Z.db')).rejects.toThrow(/integrity check/);
+    expect(await readdir(out)).toEqual([]);
+  });
+
+  it('an interrupted stream (abort mid-way, or a stream that breaks) leaves no partial file', async () => {
+    const out = join(dir, 'd');
+    const ac = new AbortController();
+    const slow: SnapshotSource = {
+      status: () => client.status(),
+      async *snapshot(opts) {
+        let n = 0;
+        for await (const c of client.snapshot(opts)) {
+          if (++n === 3) ac.abort(new Error('interrupted'));
+          yield c;
+        }
+      },
+    };
+    await expect(takeSnapshot(slow, out, 'etcd-test-20260101T000003Z.db', ac.signal)).rejects.toThrow(/interrupted/);
+    expect(await readdir(out)).toEqual([]);
+
+    const broken: SnapshotSource = {
+      status: () => client.status(),
+      async *snapshot() {
+        let n = 0;
+        for await (const c of client.snapshot()) {
+          if (++n === 3) throw new CliError('etcd snapshot at x: cannot reach etcd', { exitCode: ExitCode.Cluster });
+          yield c;
+        }
+      },
+    };
+    await expect(takeSnapshot(broken, out, 'etcd-test-20260101T000004Z.db')).rejects.toThrow(/cannot reach etcd/);
+    expect(await readdir(out)).toEqual([]);
+
+    // What kill -9 leaves (a temp file only, never the final name) is swept by the next run.
+    await writeFile(join(out, '.partial-etcd-test-20260101T000005Z.db'), 'half', { mode: 0o600 });
+    expect((await sweepPartials(out)).length).toBe(1);
+    expect(await readdir(out)).toEqual([]);
+  });
+
+  it('refuses with exit 6 when the disk has less than twice the database free', async () => {
+    const free = await assertRoomFor(dir, 1024);
+    expect(free).toBeGreaterThan(2048);
+    const err = await assertRoomFor(dir, free).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(ExitCode.Refused);
+    expect((err as CliError).message).toMatch(/less than twice the etcd database/);
+  });
+
+  it('keeps the newest N snapshots', async () => {
+    const out = join(dir, 'e');
+    for (const t of ['20260101T000000Z', '20260103T000000Z', '20260102T000000Z']) await takeSnapshot(client, out, `etcd-init-${t}.db`);
+    const removed = await pruneSnapshots(out, 2);
+    expect(removed.map((p) => p.slice(-19))).toEqual(['20260101T000000Z.db']);
+    expect((await readdir(out)).sort()).toEqual(['etcd-init-20260102T000000Z.db', 'etcd-init-20260103T000000Z.db']);
+  });
+});

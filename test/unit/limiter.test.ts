@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import {
+  initialLimiter,
+  onOverload,
+  onWindow,
+  windowComplete,
+  type LimiterState,
+  type LimiterWindow,
+} from '../../src/cluster/limiter';
+
+/** A window of one second at `rate` objects/s with the limit full. */
+const full = (s: LimiterState, rate: number, extra: Partial<LimiterWindow> = {}): LimiterWindow => ({
+  completions: rate,
+  seconds: 1,
+  meanLatencyMs: (s.limit / rate) * 1000,
+  meanInFlight: s.limit,
+  overloads: 0,
+  ...extra,
+});
+
+/** Feeds windows from a rate curve (objects/s at a level) and returns the limits visited. */
+function drive(s: LimiterState, curve: (limit: number) => number, windows: number) {
+  const limits = [s.limit];
+  for (let i = 0; i < windows; i++) {
+    s = onWindow(s, full(s, curve(s.limit)));
+    limits.push(s.limit);
+  }
+  return { state: s, limits };
+}
+
+// Shapes measured on 2-core control planes: rising to a plateau (kube-apiserver), flat from
+// the start (a saturated bed), and falling past a point (an overloaded server thrashing).
+const plateauAt = (knee: number, best: number) => (l: number) => best * Math.min(1, l / knee);
+/** Linear between measured points (kube-apiserver 1.24 on 2 cores: 508/s at 8, 661 at 32, 870 at 96). */
+const measured = (points: [number, number][]) => (l: number) => {
+  const i = points.findIndex(([x]) => x >= l);
+  if (i === 0) return points[0]![1] * (l / points[0]![0]);
+  if (i === -1) return points.at(-1)![1];
+  const [[x0, y0], [x1, y1]] = [points[i - 1]!, points[i]!];
+  return y0 + ((y1 - y0) * (l - x0)) / (x1 - x0);
+};
+const risingTo96 = measured([[8, 508], [32, 661], [96, 870], [192, 885], [256, 885]]);
+
+describe('adaptive limiter', () => {
+  it.each([
+    // [what, curve, start, max, settles within]
+    ['climbs a linear rise to the knee', plateauAt(128, 1280), 32, 256, [128, 160]],
+    ['stays low where the rate is flat from the start', plateauAt(8, 1000), 32, 256, [4, 32]],
+    ['never passes --max-concurrency', plateauAt(1000, 10_000), 32, 100, [100, 100]],
+    ['stops where more in flight buys under 5 %', risingTo96, 32, 256, [64, 160]],
+  ] as const)('%s', (_, curve, initial, max, [lo, hi]) => {
+    const { state, limits } = drive(initialLimiter({ initial, max }), curve, 40);
+    expect(Math.max(...limits)).toBeLessThanOrEqual(max);
+    const settled = state.base?.limit ?? state.limit;
+    expect(settled).toBeGreaterThanOrEqual(lo);
+    expect(settled).toBeLessThanOrEqual(hi);
+    // Probing costs little: after the climb, the mean rate is >= 93 % of the best level's.
+    const best = Math.max(...limits.map(curve));
+    const after = limits.slice(8).map(curve);
+    expect(after.reduce((a, b) => a + b, 0) / after.length).toBeGreaterThanOrEqual(best * 0.93);
+  });
+
+  it('doubles while a doubling pays, then goes back to the level that paid', () => {
+    let s = initialLimiter({ initial: 16, max: 256 });
+    const seen: number[] = [];
+    const curve = plateauAt(64, 640);
+    for (let i = 0; i < 4; i++) {
+      s = onWindow(s, full(s, curve(s.limit)));
+      seen.push(s.limit);
+    }
+    expect(seen).toEqual([32, 64, 128, 64]);
+    expect(s.phase).toBe('hold');
+    expect(s.base).toMatchObject({ limit: 64 });
+  });
+
+  it('a window that did not fill the limit changes nothing', () => {
+    const s = initialLimiter({ initial: 32, max: 256 });
+    expect(onWindow(s, full(s, 500, { meanInFlight: 10 })).limit).toBe(32);
+  });
+
+  it('429/503: cuts by 30 % at once, once per cool-down, then climbs no higher than where it broke', () => {
+    let s = drive(initialLimiter({ initial: 32, max: 256 }), plateauAt(128, 1280), 12).state;
+    const before = s.limit;
+    s = onOverload(s, 10_000, 100, 1000);
+    expect(s.limit).toBe(Math.floor(before * 0.7));
+    expect(s.ceiling).toBe(before - 1);
+    // The rest of the same burst (within the cool-down) does not cut again.
+    expect(onOverload(s, 10_500, 100).limit).toBe(s.limit);
+    const later = onOverload(s, 11_500, 100);
+    expect(later.limit).toBe(Math.floor(s.limit * 0.7));
+    // Probing up stays under the ceiling while it holds.
+    const { limits } = drive(s, plateauAt(1000, 10_000), 6);
+    expect(Math.max(...limits)).toBeLessThanOrEqual(before - 1);
+    expect(s.cuts).toBe(1);
+  });
+
+  it('persistent throttling takes it down to the minimum, not below', () => {
+    let s = initialLimiter({ initial: 64, max: 256, min: 4 });
+    for (let t = 0; t < 20; t++) s = onOverload(s, t * 2000, 50);
+    expect(s.limit).toBe(4);
+  });
+
+  it('forgets the ceiling after a run of clean windows', () => {
+    let s = onOverload(initialLimiter({ initial: 64, max: 256 }), 0, 10);
+    expect(s.ceiling).toBe(63);
+    s = drive(s, plateauAt(1000, 10_000), 10).state;
+    expect(s.ceiling).toBeUndefined();
+    expect(drive(s, plateauAt(1000, 10_000), 10).state.limit).toBeGreaterThan(63);
+  });
+
+  it.each([
+    [100, 10, 5, false], // too few completions
+    [300, 50, 5, false], // too short
+    [600, 50, 5, true],
+    [600, 50, 200, false], // shorter than 4 latencies
+    [900, 50, 200, true],
+  ])('a window of %i ms with %i completions at %i ms latency is complete: %s', (ms, n, lat, want) => {
+    expect(windowComplete(ms, n, lat)).toBe(want);
+  });
+});
