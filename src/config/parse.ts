@@ -61,7 +61,8 @@ export function scrubSecrets(message: string, text: string): string {
   let out = message;
   const secrets = new Set([...secretValuesIn(text), ...(secretsOfConfigText(text) ?? [])]);
   for (const s of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join(REDACTED);
-  return out.replace(/[A-Za-z0-9+/=]{16,}/g, (run) => (text.includes(run) ? REDACTED : run));
+  // Words (EncryptionConfiguration) are not keys: a run must hold a digit, '+', '/' or '='.
+  return out.replace(/[A-Za-z0-9+/=]{16,}/g, (run) => (/[0-9+/=]/.test(run) && text.includes(run) ? REDACTED : run));
 }
 
 function yamlProblem(err: { message: string; linePos?: readonly { line: number; col: number }[] }): Finding {
