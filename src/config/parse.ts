@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
 import type { z } from 'zod';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { REDACTED } from '../ui/redact';
+import { REDACTED, secretsOfConfigText } from '../ui/redact';
 import {
   API_VERSION,
   EncryptionConfigurationSchema,
@@ -52,11 +52,17 @@ export function secretValuesIn(text: string): string[] {
   return [...found];
 }
 
-/** Replaces any secret of `text` that a message may quote; the last line of defence. */
+/**
+ * Replaces any secret of `text` that a message may quote; the last line of defence. Secrets are
+ * found structurally when the text parses and by pattern when it does not; any long base64-like
+ * run of the message that also occurs in the text (a key in a form neither finds) goes too.
+ */
 export function scrubSecrets(message: string, text: string): string {
   let out = message;
-  for (const s of secretValuesIn(text)) out = out.split(s).join(REDACTED);
-  return out;
+  const secrets = new Set([...secretValuesIn(text), ...(secretsOfConfigText(text) ?? [])]);
+  for (const s of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(s).join(REDACTED);
+  // Words (EncryptionConfiguration) are not keys: a run must hold a digit, '+', '/' or '='.
+  return out.replace(/[A-Za-z0-9+/=]{16,}/g, (run) => (/[0-9+/=]/.test(run) && text.includes(run) ? REDACTED : run));
 }
 
 function yamlProblem(err: { message: string; linePos?: readonly { line: number; col: number }[] }): Finding {

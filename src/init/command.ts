@@ -284,7 +284,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     if (!resuming) {
       await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'add-reader' ? 'add-reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
     }
-    lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     // The plan was made from the journal as read before the lock: it must still be what is there.
     const seen = journal?.record.updatedAt;
     const now = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });

@@ -1,6 +1,7 @@
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { backupFile } from './atomic';
+import { fsError } from '../ui/errors';
 
 /** Backups with a retention limit: NAME.TIMESTAMP[-N].bak, 0600, in the backup dir. */
 
@@ -20,13 +21,18 @@ export async function backupConfig(deps: BackupTarget): Promise<string> {
   return path;
 }
 
-/** Backups of a file, newest first (NAME.TIMESTAMP[-N].bak sorts by time). */
+/**
+ * Backups of a file, newest first (NAME.TIMESTAMP[-N].bak sorts by time). A backup dir that does
+ * not exist yet holds none; one that cannot be read is an error, not "no backups" (rollback would
+ * otherwise say nothing is kept, and pruning would silently keep everything).
+ */
 export async function listBackups(backupDir: string, fileName: string): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(backupDir);
-  } catch {
-    return [];
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw fsError('list the backups in', backupDir, err);
   }
   const re = new RegExp(`^${fileName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d{8}T\\d{6}Z)(?:-(\\d+))?\\.bak$`);
   return names

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsError } from '../ui/errors';
-import { ensureDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE, writeFileAtomic } from './atomic';
+import { ensurePrivateDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE, writeFileAtomic } from './atomic';
 
 /** Where one resource's rewrite stands. Keys are `namespace/name` (or `name`), in list order. */
 export interface ResourceCheckpoint {
@@ -135,7 +135,7 @@ export class FileCheckpointStore implements CheckpointStore {
     const next = this.writing
       .catch(() => {})
       .then(async () => {
-        await ensureDir(join(this.path, '..'), PRIVATE_DIR_MODE);
+        await ensurePrivateDir(join(this.path, '..'), 'state directory');
         await writeFileAtomic(this.path, text, { mode: SECRET_FILE_MODE, dirMode: PRIVATE_DIR_MODE });
       });
     this.writing = next;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { compactTimestamp, ensureDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE, writeFileAtomic } from './atomic';
+import { compactTimestamp, ensurePrivateDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE, writeFileAtomic } from './atomic';
 
 /**
  * One journal per operation (`init`, `rotate-key`, `disable`) in the state directory, so that a
@@ -129,7 +129,7 @@ export class Journal<I extends object = JsonObject> {
       steps: [],
     };
     const j = new Journal(journalPath(stateDir, operation), rec, opts);
-    await ensureDir(join(stateDir, JOURNAL_DIR), PRIVATE_DIR_MODE);
+    await ensurePrivateDir(join(stateDir, JOURNAL_DIR), 'journal directory');
     await j.save();
     return j;
   }

@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { ensureDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE } from './atomic';
+import { ensurePrivateDir, SECRET_FILE_MODE, sweepTempFiles } from './atomic';
 
 /** What a lock file holds: enough for an operator to find the run that holds it. */
 export interface LockInfo {
@@ -10,6 +12,10 @@ export interface LockInfo {
   host: string;
   startedAt: string;
   operation: string;
+  /** The holder's process start time (/proc/PID/stat, clock ticks since boot): a reused pid differs. */
+  pidStart?: string;
+  /** Unique per acquisition: release and takeover compare it, not the pid. */
+  token?: string;
 }
 
 export interface Lock {
@@ -21,32 +27,53 @@ export interface Lock {
 
 export interface LockOptions {
   now?: () => Date;
-  /** Told when a stale lock (its process is gone) is taken over. */
+  /** Told when a stale lock (its process is gone) is taken over, and of temp files swept. */
   warn?: (msg: string) => void;
-  /** Whether a pid runs on this host (injectable for tests). */
-  isAlive?: (pid: number) => boolean;
+  /** Whether a lock's holder still runs on this host (injectable for tests). */
+  isAlive?: (pid: number, pidStart?: string) => boolean;
   pid?: number;
   host?: string;
+  /** More directories (config, manifests, backups) whose leftover temp files go once the lock is ours. */
+  sweepDirs?: readonly string[];
 }
 
 export const LOCK_FILE = 'k8s-encrypt.lock';
 
-export function pidIsAlive(pid: number): boolean {
+/** A process's start time from /proc (undefined where there is no /proc or no such process). */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22, counted after the command name, which may itself hold spaces and parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export function pidIsAlive(pid: number, pidStart?: string): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     // EPERM: the process exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  const now = pidStart === undefined ? undefined : processStartTime(pid);
+  return now === undefined || now === pidStart;
 }
 
 function parseLock(text: string): LockInfo | undefined {
   try {
     const v = JSON.parse(text) as Partial<LockInfo>;
     if (typeof v.pid === 'number' && typeof v.host === 'string' && typeof v.startedAt === 'string') {
-      return { pid: v.pid, host: v.host, startedAt: v.startedAt, operation: String(v.operation ?? '?') };
+      return {
+        pid: v.pid,
+        host: v.host,
+        startedAt: v.startedAt,
+        operation: String(v.operation ?? '?'),
+        ...(typeof v.pidStart === 'string' ? { pidStart: v.pidStart } : {}),
+        ...(typeof v.token === 'string' ? { token: v.token } : {}),
+      };
     }
   } catch {
     // fall through
@@ -57,70 +84,120 @@ function parseLock(text: string): LockInfo | undefined {
 /** A lock file this young with unreadable content may be half-written by a starting run. */
 const UNREADABLE_GRACE_MS = 10_000;
 
+/** Writes `body` to a new private temp file next to `path` (O_EXCL, no symlink) and returns it. */
+async function tempWith(path: string, body: string): Promise<string> {
+  const tmp = join(path, '..', `.${LOCK_FILE}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, SECRET_FILE_MODE);
+    try {
+      await fh.writeFile(body);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw fsError('create lock file', path, err);
+  }
+  return tmp;
+}
+
 /**
- * Takes the state directory's exclusive lock (O_EXCL create), so two runs of any mutating
- * command never interleave on one node. A lock left by a process that no longer exists on this
- * host is taken over with a warning; a live one (or one from another host sharing the directory)
- * is a refusal naming its holder.
+ * Takes the state directory's exclusive lock, so two runs of any mutating command never
+ * interleave on one node. The lock appears whole or not at all: it is written to a temp file and
+ * linked into place (link fails if a lock exists). A lock whose process no longer runs on this
+ * host (pid gone, or reused by a process with another start time) is taken over with a warning,
+ * under a second, short-lived takeover lock: the holder of that one checks that the lock is still
+ * the stale one it read and renames its own over it, so two runs can never both take it over. A
+ * live lock (or one from another host sharing the directory) is a refusal naming its holder.
+ * Once the lock is ours, temp files an interrupted write left in the state directory (and in
+ * `sweepDirs`) are removed.
  */
 export async function acquireLock(stateDir: string, operation: string, opts: LockOptions = {}): Promise<Lock> {
   const now = opts.now ?? (() => new Date());
+  const pid = opts.pid ?? process.pid;
   const isAlive = opts.isAlive ?? pidIsAlive;
+  const pidStart = processStartTime(pid);
   const info: LockInfo = {
-    pid: opts.pid ?? process.pid,
+    pid,
     host: opts.host ?? hostname(),
     startedAt: now().toISOString(),
     operation,
+    ...(pidStart ? { pidStart } : {}),
+    token: randomBytes(8).toString('hex'),
   };
-  await ensureDir(stateDir, PRIVATE_DIR_MODE);
+  await ensurePrivateDir(stateDir, 'state directory');
   const path = join(stateDir, LOCK_FILE);
   const body = `${JSON.stringify(info)}\n`;
-
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fh = await open(path, 'wx', SECRET_FILE_MODE);
+  const tmp = await tempWith(path, body);
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
       try {
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
+        await link(tmp, path);
+        return await taken(path, info, body, opts);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('create lock file', path, err);
       }
-      let released = false;
-      return {
-        path,
-        info,
-        async release() {
-          if (released) return;
-          released = true;
-          // Only remove it if it is still ours (a takeover by another run must not be undone).
-          const cur = await readFile(path, 'utf8').catch(() => undefined);
-          if (cur === body) await unlink(path).catch(() => {});
-        },
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('create lock file', path, err);
+      const text = await readFile(path, 'utf8').catch(() => undefined);
+      if (text === undefined) continue; // released in between: try again
+      const holder = parseLock(text);
+      if (!holder) {
+        const age = await stat(path).then((s) => now().getTime() - s.mtimeMs, () => Infinity);
+        if (age < UNREADABLE_GRACE_MS) throw busy(path, undefined);
+      } else if (holder.host !== info.host || isAlive(holder.pid, holder.pidStart)) {
+        throw busy(path, holder);
+      }
+      if (await takeOver(path, text, tmp, info.host, isAlive)) {
+        opts.warn?.(
+          holder
+            ? `took over a stale lock: ${holder.operation} (pid ${holder.pid}, started ${holder.startedAt}) is no longer running`
+            : `took over the unreadable lock file ${path}`,
+        );
+        return await taken(path, info, body, opts);
+      }
     }
-
-    const text = await readFile(path, 'utf8').catch(() => undefined);
-    if (text === undefined) continue; // released in between: try again
-    const holder = parseLock(text);
-    if (!holder) {
-      const age = await stat(path).then((s) => now().getTime() - s.mtimeMs, () => Infinity);
-      if (age < UNREADABLE_GRACE_MS) throw busy(path, undefined);
-      opts.warn?.(`taking over the unreadable lock file ${path}`);
-      await unlink(path).catch(() => {});
-      continue;
-    }
-    if (holder.host === info.host && !isAlive(holder.pid)) {
-      opts.warn?.(
-        `taking over a stale lock: ${holder.operation} (pid ${holder.pid}, started ${holder.startedAt}) is no longer running`,
-      );
-      await unlink(path).catch(() => {});
-      continue;
-    }
-    throw busy(path, holder);
+    throw busy(path, undefined);
+  } finally {
+    await unlink(tmp).catch(() => {});
   }
-  throw busy(path, undefined);
+}
+
+/** Replaces the stale lock `staleText` with `tmp` under the takeover lock; false if another run moved first. */
+async function takeOver(path: string, staleText: string, tmp: string, host: string, isAlive: NonNullable<LockOptions['isAlive']>): Promise<boolean> {
+  const guard = `${path}.takeover`;
+  try {
+    await link(tmp, guard);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('create lock file', guard, err);
+    // A takeover guard whose run died mid-takeover (a window of microseconds) is cleared for the next attempt.
+    const g = parseLock(await readFile(guard, 'utf8').catch(() => ''));
+    if (g && g.host === host && !isAlive(g.pid, g.pidStart)) await unlink(guard).catch(() => {});
+    return false;
+  }
+  try {
+    const cur = await readFile(path, 'utf8').catch(() => undefined);
+    if (cur !== staleText) return false;
+    await rename(tmp, path);
+    return true;
+  } finally {
+    await unlink(guard).catch(() => {});
+  }
+}
+
+async function taken(path: string, info: LockInfo, body: string, opts: LockOptions): Promise<Lock> {
+  const swept = await sweepTempFiles([join(path, '..'), join(path, '..', 'journals'), join(path, '..', 'transitions'), ...(opts.sweepDirs ?? [])]);
+  for (const f of swept) opts.warn?.(`removed ${f}, left by an interrupted write`);
+  let released = false;
+  return {
+    path,
+    info,
+    async release() {
+      if (released) return;
+      released = true;
+      // Only remove it if it is still ours (a takeover by another run must not be undone).
+      const cur = await readFile(path, 'utf8').catch(() => undefined);
+      if (cur === body) await unlink(path).catch(() => {});
+    },
+  };
 }
 
 function busy(path: string, holder: LockInfo | undefined): CliError {

@@ -121,7 +121,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   let lock: Lock | undefined;
   const node = await readNode(ctx, opts, resuming ? journal!.inputs.nodeName : undefined);
   try {
-    if (!opts.dryRun) lock = await acquireLock(stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    if (!opts.dryRun) lock = await acquireLock(stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const follow = `"k8s-encrypt ${spec.operation} --from-config FILE" (FILE: a copy of ${node.configPath} from ${node.nodeName})`;
     let plan: TransitionPlan;
     let secrets: string[] = [];

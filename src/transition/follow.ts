@@ -49,7 +49,7 @@ export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOp
     }
     // A follower restarts this node's apiserver as the first node's run does: it asks the same way.
     await confirm(ctx, `install ${file} as ${node.configPath} on ${node.nodeName} (${spec.operation}, stage ${stage})? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     if (current !== text) {
       for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) await checkKmsPlugin(ctx, k);
     }
@@ -91,7 +91,7 @@ export async function followDisablePrune(ctx: Context, opts: TransitionOptions):
       return;
     }
     await confirm(ctx, `turn encryption at rest OFF on ${node.nodeName} (remove the flag, the mount and the config)?`);
-    lock = await acquireLock(ctx.paths.stateDir, 'disable', { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, 'disable', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const deps = await transitionDeps(ctx, node, opts, '"k8s-encrypt disable --stage prune"');
     if (cfg) {
       const scan = await scanLabels(deps, cfg, resourcesOfBoth(cfg, cfg));

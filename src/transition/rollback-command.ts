@@ -89,7 +89,7 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
       return;
     }
     await confirm(ctx, `restore ${source} as ${node.configPath} on ${node.nodeName}? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, 'rollback', { now: ctx.now, warn: (m) => ctx.out.warn(m) });
+    lock = await acquireLock(ctx.paths.stateDir, 'rollback', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const outcome = await installConfig(deps, new MemoryJournal(), { stage, config: restored, manifest, record: stage !== 'rollback' || node.controlPlanes > 1 });
     if (owner) {
       if (owner.at === 'base') {

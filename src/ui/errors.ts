@@ -73,6 +73,7 @@ export function fsError(action: string, path: string, err: unknown): CliError {
     EISDIR: ['it is a directory', 'give a file path'],
     ENOSPC: ['no space left on the device', 'free some space and re-run'],
     EEXIST: ['it already exists', 'remove it or choose another path'],
+    ELOOP: ['it is a symbolic link, which k8s-encrypt does not follow', 'replace the link with the file itself, or pass the real path'],
   };
   const [why, hint] = (code && reasons[code]) || [
     (err as Error | undefined)?.message ?? String(err),
