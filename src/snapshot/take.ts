@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { open, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compactTimestamp, ensureDir, PRIVATE_DIR_MODE, SECRET_FILE_MODE } from '../state/atomic';
+import { compactTimestamp, ensurePrivateDir, SECRET_FILE_MODE } from '../state/atomic';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 
 /** What the snapshot code needs from an etcd client (src/etcd/client.ts EtcdClient has both). */
@@ -71,7 +71,7 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
  * arrive and compared with those 32 (etcd's trailer) before the file gets its final name.
  */
 export async function takeSnapshot(source: SnapshotSource, dir: string, name: string, signal?: AbortSignal): Promise<SnapshotFile> {
-  await ensureDir(dir, PRIVATE_DIR_MODE);
+  await ensurePrivateDir(dir, 'snapshot directory');
   const path = join(dir, name);
   const tmp = join(dir, `${TEMP_MARK}${name}`);
   const fh = await open(tmp, 'wx', SECRET_FILE_MODE).catch((err) => {

@@ -11,7 +11,7 @@ import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render
 import { providerKinds, type ProviderConfig } from '../config/schema';
 import { parseGoDuration } from '../config/validate';
 import { CONFIG_FLAG } from '../manifest/patch';
-import { ensureDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
+import { ensurePrivateDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import { Journal, isFinished, type JsonObject } from '../state/journal';
 import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, usageError } from '../ui/errors';
@@ -198,7 +198,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
       );
       // The base copy comes first: a journal always points at a complete one.
       const basePath = join(stateDir, 'transitions', `${spec.operation}-${randomBytes(4).toString('hex')}.base.yaml`);
-      await ensureDir(join(stateDir, 'transitions'), PRIVATE_DIR_MODE);
+      await ensurePrivateDir(join(stateDir, 'transitions'), 'transitions directory');
       await writeFileAtomic(basePath, baseText, { mode: SECRET_FILE_MODE });
       journal = await Journal.start<TransitionJournalInputs>(
         stateDir,
