@@ -1,7 +1,7 @@
 // The fleet's SSH layer against a real OpenSSH sshd on loopback: host keys against known_hosts
 // (plain, [host]:port, hashed, changed, unknown, recorded), exec with stdin, and timeouts.
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { utils } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { freePort } from '../helpers/etcd';
 import { startSshd, type RunningSshd } from '../bed/sshd';
 import { SshSession, type SshSettings } from '../../src/fleet/ssh';
 import type { FleetNode } from '../../src/fleet/inventory';
+import { ensureNodeBinary, installDir, installPath, sha256File } from '../../src/fleet/remote';
 
 let sshd: RunningSshd;
 beforeAll(async () => {
@@ -87,6 +88,50 @@ describe('fleet SSH', () => {
       await expect(s.exec('sleep 5', { timeoutMs: 300 })).rejects.toThrow(/cp-7: the command did not finish within 0 s/);
     } finally {
       s.close();
+    }
+  });
+});
+
+describe('fleet upload of the executable', () => {
+  it('uploads to ROOT/var/lib/k8s-encrypt/bin (dir and file 0700, sha256 checked there), then reuses it; another version there is refused', async () => {
+    const root = join(sshd.dir, `node-${randomBytes(4).toString('hex')}`);
+    const exe = join(sshd.dir, `exe-${randomBytes(4).toString('hex')}`);
+    // A stand-in executable: this test checks the transfer, not what runs.
+    const text = '#!/bin/sh\necho 9.8.7\n';
+    await writeFile(exe, text, { mode: 0o755 });
+    const self = { version: '9.8.7', arch: process.arch, path: exe, sha256: await sha256File(exe) };
+    const said: string[] = [];
+    const opened: SshSession[] = [];
+    const open = async (r: string) => {
+      const x = await SshSession.open(node({ root: r }), settings());
+      opened.push(x);
+      return x;
+    };
+    const s = await open(root);
+    try {
+      const target = await ensureNodeBinary(s, self, undefined, (m) => said.push(m));
+      expect(target).toBe(installPath(root, '9.8.7'));
+      expect(await readFile(target!, 'utf8')).toBe(text);
+      expect((await stat(target!)).mode & 0o777).toBe(0o700);
+      expect((await stat(installDir(root))).mode & 0o777).toBe(0o700);
+      expect(said).toEqual([`cp-7: uploading k8s-encrypt 9.8.7 to ${target}`]);
+      // The same build is there: nothing uploaded again.
+      expect(await ensureNodeBinary(s, self, undefined, (m) => said.push(m))).toBe(target);
+      expect(said).toHaveLength(1);
+      // A dry run on a fresh node uploads nothing.
+      const fresh = join(sshd.dir, `node-${randomBytes(4).toString('hex')}`);
+      expect(await ensureNodeBinary(await open(fresh), self, undefined, () => {}, { dryRun: true })).toBeUndefined();
+      await expect(stat(installDir(fresh))).rejects.toThrow(/ENOENT/);
+      // --node-bin at another version is refused with the hint to install the same one.
+      await expect(ensureNodeBinary(s, { ...self, version: '9.8.8' }, target, () => {})).rejects.toMatchObject({ message: /^cp-7: .* is k8s-encrypt 9\.8\.7, this is 9\.8\.8$/, exitCode: 6, hint: /same version/ });
+      // A group- or world-accessible install dir is not ours: refused, nothing uploaded.
+      const loose = join(sshd.dir, `node-${randomBytes(4).toString('hex')}`);
+      await mkdir(installDir(loose), { recursive: true, mode: 0o755 });
+      await chmod(installDir(loose), 0o755);
+      await expect(ensureNodeBinary(await open(loose), self, undefined, () => {})).rejects.toThrow(/is not a 0700 directory/);
+      expect(await readdir(installDir(loose))).toEqual([]);
+    } finally {
+      for (const x of opened) x.close();
     }
   });
 });
