@@ -52,6 +52,8 @@ function withDecodedForms(values: Iterable<string>): string[] {
   const out = new Set<string>();
   for (const s of values) {
     out.add(s);
+    // A block scalar keeps its line breaks; Go's base64 decoder skips them, so the key is the rest.
+    out.add(s.replace(/\s+/g, ''));
     const bytes = /^[A-Za-z0-9+/=\s]+$/.test(s) ? Buffer.from(s, 'base64') : undefined;
     if (bytes && bytes.length >= 8) {
       out.add(bytes.toString('hex'));
