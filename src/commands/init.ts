@@ -60,4 +60,3 @@ export const initCommand: CommandModule = {
   },
 };
 
-export type InitCommandOptions = Opts;

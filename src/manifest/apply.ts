@@ -2,7 +2,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { backupFile, readText, writeFileAtomic } from '../state/atomic';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { planManifestPatch, planManifestUnpatch, type ManifestPlan, type PatchOptions, type UnpatchOptions } from './patch';
+import { planManifestPatch, type ManifestPlan, type PatchOptions } from './patch';
 
 /** The executor half of the manifest patch: read, plan (pure), back up, write atomically. */
 
@@ -112,7 +112,3 @@ export async function applyManifestChange(
 /** `patch-manifest` and `init`: add the encryption flag and mounts. Safe to re-run. */
 export const applyManifestPatch = (deps: ManifestDeps, opts: ManifestWriteOptions & PatchOptions) =>
   applyManifestChange(deps, opts, (text) => planManifestPatch(text, opts.manifest, opts));
-
-/** `disable`: remove the flag and this tool's mounts. Safe to re-run. */
-export const applyManifestUnpatch = (deps: ManifestDeps, opts: ManifestWriteOptions & UnpatchOptions) =>
-  applyManifestChange(deps, opts, (text) => planManifestUnpatch(text, opts.manifest, opts));

@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { isMap, isSeq, parseDocument, type Document } from 'yaml';
+import { isMap, parseDocument, type Document } from 'yaml';
 import { CliError, ExitCode } from '../ui/errors';
 
 /**

@@ -58,9 +58,6 @@ export class CliError extends Error {
 export const usageError = (message: string, hint?: string, cause?: unknown) =>
   new CliError(message, { hint, exitCode: ExitCode.Usage, cause });
 
-export const clusterError = (message: string, hint?: string, cause?: unknown) =>
-  new CliError(message, { hint, exitCode: ExitCode.Cluster, cause });
-
 /** Node's fs errors as one clear line: what failed, on which path, and why. */
 export function fsError(action: string, path: string, err: unknown): CliError {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
