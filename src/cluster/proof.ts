@@ -79,25 +79,15 @@ function transformationCount(samples: readonly MetricSample[], expectedPrefix: s
 export async function proveEncryption<C>(deps: ProofDeps<C>, o: ProofOptions<C>): Promise<ProofResult> {
   const ns = o.namespace ?? 'kube-system';
   const name = o.name ?? `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
-  const etcdKey = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const etcdKey = canaryKey(o.etcdKeyPrefix, ns, name);
   if (o.name) await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
 
   const before = await readCount(deps, o.expectedPrefix);
   await createCanary(deps, ns, name);
   try {
-    let etcdProblem: string | undefined;
-    let raw: Uint8Array | undefined;
-    try {
-      const reader = await deps.openEtcd(o.etcd);
-      try {
-        raw = await reader.get(etcdKey);
-      } finally {
-        await reader.close();
-      }
-      if (raw === undefined) etcdProblem = `the canary ${etcdKey} is not in etcd (another --etcd-prefix?)`;
-    } catch (err) {
-      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
-    }
+    const read = await readCanary(deps, o.etcd, etcdKey);
+    const raw = read.raw;
+    const etcdProblem = read.etcdProblem ?? (raw === undefined ? `the canary ${etcdKey} is not in etcd (another --etcd-prefix?)` : undefined);
 
     if (raw !== undefined) {
       const observed = observedPrefix(raw);
@@ -189,24 +179,12 @@ export async function provePlaintext<C>(deps: ProofDeps<C>, o: PlaintextProofOpt
   const name = o.name;
   const canary = `${ns}/${name}`;
   await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
-  const key = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const key = canaryKey(o.etcdKeyPrefix, ns, name);
   const counts = () => deps.api.getText('/metrics').then((t) => toStorageCounts(parseMetrics(t)), () => undefined);
   const before = await counts();
   await createCanary(deps, ns, name);
   try {
-    let raw: Uint8Array | undefined;
-    let etcdProblem: string | undefined;
-    try {
-      const reader = await deps.openEtcd(o.etcd);
-      try {
-        raw = await reader.get(key);
-      } finally {
-        await reader.close();
-      }
-    } catch (err) {
-      if (o.signal?.aborted) throw err;
-      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
-    }
+    const { raw, etcdProblem } = await readCanary(deps, o.etcd, key, o.signal);
     if (etcdProblem === undefined) {
       const observed = raw ? observedPrefix(raw) : 'missing';
       if (!observed.startsWith('plaintext')) {
@@ -241,6 +219,24 @@ export async function provePlaintext<C>(deps: ProofDeps<C>, o: PlaintextProofOpt
     await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch((err) => {
       deps.onProgress?.(`could not delete the canary ${canary}: ${describeError(err)} (delete it by hand)`);
     });
+  }
+}
+
+const canaryKey = (etcdKeyPrefix: string | undefined, ns: string, name: string) =>
+  `${(etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+
+/** The canary's bytes as etcd holds them (undefined: not there), or why etcd could not be read. */
+async function readCanary<C>(deps: ProofDeps<C>, etcd: C, key: string, signal?: AbortSignal): Promise<{ raw?: Uint8Array; etcdProblem?: string }> {
+  try {
+    const reader = await deps.openEtcd(etcd);
+    try {
+      return { raw: await reader.get(key) };
+    } finally {
+      await reader.close();
+    }
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    return { etcdProblem: `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}` };
   }
 }
 
