@@ -4,7 +4,7 @@ export const VERSION: string =
   typeof __K8S_ENCRYPT_VERSION__ === 'string' ? __K8S_ENCRYPT_VERSION__ : '0.0.0-dev';
 
 /** package.json's engines.node. Older Nodes fail deep inside dependencies (undici needs zstd). */
-export const MIN_NODE_MAJOR = 22;
+const MIN_NODE_MAJOR = 22;
 
 /** Why this Node cannot run k8s-encrypt, or undefined when it can. */
 export function unsupportedNode(version: string): { message: string; hint: string } | undefined {

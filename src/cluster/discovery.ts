@@ -19,7 +19,7 @@ export interface ResolvedResource {
   itemPath(namespace: string | undefined, name: string): string;
 }
 
-export interface SkippedResource {
+interface SkippedResource {
   resource: string;
   why: string;
 }

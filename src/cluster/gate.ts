@@ -15,7 +15,7 @@ import {
  */
 
 /** The limiter's options (adaptive: never more than `max` in flight), or a fixed number. */
-export interface GateOptions extends LimiterOptions {
+interface GateOptions extends LimiterOptions {
   /** A fixed number in flight; without it the limit adapts. */
   fixed?: number;
   now: () => number;

@@ -14,11 +14,11 @@ import { metric, parseMetrics, type MetricSample } from './wait';
  */
 
 export const CANARY_PREFIX = 'k8s-encrypt-canary-';
-export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } as const;
-export const TRANSFORMATION_METRIC = 'apiserver_storage_transformation_operations_total';
+const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } as const;
+const TRANSFORMATION_METRIC = 'apiserver_storage_transformation_operations_total';
 
 /** What proof needs from etcd: one raw read. */
-export interface RawReader {
+interface RawReader {
   get(key: string): Promise<Buffer | Uint8Array | undefined>;
   close(): Promise<void> | void;
 }
@@ -30,7 +30,7 @@ export interface ProofDeps<C> {
   onProgress?: (msg: string) => void;
 }
 
-export interface ProofOptions<C> {
+interface ProofOptions<C> {
   /** The prefix new writes must carry, e.g. `k8s:enc:aescbc:v1:key-20261126T140200Z:` ('' for plaintext). */
   expectedPrefix: string;
   etcd: C;
@@ -42,7 +42,7 @@ export interface ProofOptions<C> {
   name?: string;
 }
 
-export interface ProofResult {
+interface ProofResult {
   method: 'etcd' | 'metrics';
   /** true when only the metrics fallback was available. */
   weaker: boolean;
@@ -160,7 +160,7 @@ export function plaintextByMetrics(before: { encrypted: number; identity: number
   return after.identity > before.identity ? 'plaintext' : 'unproven';
 }
 
-export interface PlaintextProofOptions<C> {
+interface PlaintextProofOptions<C> {
   etcd: C;
   etcdKeyPrefix?: string;
   namespace?: string;

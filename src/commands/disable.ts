@@ -3,7 +3,7 @@ import { addNodeFlags, addStagedFlags, nodeOptions, parseOptions, snapshotOption
 import type { CommandModule } from './types';
 import { addSnapshotOptions } from './safety';
 
-export const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: z.boolean() });
+const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: z.boolean() });
 
 /**
  * `k8s-encrypt disable`: identity first with every key kept as a reader, rewrite, verify that etcd

@@ -25,7 +25,7 @@ const ReEncryptAllOptions = z.object({
 type Opts = z.infer<typeof ReEncryptAllOptions>;
 
 /** What `--verify` found in etcd for one resource. */
-export interface VerifyResult {
+interface VerifyResult {
   resource: string;
   /** Objects still under another key or provider than the write key. */
   stale: number;
@@ -34,11 +34,11 @@ export interface VerifyResult {
   examples: string[];
 }
 
-export interface ReEncryptResult extends RewriteSummary {
+interface ReEncryptResult extends RewriteSummary {
   verify?: { ok: boolean; writePrefixes: Record<string, string>; resources: VerifyResult[] };
 }
 
-export function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
+function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
   const lines: string[] = [];
   const verb = r.dryRun ? 'would rewrite' : 'rewrote';
   lines.push(

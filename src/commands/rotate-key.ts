@@ -4,7 +4,7 @@ import { addNodeFlags, addStagedFlags, escrowOptions, keyOptions, nodeOptions, p
 import type { CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
 
-export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
+const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
 
 /**
  * `k8s-encrypt rotate-key`: a new key of the current provider (or a new provider, KMS included),

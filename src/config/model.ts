@@ -73,7 +73,7 @@ export function writeResourceOf(cfg: EncryptionConfiguration): string {
   return firstProvider(cfg, 'secrets') ? 'secrets' : (resourcesOf(cfg)[0] ?? 'secrets');
 }
 
-export interface ProviderSummary {
+interface ProviderSummary {
   kind: ProviderKind | 'invalid';
   /** Key names of aescbc/aesgcm/secretbox, the write key first. */
   keys?: string[];
@@ -209,7 +209,7 @@ export function withPromoted(cfg: EncryptionConfiguration, name: string): Encryp
   });
 }
 
-export interface PruneKeep {
+interface PruneKeep {
   /** Key names and KMS names still needed as readers (the write key is always kept). */
   names: readonly string[];
   /** Keep identity (as the last reader) where the rule has it: data not yet rewritten is plaintext. */

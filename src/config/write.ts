@@ -40,7 +40,7 @@ export interface WriteConfigInput {
   kubeVersion: string;
 }
 
-export interface WriteConfigPlan {
+interface WriteConfigPlan {
   config: EncryptionConfiguration;
   /** The file content (holds the key). */
   text: string;

@@ -34,8 +34,8 @@ export {
 export { identityTransformer, localTransformer, type LocalKind } from './local';
 export { ENCRYPTED_PREFIX, type ValueTransformer } from './value';
 
-export type KmsV1Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV1Service;
-export type KmsV2Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV2Service;
+type KmsV1Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV1Service;
+type KmsV2Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV2Service;
 
 /** The kms `timeout` field (a Go duration, `3s` when absent) in milliseconds. */
 function kmsTimeoutMs(name: string, text = '3s'): number {

@@ -14,14 +14,14 @@ import { KMS_V1BETA1_DESCRIPTOR, KMS_V2_DESCRIPTOR, LOADER_OPTIONS, type Package
 /** The apiserver's default KMS timeout. */
 export const DEFAULT_KMS_TIMEOUT_MS = 3000;
 
-export interface KmsClientOptions {
+interface KmsClientOptions {
   /** Deadline of each call (default 3s, as the apiserver's `timeout`). */
   timeoutMs?: number;
 }
 
 export type KmsV2Client = KmsV2Service & { readonly endpoint: string; close(): void };
 
-export interface KmsV1Version {
+interface KmsV1Version {
   version: string;
   runtimeName: string;
   runtimeVersion: string;
@@ -77,7 +77,7 @@ function serviceCtor(descriptor: PackageJson, pkg: string): ServiceCtor {
 }
 
 /** What a failed call means for an operator, in one line. */
-export function describeCallError(endpoint: string, method: string, timeoutMs: number, err: unknown): CliError {
+function describeCallError(endpoint: string, method: string, timeoutMs: number, err: unknown): CliError {
   const e = err as grpc.ServiceError;
   const details = (e?.details || e?.message || String(err)).replace(/\s+/g, ' ').trim();
   let message: string;

@@ -18,9 +18,9 @@ import {
   type KmsV2Client,
 } from './client';
 
-export type KmsApiVersion = 'v1' | 'v2';
+type KmsApiVersion = 'v1' | 'v2';
 
-export interface KmsHealthCheck {
+interface KmsHealthCheck {
   name: string;
   ok: boolean;
   /** One line, never key material. */
@@ -46,7 +46,7 @@ export interface KmsHealthOptions {
   timeoutMs?: number;
 }
 
-export interface KmsHealthDeps {
+interface KmsHealthDeps {
   connectV2?: typeof connectKmsV2;
   connectV1?: typeof connectKmsV1;
 }

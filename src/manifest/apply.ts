@@ -6,11 +6,11 @@ import { planManifestPatch, type ManifestPlan, type PatchOptions } from './patch
 
 /** The executor half of the manifest patch: read, plan (pure), back up, write atomically. */
 
-export interface ManifestDeps {
+interface ManifestDeps {
   now: () => Date;
 }
 
-export interface ManifestWriteOptions {
+interface ManifestWriteOptions {
   manifest: string;
   /** Where the original goes before a write; never inside the manifests directory. */
   backupDir: string;
@@ -19,7 +19,7 @@ export interface ManifestWriteOptions {
   dryRun?: boolean;
 }
 
-export interface ManifestWriteResult {
+interface ManifestWriteResult {
   manifest: string;
   changed: boolean;
   dryRun: boolean;
@@ -99,7 +99,7 @@ export async function writeManifestPlan(
 }
 
 /** Reads the manifest, plans with `planner` (pure) and writes the result. */
-export async function applyManifestChange(
+async function applyManifestChange(
   deps: ManifestDeps,
   opts: ManifestWriteOptions,
   planner: (text: string) => ManifestPlan,

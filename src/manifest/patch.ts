@@ -15,7 +15,7 @@ import { DEFAULT_CONFIG_VOLUME, DEFAULT_SOCKET_VOLUME, MountEditor, type Planned
 export const CONFIG_FLAG = 'encryption-provider-config';
 export const RELOAD_FLAG = 'encryption-provider-config-automatic-reload';
 
-export interface ExtraMount {
+interface ExtraMount {
   /** Host directory, mounted at the same path in the container. */
   dir: string;
   /** `Directory` for a KMS socket dir: a missing plugin directory then shows up as a pod error. */
@@ -39,7 +39,7 @@ export interface PatchOptions {
   reloadFlag?: boolean;
 }
 
-export interface UnpatchOptions {
+interface UnpatchOptions {
   configPath: string;
   /** Further directories this tool mounted (a KMS socket dir) whose volume and mount go too. */
   extraMountDirs?: string[];

@@ -33,7 +33,7 @@ export const exitCodeNames: Record<number, string> = {
   130: 'interrupted',
 };
 
-export interface CliErrorOptions {
+interface CliErrorOptions {
   hint?: string;
   exitCode?: ExitCode;
   cause?: unknown;
