@@ -1,5 +1,5 @@
 import type { Output } from './ui/output';
-import { resolvePaths, type PathOverrides, type Paths } from './paths';
+import { type PathOverrides, type Paths } from './paths';
 
 /** Global options every command receives (parsed once in src/cli.ts). */
 export interface GlobalOptions extends PathOverrides {
@@ -26,6 +26,3 @@ export interface Context {
   signal: AbortSignal;
 }
 
-export function makePaths(opts: PathOverrides): Paths {
-  return resolvePaths(opts);
-}

@@ -25,7 +25,7 @@ export interface PathOverrides {
   backupDir?: string;
 }
 
-export const DEFAULT_CONFIG_FILE = 'etc/kubernetes/encryption/config.yaml';
+const DEFAULT_CONFIG_FILE = 'etc/kubernetes/encryption/config.yaml';
 
 export function resolvePaths(o: PathOverrides = {}, cwd = process.cwd()): Paths {
   const root = resolve(cwd, o.root ?? '/');

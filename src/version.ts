@@ -20,7 +20,7 @@ export function versionInfo(proc: Pick<NodeJS.Process, 'version' | 'platform' | 
 }
 
 /** package.json's engines.node. Older Nodes fail deep inside dependencies (undici needs zstd). */
-export const MIN_NODE_MAJOR = 22;
+const MIN_NODE_MAJOR = 22;
 
 /** Why this Node cannot run k8s-encrypt, or undefined when it can. */
 export function unsupportedNode(version: string): { message: string; hint: string } | undefined {

@@ -7,11 +7,11 @@
  */
 import { BoltDb, BoltFormatError } from './reader';
 
-export const KEY_BUCKET = 'key';
+const KEY_BUCKET = 'key';
 const REVISION_BYTES = 17;
 const TOMBSTONE = 0x74; // 't'
 
-export interface SnapshotKeyValue {
+interface SnapshotKeyValue {
   key: string;
   value: Buffer;
   modRevision: bigint;
@@ -23,7 +23,7 @@ interface Revision {
   tombstone: boolean;
 }
 
-export function parseRevision(k: Buffer): Revision {
+function parseRevision(k: Buffer): Revision {
   if ((k.length !== REVISION_BYTES && k.length !== REVISION_BYTES + 1) || k[8] !== 0x5f) {
     throw new BoltFormatError(`not an etcd revision key: ${k.toString('hex')}`);
   }
@@ -36,7 +36,7 @@ export function parseRevision(k: Buffer): Revision {
  * are int64 values beyond 2^53 that a number-based varint reader refuses, so varints are skipped
  * or read as bigint.
  */
-export function decodeKeyValue(b: Buffer): { key: Buffer; value: Buffer; modRevision: bigint } {
+function decodeKeyValue(b: Buffer): { key: Buffer; value: Buffer; modRevision: bigint } {
   let key: Buffer | undefined;
   let value: Buffer = Buffer.alloc(0);
   let modRevision = 0n;
@@ -72,7 +72,7 @@ export function decodeKeyValue(b: Buffer): { key: Buffer; value: Buffer; modRevi
   return { key, value, modRevision };
 }
 
-export interface LiveKeysOptions {
+interface LiveKeysOptions {
   /** Only keys starting with one of these (default: every key). */
   prefixes?: readonly string[];
 }

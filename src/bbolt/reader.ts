@@ -18,10 +18,10 @@ const BRANCH_ELEMENT = 16;
 const LEAF_ELEMENT = 16;
 const BUCKET_HEADER = 16;
 
-export const BRANCH_PAGE = 0x01;
-export const LEAF_PAGE = 0x02;
-export const META_PAGE = 0x04;
-export const FREELIST_PAGE = 0x10;
+const BRANCH_PAGE = 0x01;
+const LEAF_PAGE = 0x02;
+const META_PAGE = 0x04;
+const FREELIST_PAGE = 0x10;
 const BUCKET_LEAF_FLAG = 0x01;
 
 const MAGIC = 0xed0cdaed;
@@ -31,7 +31,7 @@ const NO_FREELIST = 0xffffffffffffffffn;
 
 export class BoltFormatError extends Error {}
 
-export interface BoltMeta {
+interface BoltMeta {
   pageSize: number;
   rootPgid: bigint;
   /** Undefined when the freelist is not persisted. */
@@ -43,7 +43,7 @@ export interface BoltMeta {
   metaPage: 0 | 1;
 }
 
-export interface BoltEntry {
+interface BoltEntry {
   key: Buffer;
   /** The value; for a nested bucket, undefined. */
   value: Buffer | undefined;
@@ -185,7 +185,7 @@ function inlinePage(value: Buffer): Page {
   return { id: 0n, flags: data.readUInt16LE(8), count: data.readUInt16LE(10), overflow: 0, data };
 }
 
-export class BoltBucket {
+class BoltBucket {
   constructor(
     private readonly db: BoltDb,
     private readonly rootPgid: bigint,

@@ -19,7 +19,7 @@ export interface ResolvedResource {
   itemPath(namespace: string | undefined, name: string): string;
 }
 
-export interface SkippedResource {
+interface SkippedResource {
   resource: string;
   why: string;
 }
@@ -213,21 +213,4 @@ export async function resolveResources(
     add(resolvedResource(gr.group, found.version, r));
   }
   return [...out.values()];
-}
-
-/** Parses `--resources`: `secrets` (default), `a,b,c` or `from-config`. */
-export function parseResourcesFlag(v: string | undefined): string[] | 'from-config' {
-  const s = (v ?? 'secrets').trim();
-  if (s === 'from-config') return 'from-config';
-  const list = s
-    .split(',')
-    .map((x) => x.trim())
-    .filter(Boolean);
-  if (list.length === 0 || list.some((x) => /\s|\//.test(x))) {
-    throw new CliError(`--resources: "${v}" is not a list of resources`, {
-      exitCode: ExitCode.Usage,
-      hint: 'use secrets, a comma-separated list such as secrets,configmaps,widgets.example.com, or from-config',
-    });
-  }
-  return list;
 }

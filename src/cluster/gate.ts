@@ -4,6 +4,7 @@ import {
   onOverload,
   onWindow,
   windowComplete,
+  type LimiterOptions,
   type LimiterState,
 } from './limiter';
 
@@ -13,13 +14,10 @@ import {
  * are served in arrival order, so several resources share it fairly.
  */
 
-export interface GateOptions {
+/** The limiter's options (adaptive: never more than `max` in flight), or a fixed number. */
+interface GateOptions extends LimiterOptions {
   /** A fixed number in flight; without it the limit adapts. */
   fixed?: number;
-  /** Adaptive: never more than this. */
-  max: number;
-  initial?: number;
-  min?: number;
   now: () => number;
   /** Told when the adaptive limit changes (for --verbose). */
   onChange?: (limit: number, why: string) => void;
@@ -43,7 +41,6 @@ export class Gate {
   private waiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private peak = 0;
-  private readonly max: number;
   // The current window: completions and latency since the limit last changed.
   private winStart = 0;
   private winCompletions = 0;
@@ -54,9 +51,8 @@ export class Gate {
   private meanLatency = 0;
 
   constructor(private readonly o: GateOptions) {
-    this.max = Math.max(1, Math.floor(o.max));
     if (o.fixed !== undefined) this.fixed = Math.max(1, Math.floor(o.fixed));
-    else this.state = initialLimiter({ initial: o.initial ?? DEFAULT_INITIAL_CONCURRENCY, min: o.min, max: this.max });
+    else this.state = initialLimiter({ initial: o.initial ?? DEFAULT_INITIAL_CONCURRENCY, min: o.min, max: o.max });
     this.resetWindow(o.now());
   }
 
@@ -132,7 +128,7 @@ export class Gate {
   report(): GateReport {
     if (this.fixed !== undefined) return { mode: 'fixed', settled: this.fixed, peak: this.peak, max: this.fixed, cuts: 0 };
     const s = this.state!;
-    return { mode: 'adaptive', settled: s.base?.limit ?? s.limit, peak: this.peak, max: this.max, cuts: s.cuts };
+    return { mode: 'adaptive', settled: s.base?.limit ?? s.limit, peak: this.peak, max: s.max, cuts: s.cuts };
   }
 
   private take(): void {

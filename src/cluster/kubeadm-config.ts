@@ -11,7 +11,7 @@ import { ApiError, toCliError } from './errors';
  * ConfigMap (not made by kubeadm) is not an error: the result says it was skipped.
  */
 
-export interface KubeadmConfigResult {
+interface KubeadmConfigResult {
   status: 'updated' | 'unchanged' | 'skipped';
   /** Why it was skipped (no ConfigMap, no ClusterConfiguration key). */
   reason?: string;

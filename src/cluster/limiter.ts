@@ -24,7 +24,7 @@ export interface LimiterOptions {
   max: number;
 }
 
-export type LimiterPhase = 'climb' | 'hold' | 'probe-up' | 'probe-down';
+type LimiterPhase = 'climb' | 'hold' | 'probe-up' | 'probe-down';
 
 export interface LimiterState {
   limit: number;

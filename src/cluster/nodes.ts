@@ -17,9 +17,9 @@ import { ApiError, toCliError } from './errors';
  * stage and hash.
  */
 
-export const STAGE_ANNOTATION = 'k8s-encrypt.io/stage';
-export const STATE_CONFIGMAP = 'k8s-encrypt-state';
-export const CONTROL_PLANE_LABEL = 'node-role.kubernetes.io/control-plane';
+const STAGE_ANNOTATION = 'k8s-encrypt.io/stage';
+const STATE_CONFIGMAP = 'k8s-encrypt-state';
+const CONTROL_PLANE_LABEL = 'node-role.kubernetes.io/control-plane';
 const MIRROR_PREFIX = 'kube-apiserver-';
 
 export interface ControlPlane {
@@ -32,7 +32,7 @@ export interface ControlPlane {
   configHash?: string;
 }
 
-export interface StageRecord {
+interface StageRecord {
   stage: string;
   sha256: string;
 }
@@ -116,7 +116,7 @@ export async function discoverControlPlanes(api: Api, opts: { warnings?: string[
   return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
-export const APISERVER_IDENTITY_LABEL = 'apiserver.kubernetes.io/identity';
+const APISERVER_IDENTITY_LABEL = 'apiserver.kubernetes.io/identity';
 
 /**
  * Which control plane this is: the --node-name given, else the one whose mirror pod runs exactly
@@ -271,7 +271,7 @@ export async function stagesOfAll(
 }
 
 /** Node names with a record in kube-system/k8s-encrypt-state. */
-export async function stateConfigMapNodes(api: Pick<ApiClient, 'get'>): Promise<string[]> {
+async function stateConfigMapNodes(api: Pick<ApiClient, 'get'>): Promise<string[]> {
   try {
     const cm = await api.get<any>(`/api/v1/namespaces/kube-system/configmaps/${STATE_CONFIGMAP}`);
     return Object.keys(cm?.data ?? {}).sort();

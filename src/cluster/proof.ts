@@ -14,11 +14,11 @@ import { metric, parseMetrics, type MetricSample } from './wait';
  */
 
 export const CANARY_PREFIX = 'k8s-encrypt-canary-';
-export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } as const;
-export const TRANSFORMATION_METRIC = 'apiserver_storage_transformation_operations_total';
+const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'k8s-encrypt' } as const;
+const TRANSFORMATION_METRIC = 'apiserver_storage_transformation_operations_total';
 
 /** What proof needs from etcd: one raw read. */
-export interface RawReader {
+interface RawReader {
   get(key: string): Promise<Buffer | Uint8Array | undefined>;
   close(): Promise<void> | void;
 }
@@ -30,7 +30,7 @@ export interface ProofDeps<C> {
   onProgress?: (msg: string) => void;
 }
 
-export interface ProofOptions<C> {
+interface ProofOptions<C> {
   /** The prefix new writes must carry, e.g. `k8s:enc:aescbc:v1:key-20261126T140200Z:` ('' for plaintext). */
   expectedPrefix: string;
   etcd: C;
@@ -42,7 +42,7 @@ export interface ProofOptions<C> {
   name?: string;
 }
 
-export interface ProofResult {
+interface ProofResult {
   method: 'etcd' | 'metrics';
   /** true when only the metrics fallback was available. */
   weaker: boolean;
@@ -79,25 +79,15 @@ function transformationCount(samples: readonly MetricSample[], expectedPrefix: s
 export async function proveEncryption<C>(deps: ProofDeps<C>, o: ProofOptions<C>): Promise<ProofResult> {
   const ns = o.namespace ?? 'kube-system';
   const name = o.name ?? `${CANARY_PREFIX}${randomBytes(5).toString('hex')}`;
-  const etcdKey = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const etcdKey = canaryKey(o.etcdKeyPrefix, ns, name);
   if (o.name) await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
 
   const before = await readCount(deps, o.expectedPrefix);
   await createCanary(deps, ns, name);
   try {
-    let etcdProblem: string | undefined;
-    let raw: Uint8Array | undefined;
-    try {
-      const reader = await deps.openEtcd(o.etcd);
-      try {
-        raw = await reader.get(etcdKey);
-      } finally {
-        await reader.close();
-      }
-      if (raw === undefined) etcdProblem = `the canary ${etcdKey} is not in etcd (another --etcd-prefix?)`;
-    } catch (err) {
-      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
-    }
+    const read = await readCanary(deps, o.etcd, etcdKey);
+    const raw = read.raw;
+    const etcdProblem = read.etcdProblem ?? (raw === undefined ? `the canary ${etcdKey} is not in etcd (another --etcd-prefix?)` : undefined);
 
     if (raw !== undefined) {
       const observed = observedPrefix(raw);
@@ -170,7 +160,7 @@ export function plaintextByMetrics(before: { encrypted: number; identity: number
   return after.identity > before.identity ? 'plaintext' : 'unproven';
 }
 
-export interface PlaintextProofOptions<C> {
+interface PlaintextProofOptions<C> {
   etcd: C;
   etcdKeyPrefix?: string;
   namespace?: string;
@@ -189,24 +179,12 @@ export async function provePlaintext<C>(deps: ProofDeps<C>, o: PlaintextProofOpt
   const name = o.name;
   const canary = `${ns}/${name}`;
   await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch(() => undefined);
-  const key = `${(o.etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+  const key = canaryKey(o.etcdKeyPrefix, ns, name);
   const counts = () => deps.api.getText('/metrics').then((t) => toStorageCounts(parseMetrics(t)), () => undefined);
   const before = await counts();
   await createCanary(deps, ns, name);
   try {
-    let raw: Uint8Array | undefined;
-    let etcdProblem: string | undefined;
-    try {
-      const reader = await deps.openEtcd(o.etcd);
-      try {
-        raw = await reader.get(key);
-      } finally {
-        await reader.close();
-      }
-    } catch (err) {
-      if (o.signal?.aborted) throw err;
-      etcdProblem = `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}`;
-    }
+    const { raw, etcdProblem } = await readCanary(deps, o.etcd, key, o.signal);
     if (etcdProblem === undefined) {
       const observed = raw ? observedPrefix(raw) : 'missing';
       if (!observed.startsWith('plaintext')) {
@@ -241,6 +219,24 @@ export async function provePlaintext<C>(deps: ProofDeps<C>, o: PlaintextProofOpt
     await deps.api.delete(`/api/v1/namespaces/${ns}/secrets/${name}`).catch((err) => {
       deps.onProgress?.(`could not delete the canary ${canary}: ${describeError(err)} (delete it by hand)`);
     });
+  }
+}
+
+const canaryKey = (etcdKeyPrefix: string | undefined, ns: string, name: string) =>
+  `${(etcdKeyPrefix ?? '/registry').replace(/\/+$/, '')}/secrets/${ns}/${name}`;
+
+/** The canary's bytes as etcd holds them (undefined: not there), or why etcd could not be read. */
+async function readCanary<C>(deps: ProofDeps<C>, etcd: C, key: string, signal?: AbortSignal): Promise<{ raw?: Uint8Array; etcdProblem?: string }> {
+  try {
+    const reader = await deps.openEtcd(etcd);
+    try {
+      return { raw: await reader.get(key) };
+    } finally {
+      await reader.close();
+    }
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    return { etcdProblem: `etcd could not be read: ${err instanceof CliError ? err.message : describeError(err)}` };
   }
 }
 

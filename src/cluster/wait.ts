@@ -18,9 +18,9 @@ import { ApiError, describeError } from './errors';
  * the timeout is an error.
  */
 
-export type WaitEvidence = 'mirror-pod' | 'process-start-time' | 'config-info-metric' | 'reload-metric';
+type WaitEvidence = 'mirror-pod' | 'process-start-time' | 'config-info-metric' | 'reload-metric';
 
-export interface WaitOptions {
+interface WaitOptions {
   /** When the change was made (taken just before writing it). */
   since: Date;
   /** sha256 (hex) of the config file bytes, for the 1.34+ config-info metric. */
@@ -34,14 +34,14 @@ export interface WaitOptions {
   expectMirrorPodHashChange?: string;
 }
 
-export interface WaitResult {
+interface WaitResult {
   evidence: WaitEvidence;
   detail: string;
 }
 
 type Api = Pick<ApiClient, 'get' | 'getText' | 'probe'>;
 
-export interface WaitDeps {
+interface WaitDeps {
   /** A client for this node's own apiserver (see `localApiserverTarget`). */
   api: Api;
   now?: () => Date;
@@ -89,7 +89,7 @@ export const PROCESS_START_METRIC = 'process_start_time_seconds';
 // ---------------------------------------------------------------------------------------------
 // One observation of the apiserver, and what it proves. Pure, so the rules are unit-tested.
 
-export interface MirrorPodView {
+interface MirrorPodView {
   configHash?: string;
   /** Container kube-apiserver: running since (ms), and its ready flag. */
   startedAtMs?: number;
@@ -104,7 +104,7 @@ export interface Observation {
   mirrorPod?: MirrorPodView | null;
 }
 
-export type Verdict =
+type Verdict =
   | { kind: 'proven'; evidence: WaitEvidence; detail: string; weak?: boolean }
   | { kind: 'failed'; message: string }
   | { kind: 'pending'; seen: string };

@@ -1,11 +1,10 @@
 import { Option } from 'commander';
 import { DEFAULT_KEY_BYTES, generateKey, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
+import { z } from 'zod';
+import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
-interface Opts {
-  provider: string;
-  bytes: number;
-}
+const GenerateKeyOptions = z.object({ provider: z.string(), bytes: z.number().int().min(1) });
 
 export const generateKeyCommand: CommandModule = {
   register(program, wrap) {
@@ -15,7 +14,8 @@ export const generateKeyCommand: CommandModule = {
       .addOption(new Option('--provider <name>', 'provider the key is for').choices(LOCAL_PROVIDERS).default('aescbc'))
       .option('--bytes <n>', 'key length in bytes', intOption('--bytes'), DEFAULT_KEY_BYTES)
       .action(
-        wrap<Opts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(GenerateKeyOptions, raw, 'generate-key');
           const provider = parseProvider(opts.provider, false) as LocalProvider;
           const key = generateKey(provider, opts.bytes);
           // The key is the requested output here, so it goes to stdout, also with --json.

@@ -63,4 +63,3 @@ export const initCommand: CommandModule = {
   },
 };
 
-export type InitCommandOptions = Opts;

@@ -1,6 +1,23 @@
+import { z } from 'zod';
+import type { ExportOpts, ImportOpts } from '../escrow/command';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
 import { collect } from './safety';
 
+const passphrase = { passphraseFile: z.string().optional(), passphraseStdin: z.boolean().optional() };
+const ExportOptions = z.object({
+  ...passphrase,
+  recipient: z.array(z.string()).optional(),
+  out: z.string().optional(),
+  force: z.boolean().optional(),
+}) satisfies z.ZodType<ExportOpts>;
+const ImportOptions = z.object({
+  ...passphrase,
+  identity: z.string().optional(),
+  out: z.string(),
+  force: z.boolean().optional(),
+  kubeVersion: z.string().optional(),
+}) satisfies z.ZodType<ImportOpts>;
 
 /**
  * `k8s-encrypt keys export|import`: escrow the keys of a config as an age-encrypted bundle, and
@@ -21,9 +38,9 @@ export const keysCommand: CommandModule = {
       .option('--out <file>', 'where the bundle goes (0600; default STATE_DIR/escrow/keys-<config sha256>.age)')
       .option('--force', 'replace an existing --out file', false)
       .action(
-        wrap<import('../escrow/command').ExportOpts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
           const { runKeysExport } = await import('../escrow/command');
-          await runKeysExport(ctx, opts);
+          await runKeysExport(ctx, parseOptions(ExportOptions, raw, 'keys export'));
         }),
       );
 
@@ -38,9 +55,9 @@ export const keysCommand: CommandModule = {
       .option('--kube-version <x.y>', "validate the config for this Kubernetes version (your cluster's; default the newest known)")
       .option('--force', 'replace an existing --out file (it is backed up first)', false)
       .action(
-        wrap<import('../escrow/command').ImportOpts>(async (ctx, opts, args) => {
+        wrap<Record<string, unknown>>(async (ctx, raw, args) => {
           const { runKeysImport } = await import('../escrow/command');
-          await runKeysImport(ctx, opts, args[0]!);
+          await runKeysImport(ctx, parseOptions(ImportOptions, raw, 'keys import'), args[0]!);
         }),
       );
   },

@@ -1,15 +1,31 @@
 import { Option } from 'commander';
 import { CliError, ExitCode } from '../ui/errors';
 import type { PluginManifestInput } from '../kms/manifest';
+import { z } from 'zod';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-interface HealthOpts {
-  endpoint: string;
-  kmsApiVersion: 'v1' | 'v2';
-  timeout: string;
-}
+const HealthOptions = z.object({ endpoint: z.string(), kmsApiVersion: z.enum(['v1', 'v2']), timeout: z.string() });
 
-type ManifestOpts = PluginManifestInput;
+const str = z.string().optional();
+/** Numbers stay text here: planPluginManifest checks them and names the flag. */
+const PluginManifestOptions = z.object({
+  plugin: str,
+  variant: str,
+  region: str,
+  keyId: str,
+  keyArn: str,
+  image: str,
+  socket: str,
+  name: str,
+  namespace: str,
+  replicas: str,
+  credentialsSecret: str,
+  credentialsFile: str,
+  instanceRole: z.boolean().optional(),
+  healthPort: str,
+  enableKmsV1: z.boolean().optional(),
+}) satisfies z.ZodType<PluginManifestInput>;
 
 const KMS_PLUGINS = ['ack-kms-plugin', 'aws-encryption-provider'];
 
@@ -41,7 +57,8 @@ export const kmsCommand: CommandModule = {
       .exitOverride()
       .showHelpAfterError('(run with --help for usage)')
       .action(
-        wrap<HealthOpts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(HealthOptions, raw, 'kms health');
           const { checkKmsHealth, summarizeFailures } = await import('../kms/health');
           const { formatDurationMs, parseKmsEndpoint } = await import('../kms/client');
           parseKmsEndpoint(opts.endpoint);
@@ -96,7 +113,8 @@ export const kmsCommand: CommandModule = {
           'images at us-central1-docker.pkg.dev/k8s-staging-images/aws-encryption-provider/aws-encryption-provider).',
       )
       .action(
-        wrap<ManifestOpts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts: import('../kms/manifest').PluginManifestInput = parseOptions(PluginManifestOptions, raw, 'kms plugin-manifest');
           const { loadKmsTemplate, planPluginManifest, renderPluginManifest } = await import('../kms/manifest');
           let counted: string | undefined;
           if (opts.variant === 'deployment' && opts.replicas === undefined) {

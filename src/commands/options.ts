@@ -1,5 +1,7 @@
+import type { Command } from 'commander';
 import { z } from 'zod';
 import { usageError } from '../ui/errors';
+import { intOption } from './types';
 
 /**
  * Options are checked with a schema at the edge, so a command's run function receives exactly
@@ -54,3 +56,24 @@ export const escrowOptions = {
   escrowRecipient: z.array(z.string()).optional(),
   escrowDir: str,
 };
+
+/** The flags rotate-key, disable and rollback share: this node's files, the wait, the backups. */
+export function addNodeFlags(cmd: Command, timeout: string): Command {
+  return cmd
+    .option('--config <path>', "the EncryptionConfiguration (default: the manifest's --encryption-provider-config)")
+    .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
+    .option('--timeout <duration>', timeout, '5m')
+    .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
+    .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)");
+}
+
+/** ... and the staged ones (rotate-key, disable): further control planes and how many there are. */
+export function addStagedFlags(cmd: Command): Command {
+  return cmd
+    .option('--from-config <file>', "further control planes: install the first node's config for the current stage (- reads it from standard input)")
+    .option(
+      '--control-planes <n>',
+      'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)',
+      intOption('--control-planes'),
+    );
+}

@@ -2,15 +2,17 @@ import { posix } from 'node:path';
 import { fileExists, readText } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import { confirm } from '../ui/prompt';
+import { z } from 'zod';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-interface Opts {
-  manifest?: string;
-  configPath?: string;
-  dryRun: boolean;
-  replace: boolean;
-  automaticReload: boolean;
-}
+const PatchManifestOptions = z.object({
+  manifest: z.string().optional(),
+  configPath: z.string().optional(),
+  dryRun: z.boolean(),
+  replace: z.boolean(),
+  automaticReload: z.boolean(),
+});
 
 /** --encryption-provider-config-automatic-reload exists since 1.26; older apiservers crash-loop on it. */
 const RELOAD_SINCE: [number, number] = [1, 26];
@@ -32,7 +34,8 @@ export const patchManifestCommand: CommandModule = {
           'The kubelet restarts the apiserver when the manifest changes: it asks first (--yes answers for CI).',
       )
       .action(
-        wrap<Opts>(async (ctx, opts) => {
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          const opts = parseOptions(PatchManifestOptions, raw, 'patch-manifest');
           const [{ applyManifestPatch }, { readApiserverFlags }] = await Promise.all([
             import('../manifest/apply'),
             import('../manifest/manifest'),

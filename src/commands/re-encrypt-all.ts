@@ -1,27 +1,31 @@
 import type { ChalkInstance } from 'chalk';
+import { z } from 'zod';
 import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
+import { parseResources } from '../config/model';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
 import { fileExists } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
+import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
-interface Opts {
-  resources: string;
-  concurrency?: number;
-  maxConcurrency: number;
-  pageSize: number;
-  resume: boolean;
-  dryRun: boolean;
-  verify: boolean;
-  server?: string;
-  context?: string;
-  config?: string;
-  manifest?: string;
-}
+const ReEncryptAllOptions = z.object({
+  resources: z.string(),
+  concurrency: z.number().int().min(1).optional(),
+  maxConcurrency: z.number().int().min(1),
+  pageSize: z.number().int().min(1),
+  resume: z.boolean(),
+  dryRun: z.boolean(),
+  verify: z.boolean(),
+  server: z.string().optional(),
+  context: z.string().optional(),
+  config: z.string().optional(),
+  manifest: z.string().optional(),
+});
+type Opts = z.infer<typeof ReEncryptAllOptions>;
 
 /** What `--verify` found in etcd for one resource. */
-export interface VerifyResult {
+interface VerifyResult {
   resource: string;
   /** Objects still under another key or provider than the write key. */
   stale: number;
@@ -30,11 +34,11 @@ export interface VerifyResult {
   examples: string[];
 }
 
-export interface ReEncryptResult extends RewriteSummary {
+interface ReEncryptResult extends RewriteSummary {
   verify?: { ok: boolean; writePrefixes: Record<string, string>; resources: VerifyResult[] };
 }
 
-export function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
+function renderSummary(r: ReEncryptResult, c: ChalkInstance): string {
   const lines: string[] = [];
   const verb = r.dryRun ? 'would rewrite' : 'rewrote';
   lines.push(
@@ -72,7 +76,7 @@ function inFlightText(r: RewriteSummary): string {
 }
 
 async function run(ctx: Context, opts: Opts): Promise<void> {
-  const [{ loadKubeconfig, createApiClient }, { resolveResources, parseResourcesFlag }, rewrite, cp, progress, parse] =
+  const [{ loadKubeconfig, createApiClient }, { resolveResources }, rewrite, cp, progress, parse] =
     await Promise.all([
       import('../cluster/api'),
       import('../cluster/discovery'),
@@ -81,7 +85,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
       import('../ui/progress'),
       import('../config/parse'),
     ]);
-  const spec = parseResourcesFlag(opts.resources);
+  const spec = opts.resources.trim() === 'from-config' ? 'from-config' : parseResources(opts.resources);
 
   // The config gives the run its identity (a resume after another key change starts over) and,
   // with --resources from-config, the resources to rewrite.
@@ -241,6 +245,6 @@ export const reEncryptAllCommand: CommandModule = {
       .option('--context <name>', 'kubeconfig context to use')
       .option('--config <path>', 'EncryptionConfiguration (default ROOT/etc/kubernetes/encryption/config.yaml)')
       .option('--manifest <path>', 'kube-apiserver manifest, for the etcd connection of --verify')
-      .action(wrap<Opts>((ctx, opts) => run(ctx, opts)));
+      .action(wrap<Record<string, unknown>>((ctx, raw) => run(ctx, parseOptions(ReEncryptAllOptions, raw, 're-encrypt-all'))));
   },
 };

@@ -1,10 +1,10 @@
 import { Option } from 'commander';
 import { z } from 'zod';
-import { escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
-import { intOption, type CommandModule } from './types';
+import { addNodeFlags, addStagedFlags, escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
+import type { CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
 
-export const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
+const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**
@@ -15,7 +15,7 @@ import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
  */
 export const rotateKeyCommand: CommandModule = {
   register(program, wrap) {
-    addEscrowOptions(addSnapshotOptions(program.command('rotate-key')))
+    addStagedFlags(addNodeFlags(addEscrowOptions(addSnapshotOptions(program.command('rotate-key'))), 'how long the apiserver may take to run each new config'))
       .description('rotate the write key (or change provider) through safe stages: add-reader, promote, rewrite, prune')
       .option('--provider <name>', 'aescbc, aesgcm, secretbox or kms (default: the current write provider)')
       .option('--key-file <file>', 'read the new base64 key from this file (default: generate one)')
@@ -27,13 +27,6 @@ export const rotateKeyCommand: CommandModule = {
       .option('--kms-timeout <duration>', 'KMS call timeout, e.g. 3s (--provider kms)')
       .option('--if-older-than <age>', 'only rotate when the write key is older than this (e.g. 90d); otherwise exit 0')
       .option('--stage <name>', 'run only this stage: add-reader, promote, rewrite or prune')
-      .option('--from-config <file>', "further control planes: install the first node's config for the current stage (- reads it from standard input)")
-      .option('--config <path>', 'the EncryptionConfiguration (default: the manifest\'s --encryption-provider-config)')
-      .option('--manifest <path>', 'kube-apiserver static pod manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
-      .option('--timeout <duration>', 'how long the apiserver may take to run each new config', '5m')
-      .option('--keep-backups <n>', 'previous configs kept in the backup dir', intOption('--keep-backups'), 10)
-      .option('--node-name <name>', "this control plane's node name (default: found from its mirror pod)")
-      .option('--control-planes <n>', 'how many control planes there are, where they cannot all be discovered (no mirror pods, Nodes or identity leases)', intOption('--control-planes'))
       .option('--force', 'advance although control planes disagree, or remove a key etcd still holds objects under', false)
       .option('--dry-run', "print each stage's config diff (keys redacted); change nothing", false)
       .action(

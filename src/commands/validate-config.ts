@@ -1,5 +1,10 @@
 import { NEWEST_KUBE_VERSION } from '../config/versions';
+import { z } from 'zod';
+import type { Opts } from '../config/check';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
+
+const ValidateConfigOptions = z.object({ kubeVersion: z.string().optional(), featureGates: z.string().optional() }) satisfies z.ZodType<Opts>;
 
 export const validateConfigCommand: CommandModule = {
   register(program, wrap) {
@@ -9,6 +14,10 @@ export const validateConfigCommand: CommandModule = {
       .argument('[path]', 'the config file (default ROOT/etc/kubernetes/encryption/config.yaml)')
       .option('--kube-version <x.y>', `apply the rules of this Kubernetes version (default ${NEWEST_KUBE_VERSION})`)
       .option('--feature-gates <list>', "the apiserver's --feature-gates, e.g. KMSv1=true (default: read from this node's manifest, if any)")
-      .action(wrap<import('../config/check').Opts>(async (ctx, opts, args) => (await import('../config/check')).runValidateConfig(ctx, opts, args[0])));
+      .action(
+        wrap<Record<string, unknown>>(async (ctx, raw, args) =>
+          (await import('../config/check')).runValidateConfig(ctx, parseOptions(ValidateConfigOptions, raw, 'validate-config'), args[0]),
+        ),
+      );
   },
 };

@@ -1,4 +1,16 @@
+import { z } from 'zod';
+import type { VerifySnapshotOpts } from '../snapshot/command';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
+
+const VerifySnapshotOptions = z.object({
+  config: z.string().optional(),
+  bundle: z.string().optional(),
+  identity: z.string().optional(),
+  passphraseFile: z.string().optional(),
+  passphraseStdin: z.boolean().optional(),
+  etcdPrefix: z.string(),
+}) satisfies z.ZodType<VerifySnapshotOpts>;
 
 /**
  * `k8s-encrypt verify-snapshot SNAPSHOT`: the restore drill. Reads an etcd snapshot offline and
@@ -19,7 +31,8 @@ export const verifySnapshotCommand: CommandModule = {
       .option('--etcd-prefix <prefix>', "kube-apiserver's --etcd-prefix", '/registry')
       .addHelpText('after', '\nExit codes: 0 every object readable, 4 some are not (or the snapshot is damaged), 2 bad options or files.')
       .action(
-        wrap<import('../snapshot/command').VerifySnapshotOpts>(async (ctx, opts, args) => {
+        wrap<Record<string, unknown>>(async (ctx, raw, args) => {
+          const opts = parseOptions(VerifySnapshotOptions, raw, 'verify-snapshot');
           const { runVerifySnapshot } = await import('../snapshot/command');
           await runVerifySnapshot(ctx, opts, args[0]!);
         }),

@@ -1,17 +1,20 @@
 import { Option } from 'commander';
 import type { Context } from '../context';
 import { usageError } from '../ui/errors';
+import { z } from 'zod';
+import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-interface Opts {
-  since?: string;
-  sinceFile?: string;
-  timeout: string;
-  config?: string;
-  manifest?: string;
-  nodeName?: string;
-  mode: 'auto' | 'restart' | 'reload';
-}
+const WaitApiserverOptions = z.object({
+  since: z.string().optional(),
+  sinceFile: z.string().optional(),
+  timeout: z.string(),
+  config: z.string().optional(),
+  manifest: z.string().optional(),
+  nodeName: z.string().optional(),
+  mode: z.enum(['auto', 'restart', 'reload']),
+});
+type Opts = z.infer<typeof WaitApiserverOptions>;
 
 /**
  * `k8s-encrypt wait-apiserver`: for scripts that change the manifest or the config themselves.
@@ -90,6 +93,6 @@ export const waitApiserverCommand: CommandModule = {
       .option('--manifest <path>', 'kube-apiserver static pod manifest (address and port of this node\'s apiserver)')
       .option('--node-name <name>', 'node name, for the mirror pod kube-apiserver-<node>')
       .addOption(new Option('--mode <m>', 'restart, reload, or auto (reload when automatic reload is on and the manifest did not change)').choices(['auto', 'restart', 'reload']).default('auto'))
-      .action(wrap<Opts>((ctx, opts) => run(ctx, opts)));
+      .action(wrap<Record<string, unknown>>((ctx, raw) => run(ctx, parseOptions(WaitApiserverOptions, raw, 'wait-apiserver'))));
   },
 };

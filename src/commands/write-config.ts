@@ -1,7 +1,21 @@
 import { Option } from 'commander';
 import { PROVIDERS } from '../config/keys';
 import { NEWEST_KUBE_VERSION } from '../config/versions';
+import { z } from 'zod';
+import type { Opts } from '../config/write';
+import { keyOptions, parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
+
+const WriteConfigOptions = z.object({
+  ...keyOptions,
+  out: z.string().optional(),
+  provider: z.string(),
+  resources: z.string(),
+  kmsCachesize: z.number().int().optional(),
+  kubeVersion: z.string().optional(),
+  force: z.boolean().optional(),
+  dryRun: z.boolean().optional(),
+}) satisfies z.ZodType<Opts>;
 
 export const writeConfigCommand: CommandModule = {
   register(program, wrap) {
@@ -22,6 +36,10 @@ export const writeConfigCommand: CommandModule = {
       .option('--kube-version <x.y>', `validate for this Kubernetes version (default ${NEWEST_KUBE_VERSION})`)
       .option('--force', 'replace an existing file (after backing it up)', false)
       .option('--dry-run', 'print the config with its key redacted and write nothing', false)
-      .action(wrap<import('../config/write').Opts>(async (ctx, opts) => (await import('../config/write')).runWriteConfig(ctx, opts)));
+      .action(
+        wrap<Record<string, unknown>>(async (ctx, raw) =>
+          (await import('../config/write')).runWriteConfig(ctx, parseOptions(WriteConfigOptions, raw, 'write-config')),
+        ),
+      );
   },
 };

@@ -21,14 +21,14 @@ export interface Opts {
   featureGates?: string;
 }
 
-export interface CheckOptions {
+interface CheckOptions {
   kubeVersion: string;
   featureGates?: FeatureGates;
   /** The apiserver runs with --encryption-provider-config-automatic-reload=true. */
   reload?: boolean;
 }
 
-export interface ValidateConfigResult {
+interface ValidateConfigResult {
   path: string;
   kubeVersion: string;
   /** The feature gates the rules were applied with, and where they came from. */
@@ -72,7 +72,7 @@ export function checkConfigText(text: string, path: string, opts: CheckOptions):
   return { path, kubeVersion, featureGates, valid: errors.length === 0, errors, warnings: warningsOf(clean) };
 }
 
-export function renderValidation(r: ValidateConfigResult, c: ChalkInstance): string {
+function renderValidation(r: ValidateConfigResult, c: ChalkInstance): string {
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
   const gates = Object.entries(r.featureGates).map(([k, v]) => `${k}=${v}`).join(',');
   const target = `Kubernetes ${r.kubeVersion}${gates ? ` with --feature-gates=${gates}` : ''}`;

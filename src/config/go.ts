@@ -24,7 +24,7 @@ export function goQuote(s: string): string {
 }
 
 /** The parts of a parsed URL upstream looks at. */
-export interface GoUrl {
+interface GoUrl {
   scheme: string;
   host: string;
   path: string;

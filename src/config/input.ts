@@ -19,9 +19,9 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export type KeySource = 'generated' | 'file' | 'stdin';
+type KeySource = 'generated' | 'file' | 'stdin';
 
-export interface KeyOptions {
+interface KeyOptions {
   keyFile?: string | undefined;
   keyStdin?: boolean | undefined;
 }

@@ -1,4 +1,4 @@
-import { CliError, ExitCode } from '../ui/errors';
+import { CliError, ExitCode, usageError } from '../ui/errors';
 import { LOCAL_PROVIDERS, type LocalProvider } from './keys';
 import { canonicalConfig, canonicalProvider } from './render';
 import {
@@ -20,6 +20,17 @@ const sameGr = (a: GroupResource, b: GroupResource) => a.group === b.group && a.
 const localKind = (p: ProviderConfig): LocalProvider | undefined =>
   LOCAL_PROVIDERS.find((k) => p[k] !== undefined);
 const kindOf = (p: ProviderConfig): ProviderKind | undefined => providerKinds(p)[0];
+
+/** `--resources`: comma-separated resource names (`secrets`, `secrets,configmaps`, `widgets.example.com`). */
+export function parseResources(v: string): string[] {
+  const list = v.split(',').map((r) => r.trim()).filter((r) => r !== '');
+  if (list.length === 0) throw usageError('--resources names no resource', 'e.g. --resources secrets,configmaps');
+  const bad = list.find((r) => /\s|\//.test(r));
+  if (bad !== undefined) {
+    throw usageError(`--resources: "${bad}" is not a resource name`, 'use a comma-separated list such as secrets,configmaps,widgets.example.com');
+  }
+  return list;
+}
 
 /** Every resource named by the config's rules, in order, once each. */
 export function resourcesOf(cfg: EncryptionConfiguration): string[] {
@@ -62,7 +73,7 @@ export function writeResourceOf(cfg: EncryptionConfiguration): string {
   return firstProvider(cfg, 'secrets') ? 'secrets' : (resourcesOf(cfg)[0] ?? 'secrets');
 }
 
-export interface ProviderSummary {
+interface ProviderSummary {
   kind: ProviderKind | 'invalid';
   /** Key names of aescbc/aesgcm/secretbox, the write key first. */
   keys?: string[];
@@ -198,7 +209,7 @@ export function withPromoted(cfg: EncryptionConfiguration, name: string): Encryp
   });
 }
 
-export interface PruneKeep {
+interface PruneKeep {
   /** Key names and KMS names still needed as readers (the write key is always kept). */
   names: readonly string[];
   /** Keep identity (as the last reader) where the rule has it: data not yet rewritten is plaintext. */

@@ -26,7 +26,7 @@ export interface Finding {
  * duplicate wins) before strict decoding and refuses from 1.31; the config holds what it decodes
  * without them. `warnings`: what the apiserver accepts but the tool would write differently.
  */
-export type ParseResult =
+type ParseResult =
   | { ok: true; config: EncryptionConfiguration; problems: []; strict: Finding[]; warnings: Finding[] }
   | { ok: false; config?: undefined; problems: Finding[] };
 
@@ -201,7 +201,7 @@ export function findingLine(f: Finding): string {
 }
 
 /** One line naming the first problems; key values never appear in it. */
-export function describeProblems(problems: readonly Finding[], text: string): string {
+function describeProblems(problems: readonly Finding[], text: string): string {
   const head = problems.slice(0, 3).map(findingLine).join('; ');
   const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : '';
   return scrubSecrets(head + more, text);

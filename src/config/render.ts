@@ -4,7 +4,7 @@ import { usageError } from '../ui/errors';
 import { isLocalProvider, type Provider } from './keys';
 import type { EncryptionConfiguration, KmsConfig, ProviderConfig, ResourceConfig } from './schema';
 
-export const CONFIG_HEADER = [
+const CONFIG_HEADER = [
   '# Written by k8s-encrypt. This file holds encryption keys: keep it mode 0600 (owner root only)',
   '# and back it up somewhere safe; a lost key means data that can no longer be read.',
 ].join('\n');

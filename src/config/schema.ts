@@ -10,10 +10,10 @@ import { z } from 'zod';
 const goString = z.string().default('');
 const goList = <T extends z.ZodType>(item: T) => z.array(item).default([]);
 
-export const KeySchema = z.object({ name: goString, secret: goString }).strict();
-export const KeysProviderSchema = z.object({ keys: goList(KeySchema.default({ name: '', secret: '' })) }).strict();
-export const IdentitySchema = z.object({}).strict();
-export const KmsSchema = z
+const KeySchema = z.object({ name: goString, secret: goString }).strict();
+const KeysProviderSchema = z.object({ keys: goList(KeySchema.default({ name: '', secret: '' })) }).strict();
+const IdentitySchema = z.object({}).strict();
+const KmsSchema = z
   .object({
     apiVersion: z.string().optional(),
     name: goString,
@@ -23,7 +23,7 @@ export const KmsSchema = z
   })
   .strict();
 
-export const ProviderSchema = z
+const ProviderSchema = z
   .object({
     aescbc: KeysProviderSchema.optional(),
     aesgcm: KeysProviderSchema.optional(),
@@ -33,7 +33,7 @@ export const ProviderSchema = z
   })
   .strict();
 
-export const ResourceConfigSchema = z
+const ResourceConfigSchema = z
   .object({ resources: goList(goString), providers: goList(ProviderSchema.default({})) })
   .strict();
 
@@ -58,7 +58,7 @@ export type ProviderConfig = z.infer<typeof ProviderSchema>;
 export type ResourceConfig = z.infer<typeof ResourceConfigSchema>;
 export type EncryptionConfiguration = z.infer<typeof EncryptionConfigurationSchema>;
 
-export const PROVIDER_KINDS = ['aescbc', 'aesgcm', 'secretbox', 'identity', 'kms'] as const;
+const PROVIDER_KINDS = ['aescbc', 'aesgcm', 'secretbox', 'identity', 'kms'] as const;
 export type ProviderKind = (typeof PROVIDER_KINDS)[number];
 
 /** The provider kinds set in one element (a valid element has exactly one). */

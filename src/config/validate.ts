@@ -114,7 +114,7 @@ export function parseGroupResource(s: string): GroupResource {
   return i < 0 ? { group: '', resource: s } : { group: s.slice(i + 1), resource: s.slice(0, i) };
 }
 /** How upstream prints a group/resource in its masking error. */
-export function groupResourceString(gr: GroupResource): string {
+function groupResourceString(gr: GroupResource): string {
   if (gr.group === '' && gr.resource === '*') return '*.';
   return gr.group === '' ? gr.resource : `${gr.resource}.${gr.group}`;
 }
@@ -317,7 +317,7 @@ function validateKms(kms: KmsConfig, path: string, names: Set<string>, c: Ctx): 
   } else if (!atLeast(v, SINCE.kmsV1Off)) f.warning(`${path}.apiVersion`, `KMS v2 is beta in 1.${v.minor} (GA in 1.29)`);
 }
 
-export interface ValidateOptions {
+interface ValidateOptions {
   kubeVersion?: string;
   featureGates?: FeatureGates;
   /** --encryption-provider-config-automatic-reload is on (KMS v1 names must then be unique too). */

@@ -2,6 +2,7 @@ import { lstat, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { checkKeyName, parseProvider, WRITABLE_NAME, type Provider } from './keys';
 import { readKey } from './input';
+import { parseResources } from './model';
 import { buildEncryptionConfig, newKeyName, renderEncryptionConfig } from './render';
 import type { EncryptionConfiguration } from './schema';
 import { errorsOf, findingLine, NEWEST_KUBE_VERSION, parseKubeVersion, validateEncryptionConfig, warningsOf, type Finding } from './validate';
@@ -39,7 +40,7 @@ export interface WriteConfigInput {
   kubeVersion: string;
 }
 
-export interface WriteConfigPlan {
+interface WriteConfigPlan {
   config: EncryptionConfiguration;
   /** The file content (holds the key). */
   text: string;
@@ -78,12 +79,6 @@ export function planWriteConfig(input: WriteConfigInput): WriteConfigPlan {
     });
   }
   return { config, text: renderEncryptionConfig(config), warnings: warningsOf(findings) };
-}
-
-export function parseResources(s: string): string[] {
-  const list = s.split(',').map((r) => r.trim()).filter((r) => r !== '');
-  if (list.length === 0) throw usageError('--resources names no resource', 'e.g. --resources secrets,configmaps');
-  return list;
 }
 
 /** Turns the options into a checked input; reads the key from --key-file/--key-stdin. */

@@ -12,7 +12,7 @@ import { parseEncryptionConfig } from '../config/parse';
 import { LOCAL_PROVIDERS } from '../config/keys';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 
-export const BUNDLE_FORMAT = 'k8s-encrypt-key-bundle/v1';
+const BUNDLE_FORMAT = 'k8s-encrypt-key-bundle/v1';
 
 const BundleKeySchema = z
   .object({
@@ -38,10 +38,10 @@ const BundleSchema = z
   .strict();
 
 export type KeyBundle = z.infer<typeof BundleSchema>;
-export type BundleKey = z.infer<typeof BundleKeySchema>;
+type BundleKey = z.infer<typeof BundleKeySchema>;
 
 /** What may be shown of a bundle: names and providers, never the key bytes. */
-export interface BundleSummary {
+interface BundleSummary {
   configSha256: string;
   createdAt: string;
   source: string;

@@ -13,7 +13,7 @@ import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { bundleFingerprint, buildBundle, checkRecipients, escrowedKeyNames, sealBundle, type KeyBundle, type Seal } from './bundle';
 import { addEscrowRecord } from './records';
 
-export interface WrittenBundle extends JsonObject {
+interface WrittenBundle extends JsonObject {
   path: string;
   fingerprint: string;
   bytes: number;

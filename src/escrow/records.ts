@@ -12,7 +12,7 @@ import type { EncryptionConfiguration } from '../config/schema';
 import { SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 
-export const ESCROW_RECORDS_FILE = 'escrow.json';
+const ESCROW_RECORDS_FILE = 'escrow.json';
 
 const RecordSchema = z.object({
   bundle: z.string(),
@@ -25,11 +25,11 @@ const RecordSchema = z.object({
 });
 const FileSchema = z.object({ version: z.literal(1), records: z.array(RecordSchema) });
 
-export type EscrowRecord = z.infer<typeof RecordSchema>;
+type EscrowRecord = z.infer<typeof RecordSchema>;
 
-export const escrowRecordsPath = (stateDir: string) => join(stateDir, ESCROW_RECORDS_FILE);
+const escrowRecordsPath = (stateDir: string) => join(stateDir, ESCROW_RECORDS_FILE);
 
-export async function loadEscrowRecords(stateDir: string): Promise<EscrowRecord[]> {
+async function loadEscrowRecords(stateDir: string): Promise<EscrowRecord[]> {
   const path = escrowRecordsPath(stateDir);
   let text: string;
   try {
@@ -57,7 +57,7 @@ export async function addEscrowRecord(stateDir: string, rec: EscrowRecord): Prom
 }
 
 /** The local keys of a config (name and provider), in config order. */
-export function localKeysOf(cfg: EncryptionConfiguration): { provider: string; name: string }[] {
+function localKeysOf(cfg: EncryptionConfiguration): { provider: string; name: string }[] {
   const out: { provider: string; name: string }[] = [];
   for (const rule of cfg.resources) {
     for (const p of rule.providers) {
@@ -71,7 +71,7 @@ export function localKeysOf(cfg: EncryptionConfiguration): { provider: string; n
  * Keys of the config that no escrow record names (KMS keys live in the KMS and are left out).
  * Pure. A key name is not unique across clusters; the record also keeps the provider.
  */
-export function keysWithoutEscrow(cfg: EncryptionConfiguration, records: readonly EscrowRecord[]): { provider: string; name: string }[] {
+function keysWithoutEscrow(cfg: EncryptionConfiguration, records: readonly EscrowRecord[]): { provider: string; name: string }[] {
   return localKeysOf(cfg).filter((k) => !records.some((r) => r.keys.some((rk) => rk.provider === k.provider && rk.name === k.name)));
 }
 

@@ -6,6 +6,7 @@
  * live in local.ts (aescbc, aesgcm, secretbox, identity), kmsv2.ts and kmsv1.ts, recognising a
  * stored value in classify.ts and reading one in decode.ts.
  */
+import { parseGoDuration } from '../config/go';
 import { providersFor } from '../config/model';
 import { providerKinds, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { kmsV1Transformer, unreachableKmsTransformer, type KmsV1Service } from './kmsv1';
@@ -33,21 +34,14 @@ export {
 export { identityTransformer, localTransformer, type LocalKind } from './local';
 export { ENCRYPTED_PREFIX, type ValueTransformer } from './value';
 
-export type KmsV1Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV1Service;
-export type KmsV2Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV2Service;
+type KmsV1Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV1Service;
+type KmsV2Factory = (name: string, endpoint: string, timeoutMs: number) => KmsV2Service;
 
-/** Go duration strings as the kms `timeout` field takes them (`3s`, `500ms`, `1m30s`). */
-export function parseGoDuration(text: string): number {
-  const units: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1, us: 0.001, µs: 0.001, ns: 0.000001 };
-  const re = /(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)/gy;
-  let total = 0;
-  let matched = 0;
-  for (let m = re.exec(text); m; m = re.exec(text)) {
-    total += Number(m[1]) * units[m[2]!]!;
-    matched += m[0].length;
-  }
-  if (text === '' || matched !== text.length) throw new Error(`invalid duration "${text}"`);
-  return total;
+/** The kms `timeout` field (a Go duration, `3s` when absent) in milliseconds. */
+function kmsTimeoutMs(name: string, text = '3s'): number {
+  const ns = parseGoDuration(text);
+  if (ns === undefined || ns <= 0) throw new Error(`kms provider "${name}": invalid timeout "${text}"`);
+  return ns / 1e6;
 }
 
 function providerTransformers(
@@ -65,7 +59,7 @@ function providerTransformers(
     case 'kms': {
       const c = p.kms!;
       const version = c.apiVersion ?? 'v1';
-      const timeoutMs = parseGoDuration(c.timeout ?? '3s');
+      const timeoutMs = kmsTimeoutMs(c.name, c.timeout);
       if (version === 'v2') {
         return [kms?.v2 ? kmsV2Transformer(c.name, kms.v2(c.name, c.endpoint, timeoutMs)) : unreachableKmsTransformer('v2', c.name)];
       }

@@ -4,10 +4,10 @@
  * pulling a schema compiler into the CLI's start-up path.
  */
 
-export const WIRE_VARINT = 0;
-export const WIRE_I64 = 1;
-export const WIRE_LEN = 2;
-export const WIRE_I32 = 5;
+const WIRE_VARINT = 0;
+const WIRE_I64 = 1;
+const WIRE_LEN = 2;
+const WIRE_I32 = 5;
 
 export class ProtoWriter {
   private readonly parts: Buffer[] = [];
@@ -61,7 +61,7 @@ export class ProtoWriter {
   }
 }
 
-export interface ProtoField {
+interface ProtoField {
   field: number;
   wire: number;
   /** Set for varint fields. */

@@ -24,7 +24,7 @@ import { initReporter, printDryRun, printResult, resumeNotice } from './print';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
 import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
-import { parseResources } from '../config/write';
+import { parseResources } from '../config/model';
 import { configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
 
 const INIT_OPERATION = 'init';

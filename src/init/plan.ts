@@ -79,16 +79,16 @@ export interface InitInput {
 }
 
 /** What recording the flag and mount in kube-system/kubeadm-config would change. */
-export type KubeadmConfigChange =
+type KubeadmConfigChange =
   | { status: 'update' | 'unchanged'; apiVersion: string; actions: string[]; diff: string }
   | { status: 'skipped'; reason: string };
 
 /** A config this run installs, and the stage it stands for. */
-export interface InitStageConfig extends StageConfig {
+interface InitStageConfig extends StageConfig {
   stage: StageName;
 }
 
-export interface PlannedStep {
+interface PlannedStep {
   name: string;
   title: string;
 }

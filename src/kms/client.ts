@@ -14,14 +14,14 @@ import { KMS_V1BETA1_DESCRIPTOR, KMS_V2_DESCRIPTOR, LOADER_OPTIONS, type Package
 /** The apiserver's default KMS timeout. */
 export const DEFAULT_KMS_TIMEOUT_MS = 3000;
 
-export interface KmsClientOptions {
+interface KmsClientOptions {
   /** Deadline of each call (default 3s, as the apiserver's `timeout`). */
   timeoutMs?: number;
 }
 
 export type KmsV2Client = KmsV2Service & { readonly endpoint: string; close(): void };
 
-export interface KmsV1Version {
+interface KmsV1Version {
   version: string;
   runtimeName: string;
   runtimeVersion: string;
@@ -77,7 +77,7 @@ function serviceCtor(descriptor: PackageJson, pkg: string): ServiceCtor {
 }
 
 /** What a failed call means for an operator, in one line. */
-export function describeCallError(endpoint: string, method: string, timeoutMs: number, err: unknown): CliError {
+function describeCallError(endpoint: string, method: string, timeoutMs: number, err: unknown): CliError {
   const e = err as grpc.ServiceError;
   const details = (e?.details || e?.message || String(err)).replace(/\s+/g, ' ').trim();
   let message: string;
@@ -136,6 +136,12 @@ function unaryCaller(client: grpc.Client, endpoint: string, timeoutMs: number, p
     });
 }
 
+/** A client of one KMS package and its unary caller (deadline, errors named after the call). */
+function connect(endpoint: string, opts: KmsClientOptions, descriptor: PackageJson, pkg: string) {
+  const client = makeClient(endpoint, descriptor, pkg);
+  return { client, call: unaryCaller(client, endpoint, opts.timeoutMs ?? DEFAULT_KMS_TIMEOUT_MS, pkg) };
+}
+
 function makeClient(endpoint: string, descriptor: PackageJson, pkg: string): grpc.Client {
   parseKmsEndpoint(endpoint);
   const Ctor = serviceCtor(descriptor, pkg);
@@ -151,9 +157,7 @@ const toBuffers = (m: Record<string, Uint8Array> | undefined): Record<string, Bu
 
 /** A KMS v2 client; the connection is made on the first call. */
 export function connectKmsV2(endpoint: string, opts: KmsClientOptions = {}): KmsV2Client {
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_KMS_TIMEOUT_MS;
-  const client = makeClient(endpoint, KMS_V2_DESCRIPTOR, 'v2');
-  const call = unaryCaller(client, endpoint, timeoutMs, 'v2');
+  const { client, call } = connect(endpoint, opts, KMS_V2_DESCRIPTOR, 'v2');
   return {
     endpoint,
     async status() {
@@ -190,9 +194,7 @@ export const KMS_V1_API_VERSION = 'v1beta1';
 
 /** A KMS v1 (v1beta1) client; the connection is made on the first call. */
 export function connectKmsV1(endpoint: string, opts: KmsClientOptions = {}): KmsV1Client {
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_KMS_TIMEOUT_MS;
-  const client = makeClient(endpoint, KMS_V1BETA1_DESCRIPTOR, 'v1beta1');
-  const call = unaryCaller(client, endpoint, timeoutMs, 'v1beta1');
+  const { client, call } = connect(endpoint, opts, KMS_V1BETA1_DESCRIPTOR, 'v1beta1');
   return {
     endpoint,
     async version() {

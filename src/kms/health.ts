@@ -18,9 +18,9 @@ import {
   type KmsV2Client,
 } from './client';
 
-export type KmsApiVersion = 'v1' | 'v2';
+type KmsApiVersion = 'v1' | 'v2';
 
-export interface KmsHealthCheck {
+interface KmsHealthCheck {
   name: string;
   ok: boolean;
   /** One line, never key material. */
@@ -46,7 +46,7 @@ export interface KmsHealthOptions {
   timeoutMs?: number;
 }
 
-export interface KmsHealthDeps {
+interface KmsHealthDeps {
   connectV2?: typeof connectKmsV2;
   connectV1?: typeof connectKmsV1;
 }
@@ -73,13 +73,19 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+/** A check's first call: a failure is reported under `name`; 'unreachable' ends the check. */
+async function firstCall<T>(report: KmsHealthReport, name: string, fn: () => Promise<T>): Promise<{ value?: T; ms: number } | 'unreachable'> {
+  const r = await timed(fn);
+  if (!r.error) return r;
+  report.checks.push({ name, ok: false, detail: errorText(r.error), ms: r.ms });
+  return isUnreachableError(r.error) ? 'unreachable' : { ms: r.ms };
+}
+
 async function checkV2(client: KmsV2Client, report: KmsHealthReport): Promise<void> {
-  const status = await timed(() => client.status());
-  if (status.error) {
-    report.checks.push({ name: 'status', ok: false, detail: errorText(status.error), ms: status.ms });
-    if (isUnreachableError(status.error)) return;
-  } else {
-    const s = status.value!;
+  const status = await firstCall(report, 'status', () => client.status());
+  if (status === 'unreachable') return;
+  if (status.value) {
+    const s = status.value;
     report.keyId = s.keyId || undefined;
     report.pluginVersion = s.version;
     report.checks.push({ name: 'status', ok: true, detail: 'Status answered', ms: status.ms });
@@ -118,12 +124,10 @@ async function checkV2(client: KmsV2Client, report: KmsHealthReport): Promise<vo
 }
 
 async function checkV1(client: KmsV1Client, report: KmsHealthReport): Promise<void> {
-  const version = await timed(() => client.version());
-  if (version.error) {
-    report.checks.push({ name: 'version', ok: false, detail: errorText(version.error), ms: version.ms });
-    if (isUnreachableError(version.error)) return;
-  } else {
-    const v = version.value!;
+  const version = await firstCall(report, 'version', () => client.version());
+  if (version === 'unreachable') return;
+  if (version.value) {
+    const v = version.value;
     report.pluginVersion = v.version;
     report.runtime = [v.runtimeName, v.runtimeVersion].filter(Boolean).join(' ') || undefined;
     report.checks.push(

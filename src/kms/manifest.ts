@@ -12,16 +12,16 @@ import { CliError, ExitCode, usageError } from '../ui/errors';
 import { readAsset } from '../runtime/assets';
 
 export const KMS_PLUGINS = ['ack-kms-plugin', 'aws-encryption-provider'] as const;
-export type KmsPluginName = (typeof KMS_PLUGINS)[number];
-export const PLUGIN_VARIANTS = ['static-pod', 'deployment'] as const;
-export type PluginVariant = (typeof PLUGIN_VARIANTS)[number];
+type KmsPluginName = (typeof KMS_PLUGINS)[number];
+const PLUGIN_VARIANTS = ['static-pod', 'deployment'] as const;
+type PluginVariant = (typeof PLUGIN_VARIANTS)[number];
 
 /** Where kubeadm's kubelet reads static pods on a node. */
-export const NODE_MANIFESTS_DIR = '/etc/kubernetes/manifests';
+const NODE_MANIFESTS_DIR = '/etc/kubernetes/manifests';
 
 /** Upstream's published image for ack-kms-plugin (manifests/k8s-kms-plugin.yaml), per region. */
-export const ACK_KMS_PLUGIN_TAG = 'v1.1.0.1-g2fbff53-aliyun';
-export const ackDefaultImage = (region: string) => `registry.${region}.aliyuncs.com/acs/ack-kms-plugin:${ACK_KMS_PLUGIN_TAG}`;
+const ACK_KMS_PLUGIN_TAG = 'v1.1.0.1-g2fbff53-aliyun';
+const ackDefaultImage = (region: string) => `registry.${region}.aliyuncs.com/acs/ack-kms-plugin:${ACK_KMS_PLUGIN_TAG}`;
 
 const DEFAULT_SOCKET: Record<KmsPluginName, string> = {
   'ack-kms-plugin': '/var/run/kmsplugin/grpc.sock',
@@ -29,7 +29,7 @@ const DEFAULT_SOCKET: Record<KmsPluginName, string> = {
   'aws-encryption-provider': '/var/run/kmsplugin/socket.sock',
 };
 /** Upstream's advice for hostNetwork: move the health port off 8080 (kube-apiserver's old port). */
-export const AWS_DEFAULT_HEALTH_PORT = 8083;
+const AWS_DEFAULT_HEALTH_PORT = 8083;
 
 export interface PluginManifestInput {
   plugin?: string;
@@ -54,9 +54,9 @@ export interface PluginManifestInput {
   enableKmsV1?: boolean;
 }
 
-export type TemplateVars = Record<string, string | boolean>;
+type TemplateVars = Record<string, string | boolean>;
 
-export interface PluginManifestPlan {
+interface PluginManifestPlan {
   plugin: KmsPluginName;
   variant: PluginVariant;
   /** File name under templates/kms/. */

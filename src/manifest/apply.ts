@@ -2,15 +2,15 @@ import { realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { backupFile, readText, writeFileAtomic } from '../state/atomic';
 import { CliError, ExitCode, fsError } from '../ui/errors';
-import { planManifestPatch, planManifestUnpatch, type ManifestPlan, type PatchOptions, type UnpatchOptions } from './patch';
+import { planManifestPatch, type ManifestPlan, type PatchOptions } from './patch';
 
 /** The executor half of the manifest patch: read, plan (pure), back up, write atomically. */
 
-export interface ManifestDeps {
+interface ManifestDeps {
   now: () => Date;
 }
 
-export interface ManifestWriteOptions {
+interface ManifestWriteOptions {
   manifest: string;
   /** Where the original goes before a write; never inside the manifests directory. */
   backupDir: string;
@@ -19,7 +19,7 @@ export interface ManifestWriteOptions {
   dryRun?: boolean;
 }
 
-export interface ManifestWriteResult {
+interface ManifestWriteResult {
   manifest: string;
   changed: boolean;
   dryRun: boolean;
@@ -99,7 +99,7 @@ export async function writeManifestPlan(
 }
 
 /** Reads the manifest, plans with `planner` (pure) and writes the result. */
-export async function applyManifestChange(
+async function applyManifestChange(
   deps: ManifestDeps,
   opts: ManifestWriteOptions,
   planner: (text: string) => ManifestPlan,
@@ -112,7 +112,3 @@ export async function applyManifestChange(
 /** `patch-manifest` and `init`: add the encryption flag and mounts. Safe to re-run. */
 export const applyManifestPatch = (deps: ManifestDeps, opts: ManifestWriteOptions & PatchOptions) =>
   applyManifestChange(deps, opts, (text) => planManifestPatch(text, opts.manifest, opts));
-
-/** `disable`: remove the flag and this tool's mounts. Safe to re-run. */
-export const applyManifestUnpatch = (deps: ManifestDeps, opts: ManifestWriteOptions & UnpatchOptions) =>
-  applyManifestChange(deps, opts, (text) => planManifestUnpatch(text, opts.manifest, opts));

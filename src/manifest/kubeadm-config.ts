@@ -16,7 +16,7 @@ export const KUBEADM_CONFIGMAP = { namespace: 'kube-system', name: 'kubeadm-conf
 const SUPPORTED = ['kubeadm.k8s.io/v1beta3', 'kubeadm.k8s.io/v1beta4'] as const;
 type KubeadmApiVersion = (typeof SUPPORTED)[number];
 
-export interface KubeadmExtraVolume {
+interface KubeadmExtraVolume {
   name: string;
   /** Host directory, mounted at the same path. */
   dir: string;
@@ -38,7 +38,7 @@ export interface KubeadmConfigPatchOptions {
   remove?: boolean;
 }
 
-export interface KubeadmConfigPlan {
+interface KubeadmConfigPlan {
   changed: boolean;
   newText: string;
   apiVersion: KubeadmApiVersion;

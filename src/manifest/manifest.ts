@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { isMap, isSeq, parseDocument, type Document } from 'yaml';
+import { isMap, parseDocument, type Document } from 'yaml';
 import { CliError, ExitCode } from '../ui/errors';
 
 /**
@@ -8,7 +8,7 @@ import { CliError, ExitCode } from '../ui/errors';
  * manifests (the kubelet accepts them) are plain objects re-serialised with their own indentation.
  */
 
-export type ManifestFormat = 'yaml' | 'json';
+type ManifestFormat = 'yaml' | 'json';
 /** Where the container's flags live: `command:` (kubeadm) or `args:` (image entrypoint setups). */
 export type FlagList = 'command' | 'args';
 
@@ -38,7 +38,7 @@ export interface Container {
   volumeMounts?: VolumeMount[];
   [k: string]: unknown;
 }
-export interface VolumeMount {
+interface VolumeMount {
   name?: unknown;
   mountPath?: unknown;
   readOnly?: unknown;
@@ -51,12 +51,12 @@ export interface Volume {
   [k: string]: unknown;
 }
 
-export const APISERVER = 'kube-apiserver';
+const APISERVER = 'kube-apiserver';
 
 const manifestError = (path: string, what: string, hint: string) =>
   new CliError(`${path}: ${what}`, { exitCode: ExitCode.Usage, hint });
 
-export function isJsonManifest(text: string, path: string): boolean {
+function isJsonManifest(text: string, path: string): boolean {
   if (path.toLowerCase().endsWith('.json')) return true;
   if (/\.ya?ml$/i.test(path)) return false;
   return text.trimStart().startsWith('{');
@@ -123,7 +123,7 @@ function findApiserverContainer(containers: Container[]): number {
 }
 
 /** One flag occurrence in the container's command or args list. */
-export interface FlagOccurrence {
+interface FlagOccurrence {
   name: string;
   value: string;
   list: FlagList;
@@ -221,7 +221,7 @@ export function getFlag(text: string, name: string, path = 'manifest'): string |
   return readApiserverFlags(text, path).flags.get(name.replace(/^--/, ''));
 }
 
-export interface HostPathMount {
+interface HostPathMount {
   volumeName: string;
   /** Host directory or file (hostPath.path joined with the mount's subPath). */
   hostPath: string;
@@ -284,7 +284,7 @@ export function apiserverEndpoint(text: string, path = 'manifest'): { host: stri
   return { host, port };
 }
 
-export interface EtcdFlags {
+interface EtcdFlags {
   servers: string[];
   caFile?: string;
   certFile?: string;

@@ -13,7 +13,7 @@ import { CliError, ExitCode, usageError } from '../ui/errors';
 import { checkEscrowOptions, escrowDirOf, escrowNewKey, ESCROW_STEP, type EscrowOptions } from '../escrow/export';
 import { assertRoomFor, checkSnapshotFile, pruneSnapshots, snapshotName, sweepPartials, takeSnapshot, type SnapshotSource } from './take';
 
-export interface SnapshotOptions {
+interface SnapshotOptions {
   /** false with --no-snapshot. */
   snapshot?: boolean;
   snapshotDir?: string;
@@ -21,11 +21,11 @@ export interface SnapshotOptions {
 }
 
 export const SNAPSHOT_STEP = 'snapshot';
-export const DEFAULT_KEEP_SNAPSHOTS = 5;
+const DEFAULT_KEEP_SNAPSHOTS = 5;
 
-export const snapshotDirOf = (ctx: Context, opts: SnapshotOptions) => opts.snapshotDir ?? join(ctx.paths.stateDir, 'snapshots');
+const snapshotDirOf = (ctx: Context, opts: SnapshotOptions) => opts.snapshotDir ?? join(ctx.paths.stateDir, 'snapshots');
 
-export function checkSnapshotOptions(opts: SnapshotOptions): void {
+function checkSnapshotOptions(opts: SnapshotOptions): void {
   if (opts.snapshot === false && (opts.snapshotDir !== undefined || opts.keepSnapshots !== undefined)) {
     throw usageError('--no-snapshot takes no snapshot: --snapshot-dir and --keep-snapshots do not apply');
   }
@@ -38,7 +38,7 @@ interface StepJournalLike {
 }
 
 /** Opens etcd the way the apiserver reaches it; overridable for tests. */
-export type OpenSource = (conn: EtcdConnection) => Promise<SnapshotSource & { close(): void }>;
+type OpenSource = (conn: EtcdConnection) => Promise<SnapshotSource & { close(): void }>;
 
 const defaultOpen: OpenSource = (conn) => openEtcd(conn);
 
@@ -46,7 +46,7 @@ const defaultOpen: OpenSource = (conn) => openEtcd(conn);
  * Takes (or, on a resumed run, recalls) the snapshot before the first change. Returns the
  * journaled record: `{skipped: true}` with --no-snapshot.
  */
-export async function snapshotBeforeChange(
+async function snapshotBeforeChange(
   ctx: Context,
   journal: StepJournalLike,
   apiserverFlags: Map<string, string>,
@@ -96,13 +96,13 @@ export async function snapshotBeforeChange(
 }
 
 /** A line for results: where the snapshot is, or that there is none. */
-export function describeSnapshot(rec: JsonObject | undefined): string | undefined {
+function describeSnapshot(rec: JsonObject | undefined): string | undefined {
   if (!rec) return undefined;
   if (rec.skipped) return 'none (--no-snapshot)';
   return `${rec.path} (${rec.bytes} bytes, sha256 ${String(rec.sha256)})`;
 }
 
-export interface SafetyNetTarget {
+interface SafetyNetTarget {
   operation: string;
   /** The new key and the config text that first holds it (init, rotate-key); absent for disable. */
   newKey?: { keyName: string; configText: string; configPath: string };

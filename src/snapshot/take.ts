@@ -19,12 +19,12 @@ export interface SnapshotSource {
   snapshot(opts?: { signal?: AbortSignal }): AsyncIterable<Uint8Array>;
 }
 
-export const SNAPSHOT_PREFIX = 'etcd-';
-export const SNAPSHOT_SUFFIX = '.db';
+const SNAPSHOT_PREFIX = 'etcd-';
+const SNAPSHOT_SUFFIX = '.db';
 const TEMP_MARK = '.partial-';
 const HASH_BYTES = 32;
 
-export interface SnapshotFile {
+interface SnapshotFile {
   [k: string]: string | number;
   path: string;
   bytes: number;
@@ -37,7 +37,7 @@ export interface SnapshotFile {
 export const snapshotName = (operation: string, now: Date) => `${SNAPSHOT_PREFIX}${operation}-${compactTimestamp(now)}${SNAPSHOT_SUFFIX}`;
 
 /** Free bytes for an unprivileged writer where `dir` is (or would be created). */
-export async function freeBytes(dir: string): Promise<number> {
+async function freeBytes(dir: string): Promise<number> {
   let d = dir;
   for (;;) {
     try {
@@ -160,7 +160,7 @@ export async function checkSnapshotFile(path: string): Promise<SnapshotCheck> {
 }
 
 /** Snapshots of this tool in `dir`, oldest first (names sort by their UTC timestamp). */
-export async function listSnapshots(dir: string): Promise<string[]> {
+async function listSnapshots(dir: string): Promise<string[]> {
   let names: string[];
   try {
     names = await readdir(dir);

@@ -13,7 +13,7 @@ import { etcdPrefixFor } from '../etcd/scan';
 import { CliError, ExitCode } from '../ui/errors';
 import { checkSnapshotFile, type SnapshotCheck } from './take';
 
-export interface UnreadableObject {
+interface UnreadableObject {
   namespace: string;
   name: string;
   /** How it is stored (`aescbc:key1`, `plaintext`, ...). */
@@ -21,7 +21,7 @@ export interface UnreadableObject {
   error: string;
 }
 
-export interface ResourceDrill {
+interface ResourceDrill {
   resource: string;
   etcdPrefix: string;
   total: number;

@@ -129,7 +129,7 @@ async function rewriteWithCheckpoint(ctx: Context, api: ApiClient, configPath: s
 }
 
 /** How the engine runs on this node, beyond what the node itself says. */
-export interface EngineSettings {
+interface EngineSettings {
   timeoutMs: number;
   force: boolean;
   kubeadmConfig: boolean;

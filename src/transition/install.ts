@@ -24,7 +24,7 @@ import { once, type StepOutput } from './steps';
  * config back.
  */
 
-export interface InstallOptions {
+interface InstallOptions {
   stage: string;
   config: StageConfig;
   /** The manifest change planned with the config (from the manifest as read then). Without one,

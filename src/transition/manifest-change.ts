@@ -54,7 +54,7 @@ export function kubeadmOptions(configPath: string, patch: ManifestPlan): Kubeadm
   };
 }
 
-export interface InstallChangeOptions {
+interface InstallChangeOptions {
   manifestPath: string;
   /** The config's host path (the flag's value on a fresh manifest). */
   configPath: string;

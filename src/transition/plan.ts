@@ -323,7 +323,7 @@ export function allSteps(plan: TransitionPlan): string[] {
   return plan.stages.flatMap((st) => stepsOf(st, plan.controlPlanes));
 }
 
-export interface ResumePoint {
+interface ResumePoint {
   /** undefined: every step is done. */
   stage?: StageName;
   step?: string;

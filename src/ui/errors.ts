@@ -33,7 +33,7 @@ export const exitCodeNames: Record<number, string> = {
   130: 'interrupted',
 };
 
-export interface CliErrorOptions {
+interface CliErrorOptions {
   hint?: string;
   exitCode?: ExitCode;
   cause?: unknown;
@@ -57,9 +57,6 @@ export class CliError extends Error {
 
 export const usageError = (message: string, hint?: string, cause?: unknown) =>
   new CliError(message, { hint, exitCode: ExitCode.Usage, cause });
-
-export const clusterError = (message: string, hint?: string, cause?: unknown) =>
-  new CliError(message, { hint, exitCode: ExitCode.Cluster, cause });
 
 /** Node's fs errors as one clear line: what failed, on which path, and why. */
 export function fsError(action: string, path: string, err: unknown): CliError {

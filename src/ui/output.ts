@@ -1,6 +1,6 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 
-export interface OutputOptions {
+interface OutputOptions {
   json: boolean;
   verbose: boolean;
   color: boolean;

@@ -2,13 +2,13 @@ import cliProgress from 'cli-progress';
 import type { Progress } from '../cluster/rewrite';
 import type { Output } from './output';
 
-export interface ProgressReporter {
+interface ProgressReporter {
   update(p: Progress): void;
   /** Ends the bar (or prints a last line); safe to call twice. */
   stop(): void;
 }
 
-export interface ProgressReporterOptions {
+interface ProgressReporterOptions {
   /** Plain-line period without a TTY (default 5 s). */
   intervalMs?: number;
   now?: () => number;

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadKubeconfig } from '../../src/cluster/api';
-import { parseResourcesFlag, resolvedResource } from '../../src/cluster/discovery';
+import { resolvedResource } from '../../src/cluster/discovery';
 import { ApiConnectionError, ApiError, isTransient, toCliError } from '../../src/cluster/errors';
 import { compareKeys, objectKey, Watermark } from '../../src/cluster/rewrite';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -73,18 +73,7 @@ describe('keys and the watermark', () => {
   });
 });
 
-describe('--resources', () => {
-  it.each([
-    [undefined, ['secrets']],
-    ['secrets', ['secrets']],
-    ['secrets, configmaps,widgets.example.com', ['secrets', 'configmaps', 'widgets.example.com']],
-    ['from-config', 'from-config'],
-  ])('%s', (v, want) => expect(parseResourcesFlag(v)).toEqual(want));
-
-  it.each([',', 'secrets/x', 'a b'])('rejects %s', (v) => {
-    expect(() => parseResourcesFlag(v)).toThrow(CliError);
-  });
-
+describe('resolved resources', () => {
   it('builds list and item paths for core, group and cluster-scoped resources', () => {
     const s = resolvedResource('', 'v1', { name: 'secrets', namespaced: true, kind: 'Secret' });
     expect([s.resource, s.listPath, s.itemPath('ns', 'a b')]).toEqual(['secrets', '/api/v1/secrets', '/api/v1/namespaces/ns/secrets/a%20b']);

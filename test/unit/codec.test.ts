@@ -15,7 +15,6 @@ import {
   looksLikeStoredObject,
   kmsV2Transformer,
   localTransformer,
-  parseGoDuration,
   transformerLabel,
   transformersForResource,
   valueLabel,
@@ -496,13 +495,14 @@ describe('resources', () => {
     await expect(kms!.decrypt(Buffer.from('k8s:enc:kms:v2:vault:x'), ETCD_KEY)).rejects.toThrow(/no connection to its plugin/);
   });
 
-  it.each([
-    ['3s', 3000],
-    ['500ms', 500],
-    ['1m30s', 90_000],
-    ['1h', 3_600_000],
-  ])('parses the duration %s', (text, ms) => expect(parseGoDuration(text)).toBe(ms));
-  it.each(['', '3', 'abc', '3x'])('refuses the duration %j', (text) => expect(() => parseGoDuration(text)).toThrow(/invalid duration/));
+  it.each(['', '3', 'abc', '3x', '-1s'])('refuses a kms timeout %j that is not a positive Go duration', (timeout) => {
+    const cfg: EncryptionConfiguration = {
+      kind: 'EncryptionConfiguration',
+      apiVersion: 'apiserver.config.k8s.io/v1',
+      resources: [{ resources: ['secrets'], providers: [{ kms: { apiVersion: 'v2', name: 'vault', endpoint: 'unix:///k.sock', timeout } }] }],
+    };
+    expect(() => transformersForResource(cfg, 'secrets')).toThrow(/kms provider "vault": invalid timeout/);
+  });
 });
 
 describe('decodeStored', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseResources, planWriteConfig, type WriteConfigInput } from '../../src/config/write';
+import { parseResources } from '../../src/config/model';
+import { planWriteConfig, type WriteConfigInput } from '../../src/config/write';
 import { parseEncryptionConfig } from '../../src/config/parse';
 
 const K32 = Buffer.alloc(32, 4).toString('base64');
@@ -44,4 +45,8 @@ describe('parseResources', () => {
     expect(parseResources(' secrets, configmaps ,,widgets.example.com')).toEqual(['secrets', 'configmaps', 'widgets.example.com']);
   });
   it('refuses an empty list', () => expect(() => parseResources(' , ')).toThrow(/names no resource/));
+  it.each(['secrets', 'widgets.example.com'])('takes %s', (v) => expect(parseResources(v)).toEqual([v]));
+  it.each(['secrets/x', 'a b'])('refuses %j, which is not a resource name', (v) =>
+    expect(() => parseResources(v)).toThrow(new RegExp(`--resources: "${v}" is not a resource name`)),
+  );
 });
