@@ -15,7 +15,6 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildDefines } from './build-info.mjs';
 import { EM, readElf, seaBlob } from './lib/elf.mjs';
-import { etcdDescriptorJson } from './lib/etcd-descriptor.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 process.chdir(ROOT);
@@ -60,10 +59,8 @@ function nodeBinary(arch) {
 /** The CLI and its dependencies as one CommonJS script (SEA runs CommonJS; require() there reaches
  * only built-in modules, so nothing may stay outside the bundle). */
 async function bundle(file) {
-  const assetsModule = join(ROOT, 'src', 'runtime', 'assets.ts');
   // client-node's index pulls in every generated API model (16 MB); the CLI uses only KubeConfig.
   const kubeconfigOnly = join(ROOT, 'node_modules', '@kubernetes', 'client-node', 'dist', 'config.js');
-  const ETCD_LOAD = '(0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`, {';
   await build({
     entryPoints: ['src/cli.ts'],
     outfile: file,
@@ -86,13 +83,6 @@ async function bundle(file) {
         name: 'sea-sources',
         setup(b) {
           b.onResolve({ filter: /^@kubernetes\/client-node$/ }, () => ({ path: kubeconfigOnly }));
-          // etcd3 loads its .proto files from beside its sources; here they are one JSON asset.
-          b.onLoad({ filter: /etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (args) => {
-            const text = readFileSync(args.path, 'utf8');
-            if (!text.includes(ETCD_LOAD)) throw new Error(`${args.path}: the rpc.proto load this build replaces is gone (etcd3 changed?)`);
-            const load = `(0, proto_loader_1.fromJSON)(JSON.parse(require(${JSON.stringify(assetsModule)}).readAsset("etcd3/rpc.json")), {`;
-            return { contents: text.replace(ETCD_LOAD, load), loader: 'js' };
-          });
         },
       },
     ],
@@ -103,9 +93,6 @@ async function bundle(file) {
 function assets() {
   const out = {};
   for (const f of readdirSync('templates/kms').filter((f) => f.endsWith('.yaml'))) out[`templates/kms/${f}`] = join(ROOT, 'templates', 'kms', f);
-  const etcd = join(WORK, 'etcd3-rpc.json');
-  writeFileSync(etcd, etcdDescriptorJson(join(ROOT, 'node_modules', 'etcd3', 'proto', 'rpc.proto')));
-  out['etcd3/rpc.json'] = etcd;
   return out;
 }
 
