@@ -131,7 +131,16 @@ export async function openBundle(sealed: Uint8Array, opener: Opener, source: str
   }
   const d = new Decrypter();
   if ('passphrase' in opener) d.addPassphrase(opener.passphrase);
-  else for (const id of opener.identities) d.addIdentity(id);
+  else {
+    opener.identities.forEach((id, i) => {
+      try {
+        d.addIdentity(id);
+      } catch {
+        // The library's message quotes the whole line: an almost-right private key must not reach a log.
+        throw usageError(`identity ${i + 1} given is not a valid age identity (a typo or a truncated AGE-SECRET-KEY-1... line?)`, 'give the identity file written by age-keygen, unchanged');
+      }
+    });
+  }
   let plain: string;
   try {
     plain = await d.decrypt(raw, 'text');

@@ -70,6 +70,23 @@ describe('k8s-encrypt keys export / import', () => {
     expect(again.exitCode).toBe(6);
   });
 
+  it('an identity with a typo is one usage line (exit 2) that does not quote the almost-right private key', async () => {
+    const out = join(dir, 'bundle-typo.age');
+    expect((await runCli(['keys', 'export', '--config', cfg(), '--recipient', recipient, '--out', out])).exitCode).toBe(0);
+    // One character changed: the prefix is right, the checksum is not.
+    const last = identity.at(-1) === 'Q' ? 'P' : 'Q';
+    const typo = `${identity.slice(0, -1)}${last}`;
+    await writeFile(join(dir, 'typo.txt'), `${typo}\n`, { mode: 0o600 });
+    for (const json of [[], ['--json']]) {
+      const r = await runCli([...json, 'keys', 'import', out, '--identity', join(dir, 'typo.txt'), '--out', join(dir, 'never.yaml')]);
+      expect(r.exitCode, String(r.stderr)).toBe(2);
+      expect(`${r.stdout}${r.stderr}`).toMatch(/not a valid age identity/);
+      expect(`${r.stdout}${r.stderr}`).not.toContain(typo.slice(20, 40));
+      expect(`${r.stdout}${r.stderr}`).not.toContain(typo.slice(20, 40).toLowerCase());
+    }
+    await expect(stat(join(dir, 'never.yaml'))).rejects.toThrow();
+  });
+
   it('round trip with a passphrase from a file and from stdin; a wrong passphrase writes nothing', async () => {
     const out = join(dir, 'pass.age');
     const r = await runCli(['--state-dir', join(dir, 'state'), 'keys', 'export', '--config', cfg(), '--passphrase-file', join(dir, 'pass.txt'), '--out', out], { timeoutMs: 180_000 });
