@@ -202,21 +202,37 @@ class BoltBucket {
     yield* this.walk(this.rootPgid, 0);
   }
 
-  private async *walk(id: bigint, depth: number): AsyncGenerator<BoltEntry> {
-    if (depth > 64) throw new BoltFormatError(`bucket ${this.name}: pages nest deeper than 64 levels (a cycle?)`);
-    const p = await this.db.page(id);
+  private async *walk(id: bigint, depth: number, seen = new Set<bigint>()): AsyncGenerator<BoltEntry> {
+    const p = await this.branchOrLeaf(id, depth, seen);
     if (p.flags & LEAF_PAGE) {
       yield* leafEntries(p, this.name);
       return;
     }
-    if ((p.flags & BRANCH_PAGE) === 0) throw new BoltFormatError(`bucket ${this.name}: page ${id} is neither a branch nor a leaf (flags 0x${p.flags.toString(16)})`);
+    for (const c of this.childrenOf(p)) yield* this.walk(c, depth + 1, seen);
+  }
+
+  /**
+   * A page of this bucket's tree, checked: not deeper than 64 levels and not reached twice (a
+   * malformed or hostile file could otherwise make a walk loop or take exponential time).
+   */
+  private async branchOrLeaf(id: bigint, depth: number, seen: Set<bigint>): Promise<Page> {
+    if (depth > 64) throw new BoltFormatError(`bucket ${this.name}: pages nest deeper than 64 levels (a cycle?)`);
+    if (seen.has(id)) throw new BoltFormatError(`bucket ${this.name}: page ${id} is reached twice in one tree`);
+    seen.add(id);
+    const p = await this.db.page(id);
+    if ((p.flags & (LEAF_PAGE | BRANCH_PAGE)) === 0) throw new BoltFormatError(`bucket ${this.name}: page ${id} is neither a branch nor a leaf (flags 0x${p.flags.toString(16)})`);
+    return p;
+  }
+
+  /** The child page ids of a branch page, bounds-checked against the page. */
+  private childrenOf(p: Page): bigint[] {
     const children: bigint[] = [];
     for (let i = 0; i < p.count; i++) {
       const at = PAGE_HEADER + i * BRANCH_ELEMENT;
-      if (at + BRANCH_ELEMENT > p.data.length) throw new BoltFormatError(`bucket ${this.name}: branch page ${id} is shorter than its ${p.count} elements`);
+      if (at + BRANCH_ELEMENT > p.data.length) throw new BoltFormatError(`bucket ${this.name}: branch page ${p.id} is shorter than its ${p.count} elements`);
       children.push(p.data.readBigUInt64LE(at + 8));
     }
-    for (const c of children) yield* this.walk(c, depth + 1);
+    return children;
   }
 
   /** A nested bucket by name, or undefined. */
@@ -249,23 +265,22 @@ class BoltBucket {
     for await (const p of this.leaves(this.rootPgid, 0)) yield* leafRaw(p, this.name);
   }
 
-  private async *leaves(id: bigint, depth: number): AsyncGenerator<Page> {
-    if (depth > 64) throw new BoltFormatError(`bucket ${this.name}: pages nest deeper than 64 levels (a cycle?)`);
-    const p = await this.db.page(id);
+  private async *leaves(id: bigint, depth: number, seen = new Set<bigint>()): AsyncGenerator<Page> {
+    const p = await this.branchOrLeaf(id, depth, seen);
     if (p.flags & LEAF_PAGE) {
       yield p;
       return;
     }
-    if ((p.flags & BRANCH_PAGE) === 0) throw new BoltFormatError(`bucket ${this.name}: page ${id} is neither a branch nor a leaf`);
-    for (let i = 0; i < p.count; i++) yield* this.leaves(p.data.readBigUInt64LE(PAGE_HEADER + i * BRANCH_ELEMENT + 8), depth + 1);
+    for (const c of this.childrenOf(p)) yield* this.leaves(c, depth + 1, seen);
   }
 
   /** The pages this bucket's tree spans, with their levels (for checks and tests). */
   async stats(): Promise<{ depth: number; branchPages: number; leafPages: number; overflowPages: number; pages: bigint[] }> {
     const s = { depth: 0, branchPages: 0, leafPages: 0, overflowPages: 0, pages: [] as bigint[] };
     if (this.inline) return { ...s, depth: 1, leafPages: 1 };
+    const seen = new Set<bigint>();
     const visit = async (id: bigint, depth: number): Promise<void> => {
-      const p = await this.db.page(id);
+      const p = await this.branchOrLeaf(id, depth, seen);
       s.depth = Math.max(s.depth, depth + 1);
       s.overflowPages += p.overflow;
       for (let i = 0; i <= p.overflow; i++) s.pages.push(id + BigInt(i));
@@ -274,7 +289,7 @@ class BoltBucket {
         return;
       }
       s.branchPages++;
-      for (let i = 0; i < p.count; i++) await visit(p.data.readBigUInt64LE(PAGE_HEADER + i * BRANCH_ELEMENT + 8), depth + 1);
+      for (const c of this.childrenOf(p)) await visit(c, depth + 1);
     };
     await visit(this.rootPgid, 0);
     return s;
