@@ -5,6 +5,7 @@
  * resumed run keeps the first run's snapshot. Refused before any change when the snapshot
  * directory has less than twice the database size free; --no-snapshot skips it with a warning.
  */
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Context } from '../context';
 import { etcdConnectionFromFlags, openEtcd, type EtcdConnection } from '../etcd/client';
@@ -74,6 +75,8 @@ async function snapshotBeforeChange(
     // What is on disk, read back: the file etcd's restore would check.
     const check = await checkSnapshotFile(taken.path);
     if (!check.hashOk || check.sha256 !== taken.sha256) {
+      // Not a snapshot to keep: retention would count it as a good one and prune an older good one.
+      await unlink(taken.path).catch(() => {});
       throw new CliError(`the snapshot ${taken.path} does not read back as written`, { exitCode: ExitCode.Verification, hint: `check the disk under ${dir}; nothing was changed` });
     }
     const removed = await pruneSnapshots(dir, opts.keepSnapshots ?? DEFAULT_KEEP_SNAPSHOTS);
