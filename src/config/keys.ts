@@ -16,6 +16,13 @@ export function checkKeyName(name: string | undefined): void {
   }
 }
 
+/** A KMS provider's name: it goes into every stored value's prefix and names its escrow file. */
+export function checkKmsName(name: string | undefined): void {
+  if (name !== undefined && !WRITABLE_NAME.test(name)) {
+    throw usageError(`--kms-name "${name}" is not a usable name`, 'use letters, digits, ".", "_" or "-" (at most 63)');
+  }
+}
+
 /** Key lengths the apiserver accepts (k8s.io/apiserver encryptionconfig validation). */
 export const KEY_LENGTHS: Record<LocalProvider, readonly number[]> = {
   aescbc: [16, 24, 32],

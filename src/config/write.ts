@@ -1,6 +1,6 @@
 import { lstat, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { checkKeyName, parseProvider, WRITABLE_NAME, type Provider } from './keys';
+import { checkKeyName, checkKmsName, parseProvider, type Provider } from './keys';
 import { readKey } from './input';
 import { parseResources } from './model';
 import { buildEncryptionConfig, newKeyName, renderEncryptionConfig } from './render';
@@ -95,9 +95,7 @@ async function gatherInput(ctx: Context, opts: Opts, provider: Provider): Promis
     if (!opts.kmsName || !opts.kmsEndpoint) {
       throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
     }
-    if (!WRITABLE_NAME.test(opts.kmsName)) {
-      throw usageError(`--kms-name "${opts.kmsName}" is not a usable name`, 'use letters, digits, ".", "_" or "-" (at most 63)');
-    }
+    checkKmsName(opts.kmsName);
     const kms = {
       name: opts.kmsName,
       endpoint: opts.kmsEndpoint,

@@ -7,7 +7,7 @@ import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
 import { readClusterConfiguration } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
-import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
+import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
 import { parseKubeVersion } from '../config/validate';
@@ -112,6 +112,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   if (provider === 'kms' && !opts.fromConfig && (!opts.kmsName || !opts.kmsEndpoint)) {
     throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
   }
+  checkKmsName(opts.kmsName);
 
   // Preflight, read-only: the manifest must be there and parse.
   const manifestText = await readText(manifestPath, 'read manifest');

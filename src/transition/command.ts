@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Context } from '../context';
 import { discoverControlPlanes, readStages } from '../cluster/nodes';
 import { firstProvider, writeResourceOf } from '../config/model';
-import { checkKeyName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
+import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { readKey } from '../config/input';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
@@ -164,6 +164,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         if (provider === 'identity') throw refused('new writes are not encrypted: there is no write key to rotate', 'turn encryption on with "k8s-encrypt init"');
         if (provider === 'kms') {
           if (!opts.kmsName || !opts.kmsEndpoint) throw usageError('a rotation to KMS needs --kms-name and --kms-endpoint', 'e.g. --kms-name kms-2 --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
+          checkKmsName(opts.kmsName);
           element = buildProviderElement({ provider: 'kms', keyName: opts.kmsName, kms: { name: opts.kmsName, endpoint: opts.kmsEndpoint, apiVersion: opts.kmsApiVersion ?? 'v2', ...(opts.kmsTimeout ? { timeout: opts.kmsTimeout } : {}) } });
           keySource = 'kms';
         } else {
