@@ -58,7 +58,8 @@ export function forwardedArgs(cmd: Command, opts: Record<string, unknown>): Forw
     let words: string[];
     if (o.negate) words = value === false ? [o.long!] : [];
     else if (!o.required && !o.optional) words = value ? [o.long!] : [];
-    else words = [o.long!, String(value)];
+    // A repeatable option (--escrow-recipient A --escrow-recipient B) goes over as it came in.
+    else words = (Array.isArray(value) ? value : [value]).flatMap((v) => [o.long!, String(v)]);
     first.push(...words);
     if (FOLLOWER_KEYS.has(key)) followers.push(...words);
   }
@@ -80,6 +81,8 @@ async function loadNodes(opts: Record<string, unknown>): Promise<FleetNode[]> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long a node's lock held by an earlier run is waited for before its refusal stands. */
+const LOCK_WAIT_MS = 5 * 60_000;
 
 export async function runFleet(ctx: Context, cmd: Command, operation: FleetOperation, opts: Record<string, unknown>): Promise<void> {
   const nodes = await loadNodes(opts);
@@ -114,13 +117,14 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
       const bin = bins.get(n);
       if (!bin) throw new CliError(`${n.nodeName}: k8s-encrypt ${self.version} is not installed there yet`, { exitCode: ExitCode.Usage, hint: 'run without --dry-run to upload it' });
       const named = n.nameGiven && args[0] !== 'status' ? ['--node-name', n.nodeName] : [];
-      const deadline = Date.now() + settings.commandTimeoutMs;
-      for (;;) {
+      // A run cut off with its SSH connection (orchestrator killed) may still be finishing there:
+      // wait for its lock a while (not the whole command timeout: it may be someone else's run).
+      const deadline = Date.now() + Math.min(settings.commandTimeoutMs, LOCK_WAIT_MS);
+      for (let said = false; ; said = true) {
         const r = await runOnNode(sessions.get(n)!, bin, [...args, ...named], stdin !== undefined ? { stdin } : {});
-        // A run cut off with its SSH connection (orchestrator killed) may still be finishing there.
         const held = r.exitCode === ExitCode.Refused && /holds the lock/.test(String(r.body.error?.message ?? ''));
-        if (!held || Date.now() > deadline) return r;
-        line(n, 'an earlier run still holds the lock there: waiting for it to finish');
+        if (!held || Date.now() > deadline || ctx.signal.aborted) return r;
+        if (!said) line(n, `an earlier run still holds the lock there: waiting up to ${LOCK_WAIT_MS / 60_000} min for it to finish`);
         await sleep(2000);
       }
     };

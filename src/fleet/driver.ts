@@ -117,6 +117,9 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
   const prior = await deps.journal.load();
   let waiting: Waiting | undefined = prior?.phase === 'followers' && prior.operation === op ? { stage: prior.stage!, sha256: prior.sha256!, lagging: prior.lagging ?? [] } : undefined;
   if (waiting) deps.line(first, `continuing: the fleet was at stage ${waiting.stage}, ${waiting.lagging.join(', ') || 'nobody'} still to follow`);
+  // What the journal says the fleet waits for may be stale (a rollback, a run by hand since): then
+  // the first node is asked again instead of refusing every re-run on the same journal.
+  let resumed = waiting !== undefined;
 
   // Each round moves the first node one stage on; no transition has more than four stages.
   for (let round = 0; round < 12; round++) {
@@ -162,6 +165,10 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
       } else {
         // The file travels from the first node's channel to this node's stdin, in memory only.
         const cfg = await deps.fetchConfig(first);
+        if (cfg.sha256 !== w.sha256 && resumed) {
+          deps.line(first, `its config is no longer the stage ${w.stage} config the interrupted run waited with: asking it again`);
+          break;
+        }
         if (cfg.sha256 !== w.sha256) {
           throw new CliError(`${first.nodeName}: its config (sha256 ${cfg.sha256.slice(0, 12)}…) is no longer the stage ${w.stage} config (sha256 ${w.sha256.slice(0, 12)}…)`, {
             exitCode: ExitCode.Refused,
@@ -180,6 +187,7 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
       await deps.journal.save({ operation: op, phase: 'followers', status: 'waiting', stage: w.stage, sha256: w.sha256, lagging: w.lagging });
     }
     waiting = undefined;
+    resumed = false;
   }
   throw new CliError(`${first.nodeName}: ${op} did not finish after 12 rounds`, { exitCode: ExitCode.Internal, hint: 'run "k8s-encrypt status --fleet" and report it' });
 }

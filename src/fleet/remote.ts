@@ -61,6 +61,17 @@ export async function ensureNodeBinary(s: SshSession, self: SelfExecutable, node
     return nodeBin;
   }
   const target = installPath(node.root, self.version);
+  const dir = installDir(node.root);
+  // What is already there runs as root: only from a directory and file that are ours, not links.
+  const d = shellQuote(dir);
+  const f = shellQuote(target);
+  const owned = await s.exec(
+    `if [ -e ${d} ] || [ -L ${d} ]; then [ ! -L ${d} ] && [ "$(stat -c %u:%a ${d})" = "$(id -u):700" ] || exit 3; fi; ` +
+      `if [ -e ${f} ] || [ -L ${f} ]; then [ ! -L ${f} ] && [ "$(stat -c %u ${f})" = "$(id -u)" ] && [ -z "$(find ${f} -perm /022)" ] || exit 4; fi`,
+    { timeoutMs: 30_000 },
+  );
+  if (owned.code === 3) throw refused(node, `${dir} is not a 0700 directory owned by ${node.user}`, `fix or remove ${dir} on the node; nothing was changed`);
+  if (owned.code !== 0) throw refused(node, `${target} is a link, not owned by ${node.user}, or writable by others: not running it`, `remove ${target} on the node and re-run; nothing was changed`);
   const have = await remoteVersion(s, target);
   if (have !== undefined) {
     if (have !== self.version) throw refused(node, `${target} reports version ${have}, not ${self.version}`, `remove ${target} on the node and re-run`);
@@ -85,7 +96,6 @@ export async function ensureNodeBinary(s: SshSession, self: SelfExecutable, node
   const nodeArch = unameArch[arch.stdout.toString().trim()] ?? arch.stdout.toString().trim();
   if (nodeArch !== self.arch) throw refused(node, `the node is ${nodeArch}, this executable is linux-${self.arch}`, `run the fleet from k8s-encrypt-linux-${nodeArch}, or install it on the nodes and pass --node-bin PATH`);
 
-  const dir = installDir(node.root);
   const tmp = posix.join(dir, `.k8s-encrypt-${self.version}.${randomBytes(6).toString('hex')}.tmp`);
   // umask 077: the directories mkdir makes are 0700; an existing one must be ours, 0700, no link.
   const prep = await s.exec(

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { lstat, readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 // ssh2 is CommonJS without static named exports: Node's ESM loader needs the default import.
 import ssh2, { type ConnectConfig, type SFTPWrapper } from 'ssh2';
@@ -136,9 +136,15 @@ export class SshSession {
         },
       });
     });
+    // After the handshake an error (a dropped connection) must not be an unhandled 'error' event:
+    // the command running on the channel fails and says so; the process must not crash.
+    client.on('error', () => {});
     if (toRecord) {
       const key = toRecord;
       const record = async () => {
+        if ((await lstat(s.knownHostsFile).catch(() => undefined))?.isSymbolicLink()) {
+          throw sshError(node, `${s.knownHostsFile} is a symbolic link: not recording the new host key of ${where} through it`, `add the key yourself, or give --known-hosts a regular file`);
+        }
         const now = (await fileExists(s.knownHostsFile)) ? await readText(s.knownHostsFile, 'read known_hosts') : '';
         const line = knownHostsLine(node.host, node.port, key);
         if (!now.split('\n').includes(line)) {
@@ -146,7 +152,12 @@ export class SshSession {
         }
       };
       knownHostsWrites = knownHostsWrites.then(record, record);
-      await knownHostsWrites;
+      try {
+        await knownHostsWrites;
+      } catch (err) {
+        client.end();
+        throw err;
+      }
       s.notice(`${node.nodeName}: recorded the new host key of ${where} (${fingerprint(key)}) in ${s.knownHostsFile}`);
     }
     return new SshSession(node, client, s);
