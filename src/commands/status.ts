@@ -1,33 +1,28 @@
+import { z } from 'zod';
 import type { Context } from '../context';
-import { CliError, ExitCode } from '../ui/errors';
+import { ExitCode } from '../ui/errors';
+import { resourceList } from '../config/model';
+import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
-interface Opts {
-  decryptCheck: boolean;
-  exitCode: boolean;
-  etcd: boolean;
-  cluster: boolean;
-  resources?: string;
-  listLimit: number;
-  nodeName?: string;
-  manifest?: string;
-  config?: string;
-}
+const str = z.string().optional();
+const StatusOptions = z.object({
+  decryptCheck: z.boolean(),
+  exitCode: z.boolean(),
+  etcd: z.boolean(),
+  cluster: z.boolean(),
+  resources: str,
+  listLimit: z.number().int().min(1),
+  nodeName: str,
+  manifest: str,
+  config: str,
+});
+type Opts = z.infer<typeof StatusOptions>;
 
-export function parseResourceList(v: string | undefined): string[] | undefined {
-  if (v === undefined) return undefined;
-  const list = v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const bad = list.find((r) => !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(r));
-  if (bad !== undefined) {
-    throw new CliError(`--resources: "${bad}" is not a resource name`, {
-      exitCode: ExitCode.Usage,
-      hint: 'give plural resource names, comma-separated: secrets,configmaps,widgets.example.com',
-    });
-  }
+/** Status's `--resources`: the resources to scan; none given (or an empty list) means the default. */
+export function scanResources(v: string | undefined): string[] | undefined {
+  const list = v === undefined ? [] : resourceList(v, { wildcards: false });
   return list.length ? list : undefined;
 }
 
@@ -46,7 +41,7 @@ export async function runStatus(ctx: Context, opts: Opts): Promise<void> {
     manifestPath: ctx.paths.manifest,
     ...(opts.config ? { configPath: ctx.paths.config } : {}),
     defaultConfigPath: ctx.paths.config,
-    resources: parseResourceList(opts.resources),
+    resources: scanResources(opts.resources),
     decryptCheck: opts.decryptCheck,
     exitCode: opts.exitCode,
     etcd: opts.etcd,
@@ -76,9 +71,12 @@ export const statusCommand: CommandModule = {
       .option('--node-name <name>', "this node's name among the control planes (default: recognised by its manifest)")
       .option('--manifest <path>', 'kube-apiserver manifest (default ROOT/etc/kubernetes/manifests/kube-apiserver.yaml)')
       .option('--config <path>', 'EncryptionConfiguration to compare with (default: the file the manifest names)')
-      .action(wrap<Opts>(async (ctx, opts) => {
-        if (!(await runFleetIfAsked(ctx, program, 'status', opts))) await runStatus(ctx, opts);
-      }));
+      .action(
+        wrap<Record<string, unknown>>(async (ctx, raw) => {
+          if (await runFleetIfAsked(ctx, program, 'status', raw)) return;
+          await runStatus(ctx, parseOptions(StatusOptions, raw, 'status'));
+        }),
+      );
     addFleetOptions(program, 'status');
   },
 };

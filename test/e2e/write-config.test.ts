@@ -158,7 +158,7 @@ describe('k8s-encrypt write-config', () => {
     ['a KMS flag without KMS', ['--kms-endpoint', 'unix:///s'], '', /--kms-endpoint applies to --provider kms only/],
     ['two key sources', ['--key-file', 'KEY', '--key-stdin'], 'x', /not both/],
     ['a bad key name', ['--key-name', 'a:b'], '', /--key-name "a:b" is not a usable key name/],
-    ['an invalid resource list', ['--resources', 'Secrets'], '', /--resources \(Secrets\): Invalid value: "Secrets": resource name should not contain capital letters/],
+    ['an invalid resource list', ['--resources', 'Secrets'], '', /--resources: "Secrets" is not a resource name \(lower-case letters, digits/],
     ['an empty resource list', ['--resources', ' , '], '', /--resources names no resource/],
     ['a missing key file', ['--key-file', '/nonexistent/key'], '', /cannot read key file \/nonexistent\/key: it does not exist/],
     ['a junk --kube-version', ['--kube-version', 'latest'], '', /"latest" is not a Kubernetes version/],

@@ -45,8 +45,8 @@ describe('parseResources', () => {
     expect(parseResources(' secrets, configmaps ,,widgets.example.com')).toEqual(['secrets', 'configmaps', 'widgets.example.com']);
   });
   it('refuses an empty list', () => expect(() => parseResources(' , ')).toThrow(/names no resource/));
-  it.each(['secrets', 'widgets.example.com'])('takes %s', (v) => expect(parseResources(v)).toEqual([v]));
-  it.each(['secrets/x', 'a b'])('refuses %j, which is not a resource name', (v) =>
-    expect(() => parseResources(v)).toThrow(new RegExp(`--resources: "${v}" is not a resource name`)),
+  it.each(['secrets', 'widgets.example.com', 'deployments.apps', '*.', '*.*', '*.apps'])('takes %s', (v) => expect(parseResources(v)).toEqual([v]));
+  it.each(['secrets/x', 'a b', 'Secrets', 'X!', '*', 'secrets.*', '*.Apps', '-secrets', 'secrets.'])('refuses %j, which is not a resource name', (v) =>
+    expect(() => parseResources(v)).toThrow(`--resources: "${v}" is not a resource name`),
   );
 });

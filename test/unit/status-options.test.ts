@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseResourceList } from '../../src/commands/status';
+import { scanResources } from '../../src/commands/status';
 import { CliError, ExitCode } from '../../src/ui/errors';
 
 describe('status --resources', () => {
@@ -8,13 +8,13 @@ describe('status --resources', () => {
     ['secrets, configmaps,widgets.example.com', ['secrets', 'configmaps', 'widgets.example.com']],
     [',', undefined],
   ])('%j parses', (v, want) => {
-    expect(parseResourceList(v)).toEqual(want);
+    expect(scanResources(v)).toEqual(want);
   });
 
   it.each(['X!', 'Secrets', 'secrets/status', '*.*', 'a b'])('%j is refused with a usage error', (v) => {
     let err: unknown;
     try {
-      parseResourceList(v);
+      scanResources(v);
     } catch (e) {
       err = e;
     }
