@@ -1,7 +1,7 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
 import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
-import { parseResources } from '../config/model';
+import { parseResources } from '../config/resources';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
 import { fileExists } from '../state/atomic';

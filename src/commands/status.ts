@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { Context } from '../context';
 import { ExitCode } from '../ui/errors';
-import { resourceList } from '../config/model';
+import { resourceList } from '../config/resources';
 import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
