@@ -233,6 +233,14 @@ describe('fleet mode on three control planes', () => {
     for (const i of [0, 1, 2]) expect(await manifestText(i)).not.toMatch(/--encryption-provider-config/);
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ plaintext: before.size });
   }, 300_000);
+
+  it('rollback --fleet after disable is refused on the first node with nothing changed', async () => {
+    const start = await snapshot();
+    const r = await fleet(['rollback']);
+    expect(r.exitCode).toBe(6);
+    expect(jsonOf(r).error.message).toMatch(/^cp-0: rollback --dry-run: there is no config at .* to roll back/);
+    expect(await snapshot()).toEqual(start);
+  }, 60_000);
 });
 
 const readdirNames = (d: string) => readdir(d);
