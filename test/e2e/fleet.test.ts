@@ -188,6 +188,44 @@ describe('fleet mode on three control planes', () => {
     expect(human.stdout).toMatch(/✓ secrets: \d+ objects/);
   }, 120_000);
 
+  it('rollback --fleet: a dry run changes nothing; then each node in turn gets its previous config back, and a second rollback rolls forward', async () => {
+    // After the finished rotation every node runs the new key alone; its newest differing backup
+    // is the promote stage's config (new key first, the old one a reader), which reads all of etcd.
+    const start = await snapshot();
+    const key = (await providersOf(0))[0].aescbc.keys[0];
+    const dry = okJson(await fleet(['rollback', '--dry-run']));
+    expect(dry.dryRun).toBe(true);
+    expect(Object.keys(dry.plans)).toEqual(['cp-0', 'cp-1', 'cp-2']);
+    for (const [i, plan] of Object.values<any>(dry.plans).entries()) {
+      expect(plan.from.startsWith(bed.nodes[i]!.root)).toBe(true);
+      expect(plan.diff).not.toBe('');
+    }
+    expect(JSON.stringify(dry)).not.toContain(key.secret);
+    expect(await snapshot()).toEqual(start);
+
+    const j = await withReader(async () => okJson(await fleet(['rollback'])));
+    expect(j.state).toBe('done');
+    expect(j.steps.map((s: any) => `${s.node} ${s.command} ${s.state}`)).toEqual(['cp-0 rollback done', 'cp-1 rollback done', 'cp-2 rollback done']);
+    expect(JSON.stringify(j)).not.toContain(key.secret);
+    const back = await snapshot();
+    const texts = await Promise.all([0, 1, 2].map(configText));
+    expect(new Set(texts).size).toBe(1);
+    for (const [i, n] of back.entries()) {
+      expect(n.config).toBe(sha(texts[0]!));
+      expect(n.config).not.toBe(start[i]!.config);
+      expect(n.starts).toBeGreaterThan(start[i]!.starts);
+    }
+    const keys = (await providersOf(0))[0].aescbc.keys;
+    expect(keys.map((k: any) => k.name)).toEqual([key.name, expect.not.stringMatching(`^${key.name}$`)]);
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${key.name}`]: before.size });
+
+    // The newest backup that differs now is the config rollback replaced: every node is back on it.
+    const fwd = okJson(await fleet(['rollback']));
+    expect(fwd.steps.map((s: any) => `${s.node} ${s.state}`)).toEqual(['cp-0 done', 'cp-1 done', 'cp-2 done']);
+    expect((await snapshot()).map((n) => n.config)).toEqual(start.map((n) => n.config));
+    for (const i of [0, 1, 2]) expect(await secretHashes(await bed.api(i))).toEqual(before);
+  }, 180_000);
+
   it('disable --fleet turns it off everywhere, prune included', async () => {
     const j = await withReader(async () => okJson(await fleet(['disable'])));
     expect(j.state).toBe('done');
@@ -195,6 +233,14 @@ describe('fleet mode on three control planes', () => {
     for (const i of [0, 1, 2]) expect(await manifestText(i)).not.toMatch(/--encryption-provider-config/);
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ plaintext: before.size });
   }, 300_000);
+
+  it('rollback --fleet after disable is refused on the first node with nothing changed', async () => {
+    const start = await snapshot();
+    const r = await fleet(['rollback']);
+    expect(r.exitCode).toBe(6);
+    expect(jsonOf(r).error.message).toMatch(/^cp-0: rollback --dry-run: there is no config at .* to roll back/);
+    expect(await snapshot()).toEqual(start);
+  }, 60_000);
 });
 
 const readdirNames = (d: string) => readdir(d);
