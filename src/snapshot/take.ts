@@ -7,10 +7,10 @@
  * by the next run).
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { open, rename, stat, statfs, unlink } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compactTimestamp, ensurePrivateDir, SECRET_FILE_MODE } from '../state/atomic';
+import { compactTimestamp, ensurePrivateDir, listDir, SECRET_FILE_MODE } from '../state/atomic';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 
 /** What the snapshot code needs from an etcd client (src/etcd/client.ts EtcdClient has both). */
@@ -161,13 +161,7 @@ export async function checkSnapshotFile(path: string): Promise<SnapshotCheck> {
 
 /** Snapshots of this tool in `dir`, oldest first (names sort by their UTC timestamp). */
 async function listSnapshots(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw fsError('list', dir, err);
-  }
+  const names = await listDir(dir);
   const stamp = (n: string) => /(\d{8}T\d{6}Z)/.exec(n)?.[1] ?? '';
   return names
     .filter((n) => n.startsWith(SNAPSHOT_PREFIX) && n.endsWith(SNAPSHOT_SUFFIX))
@@ -193,12 +187,7 @@ export async function pruneSnapshots(dir: string, keep: number): Promise<string[
 
 /** Temp files of interrupted snapshots (kill -9 mid-stream), removed before a new one starts. */
 export async function sweepPartials(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch {
-    return [];
-  }
+  const names = await listDir(dir);
   const gone: string[] = [];
   for (const n of names.filter((x) => x.startsWith(TEMP_MARK))) {
     await unlink(join(dir, n)).catch(() => {});

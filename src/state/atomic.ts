@@ -141,6 +141,16 @@ export async function writeFileAtomic(
   }
 }
 
+/** The names in a directory; none when it does not exist yet (any other failure is one clear line). */
+export async function listDir(dir: string, what = 'list'): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw fsError(what, dir, err);
+  }
+}
+
 export async function fileExists(path: string): Promise<boolean> {
   try {
     await stat(path);

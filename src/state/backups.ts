@@ -1,7 +1,6 @@
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { backupFile } from './atomic';
-import { fsError } from '../ui/errors';
+import { backupFile, listDir } from './atomic';
 
 /** Backups with a retention limit: NAME.TIMESTAMP[-N].bak, 0600, in the backup dir. */
 
@@ -27,13 +26,7 @@ export async function backupConfig(deps: BackupTarget): Promise<string> {
  * otherwise say nothing is kept, and pruning would silently keep everything).
  */
 export async function listBackups(backupDir: string, fileName: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(backupDir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw fsError('list the backups in', backupDir, err);
-  }
+  const names = await listDir(backupDir, 'list the backups in');
   const re = new RegExp(`^${fileName.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.(\\d{8}T\\d{6}Z)(?:-(\\d+))?\\.bak$`);
   return names
     .map((n) => ({ n, m: re.exec(n) }))

@@ -1,4 +1,4 @@
-import { readdir, readFile, unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import type { Context } from '../context';
 import type { ApiClient } from '../cluster/api';
@@ -13,7 +13,7 @@ import { etcdConnectionFromFlags } from '../etcd/client';
 import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
-import { fileExists, readText } from '../state/atomic';
+import { fileExists, listDir, readText } from '../state/atomic';
 import { listBackups } from '../state/backups';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import type { TransitionOptions } from './command';
@@ -201,10 +201,7 @@ export interface KeyHolder {
 export async function keyHolders(configPath: string, backupDir: string, stateDir: string): Promise<KeyHolder[]> {
   const files = [configPath, ...(await listBackups(backupDir, basename(configPath)))];
   const transitions = join(stateDir, 'transitions');
-  for (const n of await readdir(transitions).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return [];
-    throw fsError('list', transitions, err);
-  })) {
+  for (const n of await listDir(transitions)) {
     if (n.endsWith('.base.yaml')) files.push(join(transitions, n));
   }
   const out: KeyHolder[] = [];
