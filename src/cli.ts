@@ -31,6 +31,7 @@ function makeOutput(g: Partial<GlobalOptions>): Output {
     verbose: Boolean(g.verbose),
     color: wantColor(g.color, process.env, isTTY),
     interactive: isTTY && process.env.CI !== 'true',
+    progressJson: Boolean(g.progressJson),
   });
 }
 
@@ -92,6 +93,8 @@ export function buildProgram(): Command {
     .option('--json', 'print the result (or the error) as JSON on stdout', false)
     .option('-v, --verbose', 'more detail, stack traces on errors', false)
     .option('--no-color', 'no colour (NO_COLOR is honoured too)')
+    // What the fleet orchestrator passes to each node's run, to relay the rewrite's progress.
+    .addOption(new Option('--progress-json', 'progress of the rewrite as JSON lines on stderr').hideHelp())
     .option('-y, --yes', 'answer yes to confirmations (needed without a terminal)', false)
     .addOption(new Option('--root <dir>', 'prefix for every default kubeadm path').default('/'))
     .option('--kubeconfig <path>', 'kubeconfig (default ROOT/etc/kubernetes/admin.conf)')

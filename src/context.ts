@@ -7,6 +7,8 @@ export interface GlobalOptions extends PathOverrides {
   verbose: boolean;
   color: boolean;
   yes: boolean;
+  /** Progress as JSON lines on stderr (a node run by the fleet orchestrator). */
+  progressJson?: boolean;
 }
 
 /**

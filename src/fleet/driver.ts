@@ -48,6 +48,33 @@ export interface FleetResult {
   steps: FleetStep[];
   /** The last result of every node, by node name. */
   nodes: Record<string, Record<string, unknown>>;
+  /** Each node's rewrite (counts, time, and the concurrency level it settled on). */
+  rewrite: FleetRewrite[];
+}
+
+export interface FleetRewrite {
+  node: string;
+  rewritten: number;
+  unchanged: number;
+  deleted: number;
+  failed: number;
+  seconds?: number;
+  objectsPerSecond?: number;
+  concurrency?: { mode: string; settled: number; peak: number; max: number; cuts: number };
+}
+
+/** The rewrite a node's result reports: init's `rewrite`, or a transition's rewrite stage. */
+export function rewriteOf(body: Record<string, any>): Omit<FleetRewrite, 'node'> | undefined {
+  const stage = ((body.stages ?? []) as Record<string, any>[]).find((s) => s?.rewrite && typeof s.rewrite === 'object');
+  const r = stage?.rewrite ?? body.rewrite;
+  return r && typeof r === 'object' && typeof r.rewritten === 'number' ? r : undefined;
+}
+
+/** `cp-0: 40 rewritten, 0 unchanged in 1.2 s, concurrency settled at 64 (adaptive, peak 64)`. */
+export function describeRewrite(r: FleetRewrite): string {
+  const time = r.seconds !== undefined ? ` in ${r.seconds.toFixed(1)} s` : '';
+  const c = r.concurrency ? `, concurrency settled at ${r.concurrency.settled} (${r.concurrency.mode}, peak ${r.concurrency.peak}${r.concurrency.cuts ? `, cut ${r.concurrency.cuts}×` : ''})` : '';
+  return `${r.node}: ${r.rewritten} rewritten, ${r.unchanged} unchanged, ${r.deleted} deleted meanwhile, ${r.failed} failed${time}${c}`;
 }
 
 interface Waiting {
@@ -109,9 +136,12 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
   if (!first) throw new CliError('the inventory lists no control plane', { exitCode: ExitCode.Usage });
   const steps: FleetStep[] = [];
   const last: FleetResult['nodes'] = {};
+  const rewrites = new Map<string, FleetRewrite>();
   const op = req.operation;
   const record = (node: FleetNode, command: string, r: NodeRun, detail: string) => {
     last[node.nodeName] = r.body;
+    const rw = rewriteOf(r.body);
+    if (rw) rewrites.set(node.nodeName, { node: node.nodeName, ...rw });
     steps.push({ node: node.nodeName, command, stage: r.body.multiNode?.stage ?? r.body.stage ?? null, state: r.body.state ?? (r.body.ok === false ? 'failed' : 'done'), detail, exitCode: r.exitCode });
   };
   const prior = await deps.journal.load();
@@ -138,9 +168,9 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
       if (!waiting) {
         if (r.body.state === 'done' || r.body.nothingToDo || r.body.state === undefined) {
           await deps.journal.save({ operation: op, phase: 'done', status: 'done' });
-          return { state: 'done', operation: op, steps, nodes: last };
+          return { state: 'done', operation: op, steps, nodes: last, rewrite: [...rewrites.values()] };
         }
-        throw new CliError(`${first.nodeName}: ${op} answered state "${r.body.state}"`, { exitCode: ExitCode.Internal, hint: 'run "k8s-encrypt status --fleet" and re-run' });
+        throw new CliError(`${first.nodeName}: ${op} answered state "${r.body.state}"`, { exitCode: ExitCode.Internal, hint: 'run "k8s-encrypt status --fleet" and re-run', details: { node: first.nodeName } });
       }
     }
     const w = waiting;
@@ -189,5 +219,5 @@ export async function driveStaged(deps: DriverDeps, req: StagedRequest): Promise
     waiting = undefined;
     resumed = false;
   }
-  throw new CliError(`${first.nodeName}: ${op} did not finish after 12 rounds`, { exitCode: ExitCode.Internal, hint: 'run "k8s-encrypt status --fleet" and report it' });
+  throw new CliError(`${first.nodeName}: ${op} did not finish after 12 rounds`, { exitCode: ExitCode.Internal, hint: 'run "k8s-encrypt status --fleet" and report it', details: { node: first.nodeName } });
 }

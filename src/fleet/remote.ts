@@ -2,8 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { Progress } from '../cluster/rewrite';
 import { CliError, ExitCode } from '../ui/errors';
 import type { FleetNode } from './inventory';
+import { stderrRelay } from './relay';
 import { shellQuote, type SshSession } from './ssh';
 
 /**
@@ -30,9 +32,9 @@ export interface NodeRun {
 export const installDir = (root: string) => posix.join(root, 'var/lib/k8s-encrypt/bin');
 export const installPath = (root: string, version: string) => posix.join(installDir(root), `k8s-encrypt-${version}`);
 
-const unameArch: Record<string, string> = { x86_64: 'x64', amd64: 'x64', aarch64: 'arm64', arm64: 'arm64' };
+export const unameArch: Record<string, string> = { x86_64: 'x64', amd64: 'x64', aarch64: 'arm64', arm64: 'arm64' };
 
-const refused = (node: FleetNode, message: string, hint: string) => new CliError(`${node.nodeName}: ${message}`, { exitCode: ExitCode.Refused, hint, details: { node: node.nodeName } });
+export const refused = (node: FleetNode, message: string, hint: string) => new CliError(`${node.nodeName}: ${message}`, { exitCode: ExitCode.Refused, hint, details: { node: node.nodeName } });
 
 export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
@@ -119,14 +121,18 @@ export async function ensureNodeBinary(s: SshSession, self: SelfExecutable, node
 }
 
 /**
- * Runs `BIN --root ROOT --json --yes ARGS` on the node. `stdin` carries a config file (never the
- * command line); the JSON document on stdout is the result, and its exit code is kept.
+ * Runs `BIN --root ROOT --json --yes --progress-json ARGS` on the node. `stdin` carries a config
+ * file (never the command line); the JSON document on stdout is the result, and its exit code is
+ * kept. Its stderr streams through the relay: rewrite progress to `onProgress`, other lines to
+ * `onText`, as they come.
  */
-export async function runOnNode(s: SshSession, bin: string, args: string[], o: { stdin?: string; timeoutMs?: number } = {}): Promise<NodeRun> {
+export async function runOnNode(s: SshSession, bin: string, args: string[], o: { stdin?: string; timeoutMs?: number; onProgress?: (p: Progress) => void; onText?: (line: string) => void } = {}): Promise<NodeRun> {
   const node = s.node;
-  const words = [bin, '--root', node.root, '--json', '--yes', ...args];
-  const r = await s.exec(words.map(shellQuote).join(' '), { ...(o.stdin !== undefined ? { stdin: o.stdin } : {}), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) });
-  const stderrTail = r.stderr.trim().split('\n').slice(-5).join('\n');
+  const words = [bin, '--root', node.root, '--json', '--yes', '--progress-json', ...args];
+  const relay = stderrRelay({ ...(o.onProgress ? { progress: o.onProgress } : {}), ...(o.onText ? { text: o.onText } : {}) });
+  const r = await s.exec(words.map(shellQuote).join(' '), { ...(o.stdin !== undefined ? { stdin: o.stdin } : {}), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}), onStderr: (c) => relay.push(c) });
+  relay.end();
+  const stderrTail = relay.tail();
   let body: Record<string, any>;
   try {
     body = JSON.parse(r.stdout.toString('utf8'));

@@ -1,9 +1,10 @@
 import { lstat, readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 // ssh2 is CommonJS without static named exports: Node's ESM loader needs the default import.
 import ssh2, { type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import { fileExists, readText, writeFileAtomic } from '../state/atomic';
-import { CliError, ExitCode, usageError } from '../ui/errors';
+import { CliError, ExitCode } from '../ui/errors';
 import { describeNode, type FleetNode } from './inventory';
 import { checkHostKey, fingerprint, knownHostsLine, parseKnownHosts } from './known-hosts';
 
@@ -36,21 +37,33 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** Bad input about one node (its key): exit 2, named. */
+const nodeUsage = (node: FleetNode, what: string, hint: string) => new CliError(`${node.nodeName}: ${what}`, { exitCode: ExitCode.Usage, hint, details: { node: node.nodeName } });
 const sshError = (node: FleetNode, what: string, hint: string) => new CliError(`${node.nodeName}: ${what}`, { exitCode: ExitCode.Cluster, hint, details: { node: node.nodeName } });
 
 // Appending to known_hosts from several connections at once must not lose a line.
 let knownHostsWrites: Promise<void> = Promise.resolve();
 
-async function credentials(node: FleetNode, s: SshSettings): Promise<Pick<ConnectConfig, 'privateKey' | 'agent'>> {
+export type Credentials = Pick<ConnectConfig, 'privateKey' | 'agent'>;
+
+const unreadable: Record<string, string> = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'it is a directory', ENOTDIR: 'a parent is not a directory', ELOOP: 'too many symbolic links' };
+
+/**
+ * How this node is logged in to: its identityFile (read and parsed here, so that a missing,
+ * unreadable or locked key is one line naming the node and the path, before any connection),
+ * else the agent, else the first usable default identity.
+ */
+export async function nodeCredentials(node: FleetNode, s: Pick<SshSettings, 'agentSocket' | 'defaultIdentities'>): Promise<Credentials> {
   if (node.identityFile) {
     const key = await readFile(node.identityFile).catch((err: NodeJS.ErrnoException) => {
-      throw usageError(`${node.nodeName}: cannot read identityFile ${node.identityFile}: ${err.code ?? err.message}`, 'give a readable private key, or leave identityFile out to use the SSH agent');
+      throw nodeUsage(node, `cannot read identityFile ${node.identityFile}: ${(err.code && unreadable[err.code]) ?? err.code ?? err.message}`, 'give a readable private key, or leave identityFile out to use the SSH agent');
     });
     const parsed = utils.parseKey(key);
     if (parsed instanceof Error) {
       const locked = /encrypted|passphrase/i.test(parsed.message);
-      throw usageError(
-        `${node.nodeName}: identityFile ${node.identityFile} ${locked ? 'is protected by a passphrase' : `is not a private key ssh2 can read (${parsed.message})`}`,
+      throw nodeUsage(
+        node,
+        `identityFile ${node.identityFile} ${locked ? 'is protected by a passphrase' : `is not a private key ssh2 can read (${parsed.message})`}`,
         locked ? 'add it to ssh-agent (ssh-add) and leave identityFile out: k8s-encrypt never prompts for a passphrase or password' : 'use an OpenSSH or PEM private key',
       );
     }
@@ -62,7 +75,7 @@ async function credentials(node: FleetNode, s: SshSettings): Promise<Pick<Connec
     const key = await readFile(f);
     if (!(utils.parseKey(key) instanceof Error)) return { privateKey: key };
   }
-  throw usageError(`${node.nodeName}: no SSH identity: no identityFile in the inventory, no SSH_AUTH_SOCK, no usable ${s.defaultIdentities.join(', ')}`, 'set identityFile for the node or start ssh-agent; passwords are never used');
+  throw nodeUsage(node, `no SSH identity: no identityFile in the inventory, no SSH_AUTH_SOCK, no usable ${s.defaultIdentities.join(', ')}`, 'set identityFile for the node or start ssh-agent; passwords are never used');
 }
 
 export class SshSession {
@@ -73,8 +86,8 @@ export class SshSession {
   ) {}
 
   /** Connects, refusing an unknown or changed host key (unless recording new ones is allowed). */
-  static async open(node: FleetNode, s: SshSettings): Promise<SshSession> {
-    const creds = await credentials(node, s);
+  static async open(node: FleetNode, s: SshSettings, given?: Credentials): Promise<SshSession> {
+    const creds = given ?? (await nodeCredentials(node, s));
     const knownText = (await fileExists(s.knownHostsFile)) ? await readText(s.knownHostsFile, 'read known_hosts') : '';
     const entries = parseKnownHosts(knownText);
     let refusal: CliError | undefined;
@@ -174,6 +187,8 @@ export class SshSession {
         if (err) return reject(sshError(this.node, `cannot run a command over SSH: ${err.message}`, 'check the node and re-run'));
         const out: Buffer[] = [];
         let errText = '';
+        // A character split between two chunks is decoded whole.
+        const decoder = new StringDecoder('utf8');
         let code: number | null = null;
         let signal: string | null = null;
         const timer = setTimeout(() => {
@@ -182,7 +197,7 @@ export class SshSession {
         }, timeoutMs);
         stream.on('data', (c: Buffer) => out.push(c));
         (stream.stderr as Readable).on('data', (c: Buffer) => {
-          const t = c.toString('utf8');
+          const t = decoder.write(c);
           errText += t;
           o.onStderr?.(t);
         });

@@ -3,7 +3,7 @@ import type { Journal, JsonObject } from '../state/journal';
 import type { TransitionDeps } from '../transition/engine';
 import { runTransition } from '../transition/executor';
 import { installConfig } from '../transition/install';
-import { outputOf } from '../transition/steps';
+import { outputOf, type StepOutput } from '../transition/steps';
 import type { InitMode, InitPlan } from './plan';
 
 /**
@@ -50,7 +50,7 @@ export interface InitResult {
   evidence: { evidence: string; detail: string } | null;
   proof: { method: string; weaker: boolean; observed: string; detail: string } | null;
   kubeadmConfig: { status: string; reason?: string; apiVersion?: string } | null;
-  rewrite: { rewritten: number; unchanged: number; deleted: number; failed: number } | null;
+  rewrite: StepOutput<'rewrite'> | null;
   /** What etcd showed after the rewrite (every object under the new key). */
   verified: string | null;
   multiNode: {

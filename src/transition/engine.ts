@@ -3,6 +3,7 @@ import type { RewriteSummary } from '../cluster/rewrite';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { JournalStatus, JsonObject } from '../state/journal';
 import type { StageName } from './plan';
+import type { StepOutput } from './steps';
 
 /**
  * What the executor (executor.ts, install.ts, unpatch.ts, rollback.ts) works with: everything
@@ -61,7 +62,7 @@ export interface StageOutcome {
   stage: string;
   evidence?: string;
   proof?: string;
-  rewrite?: { rewritten: number; unchanged: number; deleted: number; failed: number };
+  rewrite?: StepOutput<'rewrite'>;
   verified?: string;
 }
 

@@ -135,7 +135,8 @@ async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJ
       });
     }
     deps.out.success(`rewrote ${summary.rewritten} object(s) (${summary.unchanged} already current, ${summary.deleted} deleted meanwhile)`);
-    return { rewritten: summary.rewritten, unchanged: summary.unchanged, deleted: summary.deleted, failed: summary.failed };
+    const { mode, settled, peak, max, cuts } = summary.concurrency;
+    return { rewritten: summary.rewritten, unchanged: summary.unchanged, deleted: summary.deleted, failed: summary.failed, seconds: summary.seconds, objectsPerSecond: summary.objectsPerSecond, concurrency: { mode, settled, peak, max, cuts } };
   });
   const verify = await once(j, 'verify', 'rewrite:verify', async () => {
     let scan: LabelCounts[];

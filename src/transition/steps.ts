@@ -41,7 +41,16 @@ export const Step = {
   record: z.object({ where: z.string() }),
   check: z.object({ unreadable: z.array(z.object({ resource: z.string(), label: z.string(), count: z.number() })), forced: z.boolean().optional() }),
   gate: z.object({ forced: z.boolean() }),
-  rewrite: z.object({ rewritten: z.number(), unchanged: z.number(), deleted: z.number(), failed: z.number() }),
+  rewrite: z.object({
+    rewritten: z.number(),
+    unchanged: z.number(),
+    deleted: z.number(),
+    failed: z.number(),
+    // Since the fleet's summary: how long it took and where the adaptive concurrency settled.
+    seconds: z.number().optional(),
+    objectsPerSecond: z.number().optional(),
+    concurrency: z.object({ mode: z.enum(['adaptive', 'fixed']), settled: z.number(), peak: z.number(), max: z.number(), cuts: z.number() }).optional(),
+  }),
   verify: z.object({ detail: z.string(), weaker: z.boolean().optional() }),
   unpatch: z.object({ since: z.string(), mirrorHashBefore: nullableString, configPathInPod: z.string(), volumeName: nullableString, changed: z.boolean(), backup: nullableString }),
   removeConfig: z.object({ backup: nullableString }),

@@ -6,6 +6,8 @@ interface OutputOptions {
   color: boolean;
   /** stderr is a terminal: spinners and progress bars are allowed. */
   interactive: boolean;
+  /** Progress as JSON lines on stderr, for the fleet orchestrator (`--progress-json`). */
+  progressJson?: boolean;
   stdout?: NodeJS.WritableStream;
   stderr?: NodeJS.WritableStream;
 }
@@ -18,6 +20,7 @@ export class Output {
   readonly json: boolean;
   readonly verbose: boolean;
   readonly interactive: boolean;
+  readonly progressJson: boolean;
   readonly c: ChalkInstance;
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
@@ -30,6 +33,7 @@ export class Output {
     this.json = opts.json;
     this.verbose = opts.verbose;
     this.interactive = opts.interactive && !opts.json;
+    this.progressJson = Boolean(opts.progressJson);
     this.c = new Chalk({ level: opts.color && !opts.json ? 1 : 0 });
     this.stdout = opts.stdout ?? process.stdout;
     this.stderr = opts.stderr ?? process.stderr;

@@ -44,34 +44,65 @@ export function progressLine(p: Progress): string {
   );
 }
 
+/** Marks a stderr line that carries one progress report as JSON (`--progress-json`). */
+export const PROGRESS_JSON_PREFIX = '@k8s-encrypt:progress ';
+
+const PROGRESS_NUMBERS = ['done', 'rewritten', 'unchanged', 'deleted', 'failed', 'conflictsRetried', 'elapsedSeconds', 'concurrency'] as const;
+
+/** The line `--progress-json` writes for one report (no newline). */
+export const progressJsonLine = (p: Progress) => `${PROGRESS_JSON_PREFIX}${JSON.stringify(p)}`;
+
+/** The report a `--progress-json` line carries; undefined for any other line (or a bad one). */
+export function parseProgressLine(line: string): Progress | undefined {
+  if (!line.startsWith(PROGRESS_JSON_PREFIX)) return undefined;
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(line.slice(PROGRESS_JSON_PREFIX.length));
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object' || typeof v.resource !== 'string') return undefined;
+  if (!PROGRESS_NUMBERS.every((k) => typeof v[k] === 'number' && Number.isFinite(v[k]))) return undefined;
+  if (v.total !== undefined && typeof v.total !== 'number') return undefined;
+  const p: Progress = { resource: v.resource } as Progress;
+  for (const k of PROGRESS_NUMBERS) p[k] = v[k] as number;
+  if (typeof v.total === 'number') p.total = v.total;
+  return p;
+}
+
+/** A line at most every `every` ms (the first one at once if `eager`), and the latest at the end. */
+function throttledLines(out: Output, every: number, now: () => number, eager: boolean, render: (p: Progress) => string): ProgressReporter {
+  let last = eager ? -Infinity : now();
+  let latest: Progress | undefined;
+  let printed: Progress | undefined;
+  return {
+    update(p) {
+      latest = p;
+      if (now() - last >= every) {
+        last = now();
+        printed = p;
+        out.stderr.write(`${render(p)}\n`);
+      }
+    },
+    stop() {
+      if (latest && latest !== printed) out.stderr.write(`${render(latest)}\n`);
+      printed = latest;
+    },
+  };
+}
+
 /**
  * Rewrite progress on stderr (all resources of the run on one line, with the requests in flight
  * the engine allows now): a cli-progress bar with done/total, rate and ETA on a terminal,
- * a plain line every few seconds otherwise, nothing with --json.
+ * a plain line every few seconds otherwise, nothing with --json. With `--progress-json` (a node
+ * run by the fleet orchestrator) a JSON line at most every second, even with --json: stdout keeps
+ * the one result document.
  */
 export function createProgressReporter(out: Output, opts: ProgressReporterOptions = {}): ProgressReporter {
-  if (out.json) return { update() {}, stop() {} };
   const now = opts.now ?? Date.now;
-  if (!out.interactive) {
-    const every = opts.intervalMs ?? 5000;
-    let last = now();
-    let latest: Progress | undefined;
-    let printed: Progress | undefined;
-    return {
-      update(p) {
-        latest = p;
-        if (now() - last >= every) {
-          last = now();
-          printed = p;
-          out.stderr.write(`${progressLine(p)}\n`);
-        }
-      },
-      stop() {
-        if (latest && latest !== printed) out.stderr.write(`${progressLine(latest)}\n`);
-        printed = latest;
-      },
-    };
-  }
+  if (out.progressJson) return throttledLines(out, opts.intervalMs ?? 1000, now, true, progressJsonLine);
+  if (out.json) return { update() {}, stop() {} };
+  if (!out.interactive) return throttledLines(out, opts.intervalMs ?? 5000, now, false, progressLine);
   let bar: cliProgress.SingleBar | undefined;
   let resource: string | undefined;
   let lastRender = 0;
