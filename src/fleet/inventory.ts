@@ -1,10 +1,13 @@
+import { homedir } from 'node:os';
+import { posix } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { usageError } from '../ui/errors';
 
 /**
  * The fleet inventory: the control planes the orchestrator drives over SSH, first node first.
- * Pure: `parseInventory` takes the file's text, `parseSshList` the `--ssh` short form.
+ * Pure: `parseInventory` takes the file's text (and the home `~` stands for), `parseSshList` the
+ * `--ssh` short form.
  */
 
 export interface FleetNode {
@@ -47,7 +50,18 @@ function checkUnique(nodes: FleetNode[], where: string): FleetNode[] {
   return nodes;
 }
 
-export function parseInventory(text: string, file: string): FleetNode[] {
+/**
+ * `~` and `~/...` are the orchestrator's home, as OpenSSH expands an IdentityFile; `~user/...`
+ * is refused (whose home that is depends on the machine the inventory was written for).
+ */
+export function expandHome(path: string, home: string, what: string): string {
+  if (path === '~') return home;
+  if (path.startsWith('~/')) return posix.join(home, path.slice(2));
+  if (path.startsWith('~')) throw usageError(`${what} ${path}: only ~ and ~/ (this user's home) are expanded`, 'write the path out, or start it with ~/');
+  return path;
+}
+
+export function parseInventory(text: string, file: string, home: string = homedir()): FleetNode[] {
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -60,7 +74,12 @@ export function parseInventory(text: string, file: string): FleetNode[] {
     const path = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('').replace(/^\./, '');
     throw usageError(`${file}: ${path || 'the document'}: ${issue.message}`, 'the inventory is "controlPlanes: [{host, port, user, identityFile, nodeName, root}]", host and nodeName required');
   }
-  return checkUnique(r.data.controlPlanes.map((n) => ({ ...n, nameGiven: true })) as FleetNode[], file);
+  const nodes = r.data.controlPlanes.map((n, i) => ({
+    ...n,
+    ...(n.identityFile ? { identityFile: expandHome(n.identityFile, home, `${file}: controlPlanes[${i}].identityFile (${n.nodeName})`) } : {}),
+    nameGiven: true,
+  }));
+  return checkUnique(nodes as FleetNode[], file);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { parseInventory, parseSshList } from '../../src/fleet/inventory';
+import { expandHome, parseInventory, parseSshList } from '../../src/fleet/inventory';
 import { checkHostKey, parseKnownHosts, patternsMatch } from '../../src/fleet/known-hosts';
 import { waitingOf } from '../../src/fleet/driver';
 
@@ -22,6 +22,17 @@ describe('fleet inventory', () => {
     ['controlPlanes: [', /^inv.yaml is not YAML: /],
   ])('refuses %s in one line', (text, msg) => {
     expect(() => parseInventory(text, 'inv.yaml')).toThrow(msg);
+  });
+
+  it('expands ~ and ~/ in identityFile to the given home, as OpenSSH does; ~user is refused', () => {
+    const home = '/tmp/home-of-the-test';
+    const text = (f: string) => `controlPlanes:\n  - {host: h, nodeName: cp-0, identityFile: "${f}"}\n`;
+    expect(parseInventory(text('~/.ssh/id_ed25519'), 'inv.yaml', home)[0]!.identityFile).toBe(`${home}/.ssh/id_ed25519`);
+    expect(parseInventory(text('~'), 'inv.yaml', home)[0]!.identityFile).toBe(home);
+    expect(parseInventory(text('/abs/~/k'), 'inv.yaml', home)[0]!.identityFile).toBe('/abs/~/k');
+    expect(parseInventory(text('keys/~k'), 'inv.yaml', home)[0]!.identityFile).toBe('keys/~k');
+    expect(() => parseInventory(text('~bob/.ssh/id'), 'inv.yaml', home)).toThrow(/^inv.yaml: controlPlanes\[0\]\.identityFile \(cp-0\) ~bob\/\.ssh\/id: only ~ and ~\/ \(this user's home\) are expanded$/);
+    expect(expandHome('~/known_hosts', home, '--known-hosts')).toBe(`${home}/known_hosts`);
   });
 
   it('--ssh short form: user@host[:port], first node first', () => {
