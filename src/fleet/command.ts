@@ -8,12 +8,14 @@ import { readText } from '../state/atomic';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { VERSION } from '../version';
-import { describeRun, driveStaged, nodeFailure, type FleetStep } from './driver';
-import { describeNode, parseInventory, parseSshList, type FleetNode } from './inventory';
+import { describeRewrite, describeRun, driveStaged, nodeFailure, type FleetResult, type FleetStep } from './driver';
+import { printDryRun } from './dry-run';
+import { describeNode, expandHome, parseInventory, parseSshList, type FleetNode } from './inventory';
 import { fleetJournal } from './journal';
 import { FLEET_KEYS, type FleetOperation } from './options';
 import { ensureNodeBinary, runOnNode, sha256File, type NodeRun, type SelfExecutable } from './remote';
-import { shellQuote, SshSession, type SshSettings } from './ssh';
+import { checkNode, nodeManifest, plannedUpload, probeNode, type NodeFacts, type PlannedUpload } from './preflight';
+import { nodeCredentials, shellQuote, SshSession, type Credentials, type SshSettings } from './ssh';
 import { renderFleetStatus } from './status';
 
 /**
@@ -73,77 +75,133 @@ async function selfExecutable(): Promise<SelfExecutable> {
   return { version: VERSION, arch: process.arch, path, sha256: await sha256File(path) };
 }
 
-async function loadNodes(opts: Record<string, unknown>): Promise<FleetNode[]> {
+async function loadNodes(opts: Record<string, unknown>, home: string): Promise<FleetNode[]> {
   if (opts.fleet !== undefined && opts.ssh !== undefined) throw usageError('give --fleet FILE or --ssh LIST, not both');
   if (typeof opts.ssh === 'string') return parseSshList(opts.ssh);
-  const file = resolve(String(opts.fleet));
-  return parseInventory(await readText(file, 'read inventory'), file);
+  const file = resolve(expandHome(String(opts.fleet), home, '--fleet'));
+  return parseInventory(await readText(file, 'read inventory'), file, home);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** How long a node's lock held by an earlier run is waited for before its refusal stands. */
 const LOCK_WAIT_MS = 5 * 60_000;
 
+/**
+ * Whatever goes wrong on a node's account names that node first (with --json too): a message
+ * without the name (the orchestrator's known_hosts, an SFTP failure) gets it.
+ */
+export function namedError(n: FleetNode, err: unknown): unknown {
+  if (err instanceof CliError) {
+    if (err.message.startsWith(`${n.nodeName}: `)) return err;
+    return new CliError(`${n.nodeName}: ${err.message}`, { exitCode: err.exitCode, ...(err.hint ? { hint: err.hint } : {}), details: { ...err.details, node: n.nodeName }, cause: err });
+  }
+  const bug = err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError;
+  return new CliError(`${n.nodeName}: ${(err as Error)?.message ?? String(err)}`, {
+    exitCode: bug ? ExitCode.Internal : ExitCode.Cluster,
+    hint: bug ? 're-run with --verbose for the stack trace, and report it' : 'check the node and re-run (--verbose shows the stack trace)',
+    details: { node: n.nodeName },
+    cause: err,
+  });
+}
+
+const onNode = async <T>(n: FleetNode, fn: () => Promise<T>): Promise<T> => {
+  try {
+    return await fn();
+  } catch (err) {
+    throw namedError(n, err);
+  }
+};
+
 export async function runFleet(ctx: Context, cmd: Command, operation: FleetOperation, opts: Record<string, unknown>): Promise<void> {
-  const nodes = await loadNodes(opts);
+  const home = homedir();
+  const nodes = await loadNodes(opts, home);
   const fwd = forwardedArgs(cmd, opts);
   const settings: SshSettings = {
-    knownHostsFile: resolve(typeof opts.knownHosts === 'string' ? opts.knownHosts : join(homedir(), '.ssh', 'known_hosts')),
+    knownHostsFile: resolve(typeof opts.knownHosts === 'string' ? expandHome(opts.knownHosts, home, '--known-hosts') : join(home, '.ssh', 'known_hosts')),
     acceptNewHostKeys: Boolean(opts.acceptNewHostKeys),
     connectTimeoutMs: parseTimeoutMs(String(opts.connectTimeout ?? '20s'), '--connect-timeout'),
     commandTimeoutMs: parseTimeoutMs(String(opts.commandTimeout ?? '30m'), '--command-timeout'),
     ...(ctx.env.SSH_AUTH_SOCK ? { agentSocket: ctx.env.SSH_AUTH_SOCK } : {}),
-    defaultIdentities: ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homedir(), '.ssh', f)),
+    defaultIdentities: ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(home, '.ssh', f)),
     notice: (m) => ctx.out.warn(m),
   };
   const line = (n: FleetNode, text: string) => ctx.out.info(`[${n.nodeName}] ${text}`);
   const self = await selfExecutable();
   const nodeBin = typeof opts.nodeBin === 'string' ? opts.nodeBin : undefined;
+  const { createProgressReporter } = await import('../ui/progress');
 
+  // Every node's key is read (a missing or locked one is refused) before the first connection.
+  const creds = new Map<FleetNode, Credentials>();
+  for (const n of nodes) creds.set(n, await nodeCredentials(n, settings));
   const sessions = new Map<FleetNode, SshSession>();
   const bins = new Map<FleetNode, string>();
+  const checks = new Map<FleetNode, { checks: string[]; upload?: PlannedUpload }>();
   try {
     // Preflight, nothing changed yet: every node reachable with a known host key ...
     for (const n of nodes) {
-      sessions.set(n, await SshSession.open(n, settings));
+      sessions.set(n, await onNode(n, () => SshSession.open(n, settings, creds.get(n))));
       line(n, `connected to ${describeNode(n)}`);
     }
-    // ... running the same k8s-encrypt (uploaded unless it is there; a dry run uploads nothing) ...
-    for (const n of nodes) {
-      const bin = await ensureNodeBinary(sessions.get(n)!, self, nodeBin, (m) => ctx.out.info(`[${n.nodeName}] ${m.replace(`${n.nodeName}: `, '')}`), { dryRun: fwd.dryRun });
-      if (bin) bins.set(n, bin);
+    // ... logged in as root, with an apiserver manifest (read-only checks, before any upload) ...
+    const facts = new Map<FleetNode, NodeFacts>();
+    if (operation !== 'status') {
+      for (const n of nodes) {
+        const f = await onNode(n, () => probeNode(sessions.get(n)!, nodeManifest(n, typeof opts.manifest === 'string' ? opts.manifest : undefined)));
+        facts.set(n, f);
+        checks.set(n, { checks: checkNode(n, f) });
+      }
     }
-    const run = async (n: FleetNode, args: string[], stdin?: string): Promise<NodeRun> => {
-      const bin = bins.get(n);
-      if (!bin) throw new CliError(`${n.nodeName}: k8s-encrypt ${self.version} is not installed there yet`, { exitCode: ExitCode.Usage, hint: 'run without --dry-run to upload it' });
-      const named = n.nameGiven && args[0] !== 'status' ? ['--node-name', n.nodeName] : [];
-      // A run cut off with its SSH connection (orchestrator killed) may still be finishing there:
-      // wait for its lock a while (not the whole command timeout: it may be someone else's run).
-      const deadline = Date.now() + Math.min(settings.commandTimeoutMs, LOCK_WAIT_MS);
-      for (let said = false; ; said = true) {
-        const r = await runOnNode(sessions.get(n)!, bin, [...args, ...named], stdin !== undefined ? { stdin } : {});
-        const held = r.exitCode === ExitCode.Refused && /holds the lock/.test(String(r.body.error?.message ?? ''));
-        if (!held || Date.now() > deadline || ctx.signal.aborted) return r;
-        if (!said) line(n, `an earlier run still holds the lock there: waiting up to ${LOCK_WAIT_MS / 60_000} min for it to finish`);
-        await sleep(2000);
-      }
-    };
-    // ... whose own status answers, as the node the inventory says it is.
-    const statuses = new Map<FleetNode, Record<string, any>>();
-    if (bins.size === nodes.length) {
-      for (const [i, n] of nodes.entries()) {
-        const extra = operation === 'status' && i === 0 ? fwd.first : operation === 'status' ? [...fwd.first, '--no-etcd'] : ['--no-etcd'];
-        // Without --node-name: the node names itself (its mirror pod), which is what is checked.
-        const r = await run(n, ['status', ...extra]);
-        if (r.exitCode !== 0 && !(operation === 'status' && r.exitCode === ExitCode.Verification)) throw nodeFailure(n, 'status', r, []);
-        const me = r.body.apiservers?.thisNode?.name;
-        const proven = /mirror pod/.test(String(r.body.apiservers?.thisNode?.how ?? ''));
-        if (typeof me === 'string' && me !== n.nodeName && (proven || !n.nameGiven)) {
-          if (n.nameGiven) throw new CliError(`${n.nodeName}: the inventory says ${n.nodeName}, but that node's apiserver runs as ${me}`, { exitCode: ExitCode.Usage, hint: `fix nodeName (or root) of ${describeNode(n)} in the inventory; nothing was changed` });
-          n.nodeName = me;
+    // ... running the same k8s-encrypt (uploaded unless it is there; a dry run uploads nothing,
+    // not even to a staging path: it checks that the upload could be done) ...
+    for (const n of nodes) {
+      const bin = await onNode(n, () => ensureNodeBinary(sessions.get(n)!, self, nodeBin, (m) => ctx.out.info(`[${n.nodeName}] ${m.replace(`${n.nodeName}: `, '')}`), { dryRun: fwd.dryRun }));
+      if (bin) bins.set(n, bin);
+      else if (facts.has(n)) checks.get(n)!.upload = await onNode(n, () => plannedUpload(n, facts.get(n)!, self));
+    }
+    const run = (n: FleetNode, args: string[], stdin?: string): Promise<NodeRun> =>
+      onNode(n, async () => {
+        const bin = bins.get(n);
+        if (!bin) throw new CliError(`${n.nodeName}: k8s-encrypt ${self.version} is not installed there yet`, { exitCode: ExitCode.Usage, hint: 'run without --dry-run to upload it' });
+        const named = n.nameGiven && args[0] !== 'status' ? ['--node-name', n.nodeName] : [];
+        // A run cut off with its SSH connection (orchestrator killed) may still be finishing there:
+        // wait for its lock a while (not the whole command timeout: it may be someone else's run).
+        const deadline = Date.now() + Math.min(settings.commandTimeoutMs, LOCK_WAIT_MS);
+        for (let said = false; ; said = true) {
+          // The node's rewrite progress, as a bar (or a line every few seconds) named after it.
+          const bar = createProgressReporter(ctx.out);
+          let r: NodeRun;
+          try {
+            r = await runOnNode(sessions.get(n)!, bin, [...args, ...named], {
+              ...(stdin !== undefined ? { stdin } : {}),
+              onProgress: (p) => bar.update({ ...p, resource: `[${n.nodeName}] ${p.resource}` }),
+              onText: (t) => line(n, t),
+            });
+          } finally {
+            bar.stop();
+          }
+          const held = r.exitCode === ExitCode.Refused && /holds the lock/.test(String(r.body.error?.message ?? ''));
+          if (!held || Date.now() > deadline || ctx.signal.aborted) return r;
+          if (!said) line(n, `an earlier run still holds the lock there: waiting up to ${LOCK_WAIT_MS / 60_000} min for it to finish`);
+          await sleep(2000);
         }
-        statuses.set(n, r.body);
+      });
+    // ... whose own status answers, as the node the inventory says it is (a dry run checks the
+    // nodes that already have this k8s-encrypt).
+    const statuses = new Map<FleetNode, Record<string, any>>();
+    for (const [i, n] of nodes.entries()) {
+      if (!bins.has(n)) continue;
+      const extra = operation === 'status' && i === 0 ? fwd.first : operation === 'status' ? [...fwd.first, '--no-etcd'] : ['--no-etcd'];
+      // Without --node-name: the node names itself (its mirror pod), which is what is checked.
+      const r = await run(n, ['status', ...extra]);
+      if (r.exitCode !== 0 && !(operation === 'status' && r.exitCode === ExitCode.Verification)) throw nodeFailure(n, 'status', r, []);
+      const me = r.body.apiservers?.thisNode?.name;
+      const proven = /mirror pod/.test(String(r.body.apiservers?.thisNode?.how ?? ''));
+      if (typeof me === 'string' && me !== n.nodeName && (proven || !n.nameGiven)) {
+        if (n.nameGiven) throw new CliError(`${n.nodeName}: the inventory says ${n.nodeName}, but that node's apiserver runs as ${me}`, { exitCode: ExitCode.Usage, hint: `fix nodeName (or root) of ${describeNode(n)} in the inventory; nothing was changed`, details: { node: n.nodeName } });
+        n.nodeName = me;
       }
+      statuses.set(n, r.body);
+      checks.get(n)?.checks.push('its own status answers');
     }
     if (operation === 'status') return printStatus(ctx, nodes, statuses, opts);
 
@@ -159,16 +217,7 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
       preflight.push({ node: n.nodeName, command: `${operation} --dry-run`, stage: null, state: 'planned', detail: 'dry run passed', exitCode: 0 });
       line(n, `preflight: ${operation} --dry-run passed`);
     }
-    if (fwd.dryRun) {
-      ctx.out.result({ dryRun: true, operation, nodes: nodes.map((n) => ({ node: n.nodeName, host: n.host, port: n.port, binary: bins.get(n) ?? null })), plans: dryRuns }, (c) =>
-        [
-          c.bold(`fleet ${operation} — dry run, nothing was changed on ${nodes.length} control plane(s): ${nodes.map((n) => n.nodeName).join(', ')}`),
-          ...nodes.map((n) => `  ${n.nodeName}: ${describeNode(n)}, ${bins.get(n) ? `runs ${bins.get(n)}` : `would upload k8s-encrypt ${self.version}`}`),
-          ...Object.entries(dryRuns).map(([name, body]) => `${name}'s plan:\n${JSON.stringify((body as Record<string, unknown>).stages ?? (body as Record<string, unknown>).steps ?? body, null, 2)}`),
-        ].join('\n'),
-      );
-      return;
-    }
+    if (fwd.dryRun) return printDryRun(ctx, operation, nodes, { bins, checks, plans: dryRuns, version: self.version });
     await confirm(ctx, `${operation} on ${nodes.length} control plane(s), one at a time: ${nodes.map((n) => n.nodeName).join(', ')}? Each apiserver restarts at each stage.`);
 
     if (operation === 'rollback') {
@@ -182,41 +231,41 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
         last[n.nodeName] = r.body;
         line(n, `rollback: ${detail}`);
       }
-      return printFleetResult(ctx, { state: 'done', operation, steps, nodes: last as never });
+      return printFleetResult(ctx, { state: 'done', operation, steps, nodes: last as never, rewrite: [] });
     }
 
     const journal = fleetJournal(ctx.paths.stateDir, operation, nodes, ctx.now);
-    const first = nodes[0]!;
     const result = await driveStaged(
       {
         nodes,
         run,
-        async fetchConfig(n) {
-          const st = await run(n, ['status', '--no-etcd', '--no-cluster']);
-          const path = st.body.node?.config?.path;
-          if (typeof path !== 'string') throw new CliError(`${n.nodeName}: its status names no config file`, { exitCode: ExitCode.Cluster, hint: 'check "k8s-encrypt status" there', details: { node: n.nodeName } });
-          const r = await sessions.get(n)!.exec(`cat -- ${shellQuote(path)}`, { timeoutMs: 60_000 });
-          if (r.code !== 0) throw new CliError(`${n.nodeName}: cannot read ${path} there`, { exitCode: ExitCode.Cluster, hint: `check the file on ${n.nodeName}`, details: { node: n.nodeName } });
-          return { text: r.stdout.toString('utf8'), sha256: createHash('sha256').update(r.stdout).digest('hex') };
-        },
+        fetchConfig: (n) =>
+          onNode(n, async () => {
+            const st = await run(n, ['status', '--no-etcd', '--no-cluster']);
+            const path = st.body.node?.config?.path;
+            if (typeof path !== 'string') throw new CliError(`${n.nodeName}: its status names no config file`, { exitCode: ExitCode.Cluster, hint: 'check "k8s-encrypt status" there', details: { node: n.nodeName } });
+            const r = await sessions.get(n)!.exec(`cat -- ${shellQuote(path)}`, { timeoutMs: 60_000 });
+            if (r.code !== 0) throw new CliError(`${n.nodeName}: cannot read ${path} there`, { exitCode: ExitCode.Cluster, hint: `check the file on ${n.nodeName}`, details: { node: n.nodeName } });
+            return { text: r.stdout.toString('utf8'), sha256: createHash('sha256').update(r.stdout).digest('hex') };
+          }),
         journal,
         line,
         signal: ctx.signal,
       },
       { operation, firstArgs: fwd.first, followerArgs: fwd.followers },
     );
-    void first;
     printFleetResult(ctx, result);
   } finally {
     for (const s of sessions.values()) s.close();
   }
 }
 
-function printFleetResult(ctx: Context, r: { state: string; operation: string; steps: FleetStep[]; nodes: Record<string, unknown> }): void {
+function printFleetResult(ctx: Context, r: FleetResult): void {
   ctx.out.result(r, (c) =>
     [
       `${c.green('✓')} fleet ${r.operation} finished on ${Object.keys(r.nodes).length} control plane(s)`,
       ...r.steps.map((s) => `  [${s.node}] ${s.command}: ${s.detail}`),
+      ...r.rewrite.map((w) => `  rewrite on ${describeRewrite(w)}`),
     ].join('\n'),
   );
 }

@@ -93,12 +93,27 @@ describe('fleet mode on three control planes', () => {
     r = await fleet(['init'], { inventory: await writeInventory('swapped.yaml', (i) => (i === 1 ? { root: bed.nodes[2]!.root } : i === 2 ? { root: bed.nodes[1]!.root } : {})) });
     expect(r.exitCode).toBe(2);
     expect(jsonOf(r).error.message).toMatch(/^cp-1: the inventory says cp-1, but that node's apiserver runs as cp-2/);
+
+    // identityFile ~/... is the orchestrator's home (HOME here: a temp dir); a missing one is one
+    // line naming the node and the path, before any node is connected to.
+    const home = join(dir, 'home');
+    const tilde = await writeInventory('tilde.yaml', (i) => (i === 2 ? { identityFile: '~/no-such-key' } : {}));
+    r = await runCli(['--state-dir', join(dir, 'orchestrator'), 'init', '--yes', '--fleet', tilde, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { env: { HOME: home } });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(new RegExp(`^error: cp-2: cannot read identityFile ${home}/no-such-key: no such file`, 'm'));
+    expect(r.stderr).not.toMatch(/connected to/);
     expect(await snapshot()).toEqual(start);
   }, 120_000);
 
   it('init --fleet turns encryption on everywhere in one command, never failing a read', async () => {
-    const j = await withReader(async () => okJson(await fleet(['init'])));
+    const r = await withReader(() => fleet(['init']));
+    const j = okJson(r);
     expect(j.state).toBe('done');
+    // --json: the rewrite's progress stays off stdout (one document) and off the terminal; the
+    // document has the rewrite summary with the concurrency level it settled on.
+    expect(r.stderr).not.toMatch(/secrets: \d+/);
+    expect(j.rewrite).toEqual([expect.objectContaining({ node: 'cp-0', failed: 0, concurrency: expect.objectContaining({ mode: 'adaptive', settled: expect.any(Number) }) })]);
+    expect(j.rewrite[0].rewritten + j.rewrite[0].unchanged).toBeGreaterThanOrEqual(before.size);
     expect(j.steps.map((s: any) => `${s.node} ${s.command}`)).toEqual(['cp-0 init', 'cp-1 init --from-config -', 'cp-2 init --from-config -', 'cp-0 init', 'cp-1 init --from-config -', 'cp-2 init --from-config -', 'cp-0 init']);
     const texts = await Promise.all([0, 1, 2].map(configText));
     expect(new Set(texts).size).toBe(1);
@@ -116,6 +131,9 @@ describe('fleet mode on three control planes', () => {
     const r = await withReader(() => runCli(['--yes', '--state-dir', join(dir, 'orchestrator'), 'rotate-key', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { timeoutMs: 300_000 }));
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stderr).toMatch(/\[cp-1\] add-reader: .*proven/);
+    // The rewrite on the first node, relayed from its --progress-json stderr as a line named after it.
+    expect(r.stderr).toMatch(/^\[cp-0\] secrets: \d+(\/\d+)? done \(\d+ rewritten, /m);
+    expect(r.stdout).toMatch(/rewrite on cp-0: \d+ rewritten, .*concurrency settled at \d+ \(adaptive/);
     expect(r.stdout).toMatch(/fleet rotate-key finished on 3 control plane/);
     const p = await providersOf(0);
     expect(p).toHaveLength(1);
@@ -196,6 +214,10 @@ describe('fleet mode on three control planes', () => {
     const dry = okJson(await fleet(['rollback', '--dry-run']));
     expect(dry.dryRun).toBe(true);
     expect(Object.keys(dry.plans)).toEqual(['cp-0', 'cp-1', 'cp-2']);
+    for (const [i, n] of dry.nodes.entries()) {
+      expect(n).toMatchObject({ node: `cp-${i}`, binary: nodeBin, upload: null, notChecked: [] });
+      expect(n.checked).toEqual(['SSH login and host key', expect.stringMatching(/^logged in as /), `manifest ${bed.nodes[i]!.manifest}`, 'its own status answers']);
+    }
     for (const [i, plan] of Object.values<any>(dry.plans).entries()) {
       expect(plan.from.startsWith(bed.nodes[i]!.root)).toBe(true);
       expect(plan.diff).not.toBe('');

@@ -9,7 +9,9 @@ import { freePort } from '../helpers/etcd';
 import { startSshd, type RunningSshd } from '../bed/sshd';
 import { SshSession, type SshSettings } from '../../src/fleet/ssh';
 import type { FleetNode } from '../../src/fleet/inventory';
-import { ensureNodeBinary, installDir, installPath, sha256File } from '../../src/fleet/remote';
+import { ensureNodeBinary, installDir, installPath, runOnNode, sha256File } from '../../src/fleet/remote';
+import { checkNode, nodeManifest, plannedUpload, probeNode } from '../../src/fleet/preflight';
+import { PROGRESS_JSON_PREFIX } from '../../src/ui/progress';
 
 let sshd: RunningSshd;
 beforeAll(async () => {
@@ -133,5 +135,56 @@ describe('fleet upload of the executable', () => {
     } finally {
       for (const x of opened) x.close();
     }
+  });
+});
+
+describe('fleet preflight without k8s-encrypt on the node, and the relay of a run\'s stderr', () => {
+  it('checks root, the manifest, the architecture and the free space read-only; a dry run plans the upload and writes nothing', async () => {
+    const root = join(sshd.dir, `node-${randomBytes(4).toString('hex')}`);
+    const manifest = join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml');
+    const exe = join(sshd.dir, `exe-${randomBytes(4).toString('hex')}`);
+    await writeFile(exe, '#!/bin/sh\necho 9.8.7\n', { mode: 0o755 });
+    const self = { version: '9.8.7', arch: process.arch, path: exe, sha256: await sha256File(exe) };
+    const n = node({ root });
+    const s = await SshSession.open(n, settings());
+    try {
+      await mkdir(root);
+      let f = await probeNode(s, nodeManifest(n, undefined));
+      expect(f).toMatchObject({ uid: process.getuid!(), manifest, hasManifest: false, arch: process.arch, freeAt: root });
+      expect(f.freeBytes).toBeGreaterThan(0);
+      expect(() => checkNode(n, f)).toThrow(new RegExp(`^cp-7: no kube-apiserver manifest at ${manifest}$`));
+      await mkdir(join(manifest, '..'), { recursive: true });
+      await writeFile(manifest, 'kind: Pod\n');
+      f = await probeNode(s, nodeManifest(n, undefined));
+      expect(checkNode(n, f)).toEqual([`logged in as ${sshd.user} (uid ${process.getuid!()})`, `manifest ${manifest}`]);
+      // --manifest given: that file is the one looked for.
+      expect((await probeNode(s, join(root, 'elsewhere.yaml'))).hasManifest).toBe(false);
+
+      // The dry run: no executable there, the upload planned (path, sha256, size), nothing written.
+      expect(await ensureNodeBinary(s, self, undefined, () => {}, { dryRun: true })).toBeUndefined();
+      expect(await plannedUpload(n, f, self)).toEqual({ path: installPath(root, '9.8.7'), sha256: self.sha256, bytes: (await stat(exe)).size, freeBytes: f.freeBytes });
+      await expect(plannedUpload(n, { ...f, freeBytes: 1000 }, self)).rejects.toThrow(/^cp-7: 0\.0 MiB free at .*, the upload to .* needs 1\.0 MiB$/);
+      await expect(stat(installDir(root))).rejects.toThrow(/ENOENT/);
+      expect(await readdir(root)).toEqual(['etc']);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('a node run\'s stderr is relayed as it comes: progress lines parsed, other lines as text, the result from stdout', async () => {
+    // A stand-in for the node's k8s-encrypt: this checks the channel, not what runs.
+    const bin = join(sshd.dir, `bin-${randomBytes(4).toString('hex')}`);
+    const progress = (done: number) => `${PROGRESS_JSON_PREFIX}{"resource":"secrets","done":${done},"total":3,"rewritten":${done},"unchanged":0,"deleted":0,"failed":0,"conflictsRetried":0,"elapsedSeconds":0.1,"concurrency":8}`;
+    await writeFile(bin, `#!/bin/sh\necho "$@" > "$0.args"\necho '${progress(1)}' >&2\necho 'warning: a line of text' >&2\nsleep 0.2\necho '${progress(3)}' >&2\necho '{"ok":true,"state":"done"}'\n`, { mode: 0o700 });
+    const s = await SshSession.open(node(), settings());
+    const got: string[] = [];
+    try {
+      const r = await runOnNode(s, bin, ['rotate-key'], { onProgress: (p) => got.push(`progress ${p.done}/${p.total}`), onText: (t) => got.push(`text ${t}`) });
+      expect(r).toEqual({ exitCode: 0, body: { ok: true, state: 'done' }, stderrTail: 'warning: a line of text' });
+    } finally {
+      s.close();
+    }
+    expect(got).toEqual(['progress 1/3', 'text warning: a line of text', 'progress 3/3']);
+    expect((await readFile(`${bin}.args`, 'utf8')).trim()).toBe('--root / --json --yes --progress-json rotate-key');
   });
 });
