@@ -1,74 +1,41 @@
 // Fleet mode on three control planes sharing one etcd, each reached through a real OpenSSH sshd
 // on loopback (the inventory's `root` selects the bed node). One command per operation drives
 // every node; a reader reads every Secret through every apiserver the whole time.
-import { createHash } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
-import { startBed, type Bed } from '../bed/index';
-import { startSshd, type RunningSshd } from '../bed/sshd';
 import { BIN, jsonOf, runCli } from '../helpers/cli';
-import { CONFIG_REL, okJson, startReader } from './rotate-helpers';
+import { sha, startFleetBed, VERSION, type FleetBed } from './fleet-bed';
+import { okJson } from './rotate-helpers';
 
-let bed: Bed;
-let sshd: RunningSshd;
+let f: FleetBed;
+let bed: FleetBed['bed'];
 let dir: string;
-let inventory: string;
-let nodeBin: string;
 let before: Map<string, string>;
-
-const VERSION = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
-
-async function writeInventory(name: string, over: (i: number) => Record<string, unknown> = () => ({})): Promise<string> {
-  const file = join(dir, name);
-  const controlPlanes = bed.nodes.map((n, i) => ({ host: '127.0.0.1', port: sshd.port, user: sshd.user, identityFile: sshd.identityFile, nodeName: n.name, root: n.root, ...over(i) }));
-  await writeFile(file, JSON.stringify({ controlPlanes }, null, 2));
-  return file;
-}
-
-const fleet = (args: string[], o: { inventory?: string; knownHosts?: string; bin?: string } = {}) =>
-  runCli(['--json', '--yes', '--state-dir', join(dir, 'orchestrator'), ...args, '--fleet', o.inventory ?? inventory, '--known-hosts', o.knownHosts ?? sshd.knownHostsFile, '--node-bin', o.bin ?? nodeBin], { timeoutMs: 300_000 });
-
-const sha = (s: string) => createHash('sha256').update(s).digest('hex');
-const configText = (i: number) => readFile(join(bed.nodes[i]!.root, CONFIG_REL), 'utf8').catch(() => '');
-const manifestText = (i: number) => readFile(bed.nodes[i]!.manifest, 'utf8');
-async function snapshot() {
-  return Promise.all(bed.nodes.map(async (n, i) => ({ config: sha(await configText(i)), manifest: sha(await manifestText(i)), starts: n.apiserverStarts() })));
-}
-const providersOf = async (i: number) => parse(await configText(i)).resources[0].providers;
-
-async function withReader<T>(fn: () => Promise<T>): Promise<T> {
-  const reader = startReader(await Promise.all(bed.nodes.map((_, i) => bed.api(i))), before);
-  let out: T;
-  try {
-    out = await fn();
-  } finally {
-    const seen = await reader.stop();
-    expect(seen.failures).toEqual([]);
-    expect(seen.allDownRounds).toBe(0);
-    expect(seen.rounds).toBeGreaterThan(5);
-  }
-  return out;
-}
+let fleet: FleetBed['fleet'];
+let configText: FleetBed['configText'];
+let manifestText: FleetBed['manifestText'];
+let providersOf: FleetBed['providersOf'];
+let snapshot: FleetBed['snapshot'];
+let withReader: FleetBed['withReader'];
+let writeInventory: FleetBed['writeInventory'];
 
 beforeAll(async () => {
-  [bed, sshd] = await Promise.all([startBed({ nodes: 3, secrets: 40 }), startSshd()]);
-  dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-fleet-'));
-  // k8s-encrypt "installed" on every node: this checkout's build run by the project's Node.
-  nodeBin = join(dir, 'k8s-encrypt');
-  await writeFile(nodeBin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o700 });
-  inventory = await writeInventory('inventory.yaml');
-  before = await secretHashes(await bed.api(0));
+  f = await startFleetBed({
+    nodes: 3,
+    secrets: 40,
+    // k8s-encrypt "installed" on every node: this checkout's build run by the project's Node.
+    nodeBin: async (d) => {
+      const nodeBin = join(d, 'k8s-encrypt');
+      await writeFile(nodeBin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o700 });
+      return nodeBin;
+    },
+  });
+  ({ bed, dir, before, fleet, configText, manifestText, providersOf, snapshot, withReader, writeInventory } = f);
 }, 180_000);
-afterAll(async () => {
-  await bed?.stop();
-  await sshd?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
-});
+afterAll(() => f?.stop());
 
 describe('fleet mode on three control planes', () => {
   it('refuses an unknown host key, an unreachable node and another version before any node is changed', async () => {
@@ -121,14 +88,14 @@ describe('fleet mode on three control planes', () => {
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${key}`]: before.size });
     // Nothing of the key on the orchestrator's side: its journal holds a sha256 at most.
     const secret = (await providersOf(0))[0].aescbc.keys[0].secret as string;
-    const journal = await readFile(join(dir, 'orchestrator', 'fleet', (await readdirNames(join(dir, 'orchestrator', 'fleet'))).find((f) => f.startsWith('init-'))!), 'utf8');
+    const journal = await readFile(await f.journalFile('init'), 'utf8');
     expect(journal).not.toContain(secret);
     expect(JSON.stringify(j)).not.toContain(secret);
   }, 300_000);
 
   it('rotate-key --fleet inventory.yaml --yes is the whole rotation', async () => {
     const oldKey = (await providersOf(0))[0].aescbc.keys[0].name;
-    const r = await withReader(() => runCli(['--yes', '--state-dir', join(dir, 'orchestrator'), 'rotate-key', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { timeoutMs: 300_000 }));
+    const r = await withReader(() => runCli(['--yes', '--state-dir', f.stateDir, 'rotate-key', ...f.fleetFlags()], { timeoutMs: 300_000 }));
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stderr).toMatch(/\[cp-1\] add-reader: .*proven/);
     // The rewrite on the first node, relayed from its --progress-json stderr as a line named after it.
@@ -171,8 +138,8 @@ describe('fleet mode on three control planes', () => {
       expect((await providersOf(0))[0].aescbc.keys).toHaveLength(2);
 
       // Re-run, killed once the fleet is between followers of a stage; then a re-run finishes.
-      const journalFile = join(dir, 'orchestrator', 'fleet', (await readdirNames(join(dir, 'orchestrator', 'fleet'))).find((f) => f.startsWith('rotate-key-'))!);
-      const child = execa(process.execPath, [BIN, '--json', '--yes', '--state-dir', join(dir, 'orchestrator'), 'rotate-key', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+      const journalFile = await f.journalFile('rotate-key');
+      const child = execa(process.execPath, [BIN, '--json', '--yes', '--state-dir', f.stateDir, 'rotate-key', ...f.fleetFlags()], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
       let killed = false;
       for (let i = 0; i < 6000 && !killed; i++) {
         const j = JSON.parse(await readFile(journalFile, 'utf8'));
@@ -201,7 +168,7 @@ describe('fleet mode on three control planes', () => {
       ['cp-1', 'prune', 'yes'],
       ['cp-2', 'prune', 'yes'],
     ]);
-    const human = await runCli(['status', '--fleet', inventory, '--known-hosts', sshd.knownHostsFile, '--node-bin', nodeBin]);
+    const human = await runCli(['status', ...f.fleetFlags()]);
     expect(human.stdout).toMatch(/every node runs the same stage and config/);
     expect(human.stdout).toMatch(/✓ secrets: \d+ objects/);
   }, 120_000);
@@ -265,4 +232,3 @@ describe('fleet mode on three control planes', () => {
   }, 60_000);
 });
 
-const readdirNames = (d: string) => readdir(d);
