@@ -21,6 +21,8 @@ let providersOf: FleetBed['providersOf'];
 let snapshot: FleetBed['snapshot'];
 let withReader: FleetBed['withReader'];
 let writeInventory: FleetBed['writeInventory'];
+let sshd: FleetBed['sshd'];
+let nodeBin: string;
 
 beforeAll(async () => {
   f = await startFleetBed({
@@ -28,12 +30,12 @@ beforeAll(async () => {
     secrets: 40,
     // k8s-encrypt "installed" on every node: this checkout's build run by the project's Node.
     nodeBin: async (d) => {
-      const nodeBin = join(d, 'k8s-encrypt');
+      nodeBin = join(d, 'k8s-encrypt');
       await writeFile(nodeBin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o700 });
       return nodeBin;
     },
   });
-  ({ bed, dir, before, fleet, configText, manifestText, providersOf, snapshot, withReader, writeInventory } = f);
+  ({ bed, sshd, dir, before, fleet, configText, manifestText, providersOf, snapshot, withReader, writeInventory } = f);
 }, 180_000);
 afterAll(() => f?.stop());
 
