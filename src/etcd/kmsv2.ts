@@ -80,6 +80,19 @@ export function decodeEncryptedObject(data: Uint8Array): EncryptedObject {
   return o;
 }
 
+/**
+ * The KMS key id a stored `k8s:enc:kms:v2:NAME:` value was written under (EncryptedObject.keyID,
+ * kept in the clear), or undefined when the value is not a well-formed one of provider `name`.
+ */
+export function storedKmsV2KeyId(stored: Uint8Array, name: string): string | undefined {
+  const prefix = `${ENCRYPTED_PREFIX}kms:v2:${name}:`;
+  try {
+    return decodeEncryptedObject(stripPrefix(stored, prefix)).keyId;
+  } catch {
+    return undefined;
+  }
+}
+
 /** upstream ValidateEncryptedObject, same limits and wording. */
 function validateEncryptedObject(o: EncryptedObject): void {
   if (
