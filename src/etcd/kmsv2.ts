@@ -74,7 +74,7 @@ export function decodeEncryptedObject(data: Uint8Array): EncryptedObject {
         else if (e.field === 2 && e.bytes) v = e.bytes;
       }
       o.annotations[k] = v;
-    } else if (f.field === 5 && f.int !== undefined) o.encryptedDEKSourceType = f.int;
+    } else if (f.field === 5 && f.int !== undefined) o.encryptedDEKSourceType = Number(BigInt.asIntN(32, f.int)); // an enum is int32, as Go reads it
   }
   validateEncryptedObject(o);
   return o;
