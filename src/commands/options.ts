@@ -49,6 +49,7 @@ export const snapshotOptions = {
   snapshot: flag,
   snapshotDir: str,
   keepSnapshots: z.number().int().min(1).optional(),
+  snapshotStallTimeout: str,
 };
 
 /** ... and the new key escrowed before it encrypts anything (init, rotate-key). */

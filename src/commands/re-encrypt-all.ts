@@ -188,25 +188,32 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
  * Connects before the rewrite starts, so an unreachable etcd fails the run before any PUT.
  */
 async function openEtcdVerifier(ctx: Context) {
-  const [{ readApiserverFlags }, etcd, scan, codec, { readText }] = await Promise.all([
+  const [manifest, etcd, scan, codec, { readText }, { currentKmsKeyIds }, { hostPathOf }] = await Promise.all([
     import('../manifest/manifest'),
     import('../etcd/client'),
     import('../etcd/scan'),
     import('../etcd/codec'),
     import('../state/atomic'),
+    import('../kms/key-ids'),
+    import('../status/gather'),
   ]);
   const text = await readText(ctx.paths.manifest, 'read the kube-apiserver manifest');
-  const conn = etcd.etcdConnectionFromFlags(readApiserverFlags(text, ctx.paths.manifest).flags);
+  const conn = etcd.etcdConnectionFromFlags(manifest.readApiserverFlags(text, ctx.paths.manifest).flags);
+  const mounts = manifest.hostPathMountsOf(manifest.parseManifest(text, ctx.paths.manifest));
   const reader = await etcd.openEtcd(conn);
   return {
     close: () => reader.close(),
     async verify(resources: string[], config: EncryptionConfiguration): Promise<NonNullable<ReEncryptResult['verify']>> {
+      // A KMS v2 value under a key id other than its plugin's current one is stale too.
+      const kms = await currentKmsKeyIds(config, (p) => hostPathOf(mounts, p)?.hostPath ?? p);
+      for (const u of kms.unknown) ctx.out.warn(`KMS provider ${u.name}: no current key id (${u.reason}); its values are not checked for an old key id`);
       let report;
       try {
         report = await scan.scanEncryptionState(reader, {
           prefix: conn.prefix,
           resources: resources.map((r) => ({ resource: r, etcdPrefix: scan.etcdPrefixFor(r, conn.prefix) })),
           transformersFor: (r) => codec.transformersForResource(config, r),
+          kmsKeyIds: kms.keyIds,
           signal: ctx.signal,
         });
       } catch (err) {

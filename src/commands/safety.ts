@@ -9,7 +9,8 @@ export function addSnapshotOptions(cmd: Command): Command {
   return cmd
     .option('--no-snapshot', 'do not take an etcd snapshot before the first change (a warning says so)')
     .option('--snapshot-dir <dir>', 'where the etcd snapshot goes (0600; default STATE_DIR/snapshots)')
-    .option('--keep-snapshots <n>', 'snapshots kept in the snapshot dir (default 5)', intOption('--keep-snapshots'));
+    .option('--keep-snapshots <n>', 'snapshots kept in the snapshot dir (default 5)', intOption('--keep-snapshots'))
+    .option('--snapshot-stall-timeout <duration>', 'give up on the etcd snapshot when etcd sends nothing for this long (default 30s)');
 }
 
 /** The escrow flags of init and rotate-key: the new key is sealed before it first encrypts anything. */

@@ -25,6 +25,7 @@ export {
   encodeEncryptedObject,
   hkdfSha256Expand,
   kmsV2Transformer,
+  storedKmsV2KeyId,
   type EncryptedObject,
   type KmsV2DecryptRequest,
   type KmsV2EncryptResponse,

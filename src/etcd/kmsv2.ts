@@ -74,10 +74,23 @@ export function decodeEncryptedObject(data: Uint8Array): EncryptedObject {
         else if (e.field === 2 && e.bytes) v = e.bytes;
       }
       o.annotations[k] = v;
-    } else if (f.field === 5 && f.int !== undefined) o.encryptedDEKSourceType = f.int;
+    } else if (f.field === 5 && f.int !== undefined) o.encryptedDEKSourceType = Number(BigInt.asIntN(32, f.int)); // an enum is int32, as Go reads it
   }
   validateEncryptedObject(o);
   return o;
+}
+
+/**
+ * The KMS key id a stored `k8s:enc:kms:v2:NAME:` value was written under (EncryptedObject.keyID,
+ * kept in the clear), or undefined when the value is not a well-formed one of provider `name`.
+ */
+export function storedKmsV2KeyId(stored: Uint8Array, name: string): string | undefined {
+  const prefix = `${ENCRYPTED_PREFIX}kms:v2:${name}:`;
+  try {
+    return decodeEncryptedObject(stripPrefix(stored, prefix)).keyId;
+  } catch {
+    return undefined;
+  }
 }
 
 /** upstream ValidateEncryptedObject, same limits and wording. */

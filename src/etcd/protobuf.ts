@@ -12,15 +12,17 @@ const WIRE_I32 = 5;
 export class ProtoWriter {
   private readonly parts: Buffer[] = [];
 
-  private varint(n: number): void {
-    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`cannot encode varint ${n}`);
+  /** Lengths and tags as numbers; 64-bit values as bigint (a negative int64 as its two's complement). */
+  private varint(n: number | bigint): void {
+    if (typeof n === 'number' && (!Number.isSafeInteger(n) || n < 0)) throw new Error(`cannot encode varint ${n}`);
+    if (typeof n === 'bigint' && (n < -(1n << 63n) || n >= 1n << 64n)) throw new Error(`cannot encode varint ${n}`);
     const bytes: number[] = [];
-    let v = n;
-    while (v >= 0x80) {
-      bytes.push((v % 0x80) | 0x80);
-      v = Math.floor(v / 0x80);
+    let v = BigInt.asUintN(64, BigInt(n));
+    while (v >= 0x80n) {
+      bytes.push(Number(v & 0x7fn) | 0x80);
+      v >>= 7n;
     }
-    bytes.push(v);
+    bytes.push(Number(v));
     this.parts.push(Buffer.from(bytes));
   }
 
@@ -28,9 +30,9 @@ export class ProtoWriter {
     this.varint(field * 8 + wire);
   }
 
-  /** A varint field; proto3 leaves zero values out. */
-  uint(field: number, value: number): this {
-    if (value !== 0) {
+  /** A varint field; proto3 leaves zero values out. int64/uint64 values beyond 2^53 go as bigint. */
+  uint(field: number, value: number | bigint): this {
+    if (value !== 0 && value !== 0n) {
       this.tag(field, WIRE_VARINT);
       this.varint(value);
     }
@@ -64,8 +66,9 @@ export class ProtoWriter {
 interface ProtoField {
   field: number;
   wire: number;
-  /** Set for varint fields. */
-  int?: number;
+  /** Set for varint fields: the 64 bits as unsigned, exact (int64 fields such as revisions and
+   * lease ids are random-looking values past 2^53); BigInt.asIntN(64, int) reads them signed. */
+  int?: bigint;
   /** Set for length-delimited fields (a view into the input). */
   bytes?: Buffer;
 }
@@ -75,20 +78,23 @@ export function readFields(data: Uint8Array): ProtoField[] {
   const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   const out: ProtoField[] = [];
   let pos = 0;
-  const varint = (): number => {
-    let result = 0;
-    let mul = 1;
+  const big = (): bigint => {
+    let result = 0n;
     for (let i = 0; i < 10; i++) {
       if (pos >= buf.length) throw new Error('truncated protobuf varint');
       const b = buf[pos++]!;
-      result += (b & 0x7f) * mul;
-      if (b < 0x80) {
-        if (!Number.isSafeInteger(result)) throw new Error('protobuf varint out of range');
-        return result;
-      }
-      mul *= 0x80;
+      // The tenth byte holds bit 63 only (Go's protowire refuses more as an overflow).
+      if (i === 9 && b > 1) throw new Error('protobuf varint overflows 64 bits');
+      result |= BigInt(b & 0x7f) << BigInt(7 * i);
+      if (b < 0x80) return result;
     }
     throw new Error('malformed protobuf varint');
+  };
+  /** Tags and lengths: past 2^53 they cannot be right for any input held in memory. */
+  const varint = (): number => {
+    const v = big();
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error('protobuf length or tag out of range');
+    return Number(v);
   };
   while (pos < buf.length) {
     const key = varint();
@@ -97,7 +103,7 @@ export function readFields(data: Uint8Array): ProtoField[] {
     if (field === 0) throw new Error('protobuf field number 0');
     switch (wire) {
       case WIRE_VARINT:
-        out.push({ field, wire, int: varint() });
+        out.push({ field, wire, int: big() });
         break;
       case WIRE_LEN: {
         const len = varint();

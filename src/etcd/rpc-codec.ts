@@ -55,7 +55,7 @@ export interface StatusResponse {
 const bool = (w: ProtoWriter, field: number, v: boolean | undefined) => (v ? w.uint(field, 1) : w);
 
 export function encodeRangeRequest(r: RangeRequest): Buffer {
-  const w = new ProtoWriter().bytes(1, r.key).bytes(2, r.range_end).uint(3, r.limit ?? 0).uint(4, Number(r.revision ?? 0));
+  const w = new ProtoWriter().bytes(1, r.key).bytes(2, r.range_end).uint(3, r.limit ?? 0).uint(4, BigInt(r.revision ?? 0));
   bool(w, 7, r.serializable);
   bool(w, 8, r.keys_only);
   bool(w, 9, r.count_only);

@@ -4,13 +4,16 @@
  * which the configured local keys cannot read. Memory stays bounded by one page plus the capped
  * lists.
  */
+import { createHash } from 'node:crypto';
 import type { EtcdReader } from './client';
 import {
   classifyValue,
   decodeStored,
   looksLikeStoredObject,
+  storedKmsV2KeyId,
   transformerLabel,
   valueLabel,
+  type ValueClass,
   type ValueTransformer,
 } from './codec';
 
@@ -130,6 +133,13 @@ export interface ScanOptions {
   /** How many objects each list keeps (counts are always complete); default 100. */
   listLimit?: number;
   onProgress?: (p: ScanProgress) => void;
+  /**
+   * The current key id of each KMS v2 provider (by name), as its plugin's Status reports it. A
+   * value of that provider written under another key id is stale, as kube-apiserver counts it
+   * (kmsv2 envelope: EncryptedObject.keyID != the current write key id), and is labelled
+   * `kms:v2:NAME (key id OLD)`.
+   */
+  kmsKeyIds?: Readonly<Record<string, string>>;
   /** Stops between pages. */
   signal?: AbortSignal;
   now?: () => number;
@@ -146,6 +156,17 @@ function refOf(key: string, etcdPrefix: string, label: string): ObjectRef {
   return slash === -1
     ? { namespace: '', name: rest, label }
     : { namespace: rest.slice(0, slash), name: rest.slice(slash + 1), label };
+}
+
+const shownKeyId = (id: string) => (id.length <= 64 && /^[\x21-\x7e]*$/.test(id) ? id : `sha256:${createHash('sha256').update(id).digest('hex').slice(0, 16)}`);
+
+/** The label of a stored value, with the key id when a KMS v2 value's is not its plugin's current one. */
+function labelOf(cls: ValueClass, value: Uint8Array, keyIds: Readonly<Record<string, string>> | undefined): string {
+  const label = valueLabel(cls);
+  const current = cls.kind === 'kms' && cls.kmsVersion === 'v2' && cls.keyName !== undefined ? keyIds?.[cls.keyName] : undefined;
+  if (!current) return label;
+  const stored = storedKmsV2KeyId(value, cls.keyName!);
+  return stored === undefined || stored === current ? label : `${label} (key id ${shownKeyId(stored)})`;
 }
 
 /** Scans each resource's etcd prefix and reports how its objects are stored. */
@@ -180,7 +201,7 @@ export async function scanEncryptionState(reader: EtcdReader, opts: ScanOptions)
     for await (const kv of reader.scan(etcdPrefix, { pageSize })) {
       const value = kv.value ?? Buffer.alloc(0);
       const cls = classifyValue(value);
-      const label = valueLabel(cls);
+      const label = labelOf(cls, value, opts.kmsKeyIds);
       r.total++;
       r.counts[label] = (r.counts[label] ?? 0) + 1;
       if (label !== writeLabel) push(r.stale, refOf(kv.key, etcdPrefix, label), limit);

@@ -126,7 +126,7 @@ export function printResult(ctx: Context, r: InitResult, journal: Journal<InitJo
     lines.push(...safetyNetLines(journal));
     for (const n of plan.notes) lines.push(`  note: ${n}`);
     if (holders) lines.push(...keyHolderLines(holders).map((l) => `  ${l}`));
-    if (r.mode === 'single') lines.push(`  keep a copy of ${r.config} somewhere safe: without its key the Secrets cannot be read`);
+    if (r.mode === 'single') lines.push(`  ${keyCopyLine(r, journal.output(ESCROW_STEP))}`);
     return lines.join('\n');
   });
 }
@@ -142,6 +142,17 @@ export function resumeNotice(id: string, status: string, message: string | undef
   }
   if (status === 'waiting' && message) return `continuing ${id} (${message}): retrying`;
   return `continuing the interrupted ${id} (${status}) where it stopped`;
+}
+
+/**
+ * Where the only copies of the new key are, and what to keep: the config alone, the config and an
+ * escrow bundle (--escrow-recipient), or nowhere on this host (a KMS key stays in the KMS).
+ */
+export function keyCopyLine(r: Pick<InitResult, 'provider' | 'keyName' | 'config'>, escrow: { [k: string]: unknown; path?: unknown; keys?: unknown } | undefined): string {
+  if (r.provider === 'kms') return `the key encryption key stays in the KMS behind provider ${r.keyName}: without it the Secrets cannot be read`;
+  const escrowed = escrow && Array.isArray(escrow.keys) && escrow.keys.includes(r.keyName);
+  if (escrowed) return `key ${r.keyName} is escrowed in ${String(escrow.path)}: keep an age identity that opens it safe, apart from this host`;
+  return `keep a copy of ${r.config} somewhere safe (or escrow it: keys export): without its key the Secrets cannot be read`;
 }
 
 /** The first line of a finished init: at the add-reader stage nothing is encrypted yet. */

@@ -12,13 +12,16 @@ import { etcdConnectionFromFlags, openEtcd, type EtcdConnection } from '../etcd/
 import type { JsonObject } from '../state/journal';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { checkEscrowOptions, escrowDirOf, escrowNewKey, ESCROW_STEP, type EscrowOptions } from '../escrow/export';
-import { assertRoomFor, checkSnapshotFile, pruneSnapshots, snapshotName, sweepPartials, takeSnapshot, type SnapshotSource } from './take';
+import { parseTimeoutMs } from '../transition/front';
+import { assertRoomFor, checkSnapshotFile, DEFAULT_STALL_TIMEOUT_MS, pruneSnapshots, snapshotName, sweepPartials, takeSnapshot, type SnapshotSource } from './take';
 
 interface SnapshotOptions {
   /** false with --no-snapshot. */
   snapshot?: boolean;
   snapshotDir?: string;
   keepSnapshots?: number;
+  /** A Go duration (or seconds): how long the snapshot stream may go without data. */
+  snapshotStallTimeout?: string;
 }
 
 export const SNAPSHOT_STEP = 'snapshot';
@@ -27,10 +30,14 @@ const DEFAULT_KEEP_SNAPSHOTS = 5;
 const snapshotDirOf = (ctx: Context, opts: SnapshotOptions) => opts.snapshotDir ?? join(ctx.paths.stateDir, 'snapshots');
 
 function checkSnapshotOptions(opts: SnapshotOptions): void {
-  if (opts.snapshot === false && (opts.snapshotDir !== undefined || opts.keepSnapshots !== undefined)) {
-    throw usageError('--no-snapshot takes no snapshot: --snapshot-dir and --keep-snapshots do not apply');
+  if (opts.snapshot === false && (opts.snapshotDir !== undefined || opts.keepSnapshots !== undefined || opts.snapshotStallTimeout !== undefined)) {
+    throw usageError('--no-snapshot takes no snapshot: --snapshot-dir, --keep-snapshots and --snapshot-stall-timeout do not apply');
   }
+  stallTimeoutOf(opts);
 }
+
+const stallTimeoutOf = (opts: SnapshotOptions) =>
+  opts.snapshotStallTimeout === undefined ? DEFAULT_STALL_TIMEOUT_MS : parseTimeoutMs(opts.snapshotStallTimeout, '--snapshot-stall-timeout');
 
 interface StepJournalLike {
   done(step: string): boolean;
@@ -71,7 +78,7 @@ async function snapshotBeforeChange(
     const free = await assertRoomFor(dir, dbSize);
     for (const p of await sweepPartials(dir)) ctx.out.info(`removed ${p}, left by an interrupted snapshot`);
     ctx.out.step(`taking an etcd snapshot (${(dbSize / 1048576).toFixed(1)} MiB database) into ${dir}`);
-    const taken = await takeSnapshot(etcd, dir, snapshotName(operation, ctx.now()), ctx.signal);
+    const taken = await takeSnapshot(etcd, dir, snapshotName(operation, ctx.now()), ctx.signal, stallTimeoutOf(opts));
     // What is on disk, read back: the file etcd's restore would check.
     const check = await checkSnapshotFile(taken.path);
     if (!check.hashOk || check.sha256 !== taken.sha256) {

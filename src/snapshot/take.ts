@@ -66,11 +66,62 @@ export async function assertRoomFor(dir: string, dbSize: number): Promise<number
 
 const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 
+/** How long the snapshot stream may go without a chunk before it counts as stalled. */
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
+
+/**
+ * The source's chunks, failing (exit 3) when none arrives for `stallMs`: etcd stopped sending
+ * (paused, wedged, a dead peer behind a proxy). Timed here, where chunks arrive, whatever client
+ * carries the stream; the stream is cancelled through its signal, also when the caller's aborts.
+ */
+async function* chunksUntilStall(source: SnapshotSource, stallMs: number, outer?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const ac = new AbortController();
+  const forward = () => ac.abort(outer!.reason);
+  if (outer?.aborted) forward();
+  outer?.addEventListener('abort', forward, { once: true });
+  // Settles the wait for a chunk even from a source that does not honour its signal.
+  const stopped = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));
+  stopped.catch(() => {});
+  const it = source.snapshot({ signal: ac.signal })[Symbol.asyncIterator]();
+  let bytes = 0;
+  const stall = () =>
+    new CliError(`the etcd snapshot stream stalled: no data for ${stallMs / 1000}s after ${bytes} bytes; the partial snapshot was removed`, {
+      exitCode: ExitCode.Cluster,
+      hint: 'check that etcd is running and responsive (its log, disk and CPU); --snapshot-stall-timeout sets how long to wait',
+      details: { stallTimeoutMs: stallMs, bytes },
+    });
+  try {
+    for (;;) {
+      const timer = setTimeout(() => ac.abort(stall()), stallMs);
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await Promise.race([it.next(), stopped]);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (r.done) return;
+      bytes += r.value.byteLength;
+      yield r.value;
+    }
+  } finally {
+    outer?.removeEventListener('abort', forward);
+    // Cancels a stream still open (an error, an early exit); a no-op after a clean end.
+    if (!ac.signal.aborted) ac.abort(new Error('the snapshot stream was closed'));
+  }
+}
+
 /**
  * Streams a snapshot into `dir/name`. The hash of all bytes but the last 32 is computed as they
- * arrive and compared with those 32 (etcd's trailer) before the file gets its final name.
+ * arrive and compared with those 32 (etcd's trailer) before the file gets its final name. A
+ * stream with no chunk for `stallTimeoutMs` is abandoned (its temp file removed).
  */
-export async function takeSnapshot(source: SnapshotSource, dir: string, name: string, signal?: AbortSignal): Promise<SnapshotFile> {
+export async function takeSnapshot(
+  source: SnapshotSource,
+  dir: string,
+  name: string,
+  signal?: AbortSignal,
+  stallTimeoutMs = DEFAULT_STALL_TIMEOUT_MS,
+): Promise<SnapshotFile> {
   await ensurePrivateDir(dir, 'snapshot directory');
   const path = join(dir, name);
   const tmp = join(dir, `${TEMP_MARK}${name}`);
@@ -84,7 +135,7 @@ export async function takeSnapshot(source: SnapshotSource, dir: string, name: st
   let ok = false;
   try {
     await fh.chmod(SECRET_FILE_MODE);
-    for await (const raw of source.snapshot(signal ? { signal } : {})) {
+    for await (const raw of chunksUntilStall(source, stallTimeoutMs, signal)) {
       const chunk = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
       await fh.write(chunk);
       whole.update(chunk);

@@ -277,6 +277,13 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
     }
   }
 
+  // KMS plugins named by the config (before etcd: their current key ids tell stale KMS v2 values).
+  let kms: StatusInput['kms'];
+  if (!config.ok) kms = config.skipped ? skipped(config.reason) : missing(`no config: ${config.reason}`);
+  else kms = gathered(await gatherKms(deps, config.data, m?.mounts ?? [], o.kmsTimeoutMs ?? 3000));
+  const kmsKeyIds: Record<string, string> = {};
+  for (const p of kms.ok ? kms.data : []) if (p.apiVersion === 'v2' && p.health.ok && p.health.data.keyId) kmsKeyIds[p.name] = p.health.data.keyId;
+
   // etcd.
   let etcd: StatusInput['etcd'] = skipped('--no-etcd');
   if (o.etcd) {
@@ -299,6 +306,7 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
             resources: resources.map((resource) => ({ resource, etcdPrefix: etcdPrefixFor(resource, conn.prefix) })),
             transformersFor: (r) => (cfg ? transformersForResource(cfg, r) : []),
             decryptCheck: o.decryptCheck,
+            kmsKeyIds,
             listLimit: o.listLimit,
             signal: o.signal,
             onProgress: (p) => progress(`etcd: ${p.resource}: ${p.scanned} objects`),
@@ -312,11 +320,6 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
       }
     }
   }
-
-  // KMS plugins named by the config.
-  let kms: StatusInput['kms'];
-  if (!config.ok) kms = config.skipped ? skipped(config.reason) : missing(`no config: ${config.reason}`);
-  else kms = gathered(await gatherKms(deps, config.data, m?.mounts ?? [], o.kmsTimeoutMs ?? 3000));
 
   const { text: _t, mounts: _m, ...manifestFacts } = m ?? ({} as NonNullable<typeof m>);
   return {

@@ -54,6 +54,7 @@ export interface TransitionOptions {
   snapshot?: boolean;
   snapshotDir?: string;
   keepSnapshots?: number;
+  snapshotStallTimeout?: string;
   escrowRecipient?: string[];
   escrowDir?: string;
 }

@@ -7,6 +7,7 @@
  * Knobs make it misbehave the ways real plugins do: down (no socket), slow, unhealthy, answering
  * the wrong version, corrupting the round trip, rotating its key id.
  *
+ * Its messages are the bed's own (./kms-wire.ts, from upstream's protos), not src/kms's descriptors.
  * It is written with grpc-js and serves our own Node clients only: a real kube-apiserver's Go
  * client was seen refusing a grpc-js server on a unix socket (stream reset, PROTOCOL_ERROR). Real
  * plugins are Go or Python servers.
@@ -15,8 +16,7 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:
 import { mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { KMS_V1BETA1_DESCRIPTOR, KMS_V2_DESCRIPTOR, LOADER_OPTIONS } from '../../src/kms/proto';
+import { KMS_V1BETA1_SERVICE, KMS_V2_SERVICE } from './kms-wire';
 
 export const DEFAULT_BED_KEY_ID = 'bed-kek-1';
 
@@ -85,12 +85,6 @@ export function unwrapWithKek(keyId: string, wrapped: Uint8Array): Buffer {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type Handler = (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void;
-
-function serviceDef(descriptor: typeof KMS_V2_DESCRIPTOR, pkg: string): grpc.ServiceDefinition {
-  const def = protoLoader.fromJSON(descriptor as never, LOADER_OPTIONS);
-  const loaded = grpc.loadPackageDefinition(def) as any;
-  return loaded[pkg].KeyManagementService.service as grpc.ServiceDefinition;
-}
 
 export async function startKmsPlugin(opts: KmsPluginOptions): Promise<KmsPlugin> {
   const api = opts.api ?? 'v2';
@@ -164,8 +158,8 @@ export async function startKmsPlugin(opts: KmsPluginOptions): Promise<KmsPlugin>
     await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
     await unlink(socketPath).catch(() => {});
     const s = new grpc.Server();
-    if (api === 'v2' || api === 'both') s.addService(serviceDef(KMS_V2_DESCRIPTOR, 'v2'), v2Impl);
-    if (api === 'v1' || api === 'both') s.addService(serviceDef(KMS_V1BETA1_DESCRIPTOR, 'v1beta1'), v1Impl);
+    if (api === 'v2' || api === 'both') s.addService(KMS_V2_SERVICE, v2Impl);
+    if (api === 'v1' || api === 'both') s.addService(KMS_V1BETA1_SERVICE, v1Impl);
     await new Promise<void>((resolve, reject) =>
       s.bindAsync(endpoint, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
     );

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { generateIdentity, identityToRecipient } from 'age-encryption';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyCopyLine } from '../../src/init/print';
 import { startBed, type Bed } from '../bed/index';
 import { jsonOf, runCli } from '../helpers/cli';
 
@@ -75,6 +76,8 @@ describe('snapshot, escrow and restore drill around init', () => {
     expect(names.indexOf('escrow')).toBe(1);
     expect(firstWrite).toBeGreaterThan(1);
     expect(journal.steps[1].output.fingerprint).toBe(init.escrow.fingerprint);
+    // What init then tells the operator to keep: the bundle's identity, not "a copy of the config".
+    expect(keyCopyLine(init, journal.steps[1].output)).toBe(`key ${init.keyName} is escrowed in ${init.escrow.path}: keep an age identity that opens it safe, apart from this host`);
     // status finds the key escrowed: no warning about it.
     const s = await runCli([...n.cliArgs, '--json', 'status', '--no-etcd']);
     expect(String(s.stderr)).not.toMatch(/no recorded escrow/);

@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { liveKeyValues, type SnapshotSummary } from '../../src/bbolt/etcd';
 import { BoltDb, BoltFormatError } from '../../src/bbolt/reader';
+import { runCli } from '../helpers/cli';
 import { startEtcd, type RunningEtcd } from '../helpers/etcd';
 
 /**
@@ -111,6 +112,90 @@ describe('bbolt reader on real etcd 3.4 snapshots', () => {
     expect(got.size).toBe(want.size);
     expect(got).toEqual(want);
     expect(got.get('/registry/secrets/big/b-19')!.length).toBe((5000 + 19 * 750) * 4);
+  });
+
+  it('a corrupted page header or branch page in a real snapshot is a one-line format error, never a raw error or a wrong walk', async () => {
+    // The bed etcd's snapshot of the previous test, its bucket "key" two levels deep or more.
+    const good = await readFile(join(dir, 'big.db'));
+    const ps = good.readUInt32LE(16 + 8);
+    const page = (id: bigint) => Number(id) * ps;
+    // The meta page in use (higher txid), the root bucket's leaf, bucket "key"'s root branch page:
+    // located by hand from bbolt's layout, not by the reader under test.
+    const metaAt = good.readBigUInt64LE(16 + 48) >= good.readBigUInt64LE(ps + 16 + 48) ? 0 : ps;
+    const rootAt = page(good.readBigUInt64LE(metaAt + 16 + 16));
+    let keyRoot: bigint | undefined;
+    for (let i = 0; i < good.readUInt16LE(rootAt + 10); i++) {
+      const el = rootAt + 16 + i * 16;
+      const k = el + good.readUInt32LE(el + 4);
+      if (good.toString('latin1', k, k + good.readUInt32LE(el + 8)) === 'key') keyRoot = good.readBigUInt64LE(k + good.readUInt32LE(el + 8));
+    }
+    expect(keyRoot).toBeDefined();
+    const branchAt = page(keyRoot!);
+    expect(good.readUInt16LE(branchAt + 8)).toBe(0x01); // a branch page
+    expect(good.readUInt16LE(branchAt + 10)).toBeGreaterThan(1);
+    const child = (i: number) => good.readBigUInt64LE(branchAt + 16 + i * 16 + 8);
+    const firstLeafAt = page(child(0));
+
+    const corrupt = async (name: string, edit: (b: Buffer) => Buffer | void) => {
+      const b = Buffer.from(good);
+      const out = edit(b) ?? b;
+      const file = join(dir, `${name}.db`);
+      await writeFile(file, out);
+      return file;
+    };
+    const formatError = async (file: string): Promise<string> => {
+      const err = await (async () => {
+        const db = await BoltDb.open(file);
+        try {
+          for await (const _ of liveKeyValues(db, { prefixes: ['/registry/'] })) void _;
+        } finally {
+          await db.close();
+        }
+      })().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(BoltFormatError);
+      const message = (err as Error).message;
+      expect(message).not.toMatch(/\n/);
+      return message;
+    };
+
+    const cases: [string, (b: Buffer) => Buffer | void, RegExp][] = [
+      ['branch-count', (b) => void b.writeUInt16LE(0xffff, branchAt + 10), /branch page \d+ is shorter than its 65535 elements/],
+      ['branch-twice', (b) => void b.writeBigUInt64LE(child(0), branchAt + 16 + 16 + 8), new RegExp(`page ${child(0)} is reached twice in one tree`)],
+      ['branch-cycle', (b) => void b.writeBigUInt64LE(keyRoot!, branchAt + 16 + 8), new RegExp(`page ${keyRoot} is reached twice in one tree`)],
+      ['leaf-flags', (b) => void b.writeUInt16LE(0, firstLeafAt + 8), new RegExp(`page ${child(0)} is neither a branch nor a leaf \\(flags 0x0\\)`)],
+      ['leaf-id', (b) => void b.writeBigUInt64LE(child(0) + 1000n, firstLeafAt), new RegExp(`page ${child(0)} says it is page ${child(0) + 1000n} \\(corrupted\\)`)],
+      ['leaf-overflow', (b) => void b.writeUInt32LE(0xffffffff, firstLeafAt + 12), new RegExp(`page ${child(0)} overflows past the end of the database`)],
+      ['child-outside', (b) => void b.writeBigUInt64LE(1n << 40n, branchAt + 16 + 8), /page 1099511627776 is outside the database/],
+    ];
+    for (const [name, edit, want] of cases) expect(await formatError(await corrupt(name, edit)), name).toMatch(want);
+
+    // Both meta pages damaged (their checksums), and a file cut in the middle of the tree.
+    const metas = await corrupt('metas', (b) => {
+      b[16 + 56]! ^= 0xff;
+      b[ps + 16 + 56]! ^= 0xff;
+    });
+    await expect(BoltDb.open(metas)).rejects.toThrow(/both meta pages are invalid \(meta page 0 checksum mismatch; meta page 1 checksum mismatch\)$/);
+    const cut = await corrupt('cut-mid', (b) => b.subarray(0, branchAt + ps / 2));
+    await expect(BoltDb.open(cut)).rejects.toThrow(/shorter than its \d+ pages of \d+ \(truncated\)$/);
+
+    // Through the CLI: one line, exit 4, naming the damage.
+    const cfg = join(dir, 'identity.yaml');
+    await writeFile(cfg, 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n', { mode: 0o600 });
+    // (etcdctl's file ends with etcd's sha256, which already fails; without it the walk must.)
+    expect(good.length % 512).toBe(32);
+    const bare = await corrupt('branch-twice-bare', (b) => {
+      b.writeBigUInt64LE(child(0), branchAt + 16 + 16 + 8);
+      return b.subarray(0, b.length - 32);
+    });
+    const r = await runCli(['verify-snapshot', bare, '--config', cfg]);
+    expect(r.exitCode, String(r.stderr)).toBe(4);
+    const lines = String(r.stderr).trim().split('\n').filter((l) => !/^warning: .*no etcd sha256 trailer/.test(l));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/branch-twice-bare\.db is damaged: .*is reached twice in one tree/);
+    expect(lines.filter((l) => /RangeError|at .*\.js:\d+/.test(l))).toEqual([]);
   });
 
   it('refuses a file that is not bbolt, and a truncated one', async () => {

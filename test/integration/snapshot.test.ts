@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEtcd, type EtcdClient } from '../../src/etcd/client';
 import { assertRoomFor, checkSnapshotFile, pruneSnapshots, sweepPartials, takeSnapshot, type SnapshotSource } from '../../src/snapshot/take';
+import { checkSafetyOptions } from '../../src/snapshot/guard';
 import { CliError, ExitCode } from '../../src/ui/errors';
 import { startEtcd, type RunningEtcd } from '../helpers/etcd';
 
@@ -125,5 +126,83 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
     const removed = await pruneSnapshots(out, 2);
     expect(removed.map((p) => p.slice(-19))).toEqual(['20260101T000000Z.db']);
     expect((await readdir(out)).sort()).toEqual(['etcd-init-20260102T000000Z.db', 'etcd-init-20260103T000000Z.db']);
+  });
+});
+
+describe('a snapshot stream that etcd stops sending', () => {
+  let etcd: RunningEtcd;
+  let client: EtcdClient;
+  let dir: string;
+  let paused = false;
+  const resume = () => {
+    if (paused) process.kill(etcd.pid, 'SIGCONT');
+    paused = false;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-snap-stall-'));
+    etcd = await startEtcd();
+    client = await openEtcd({ endpoints: [etcd.endpoint] });
+    // Far more than the HTTP/2 windows and socket buffers hold, so a pause leaves the stream mid-way.
+    const big = Buffer.alloc(512 * 1024, 7);
+    for (let i = 0; i < 80; i++) await client.put(`/registry/secrets/default/big-${i}`, big);
+  }, 60_000);
+  afterAll(async () => {
+    resume();
+    client?.close();
+    await etcd?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('with etcd paused (SIGSTOP) after the first chunk: fails within the stall timeout, one line, no file left', async () => {
+    const pausing: SnapshotSource = {
+      status: () => client.status(),
+      async *snapshot(opts) {
+        for await (const c of client.snapshot(opts)) {
+          if (!paused) {
+            process.kill(etcd.pid, 'SIGSTOP');
+            paused = true;
+          }
+          yield c;
+        }
+      },
+    };
+    const out = join(dir, 'stalled');
+    const started = Date.now();
+    try {
+      const err = await takeSnapshot(pausing, out, 'etcd-test-20260101T000010Z.db', undefined, 1500).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
+      expect((err as CliError).message).toMatch(/^the etcd snapshot stream stalled: no data for 1\.5s after \d+ bytes; the partial snapshot was removed$/);
+      expect(Number((err as CliError).message.match(/after (\d+) bytes/)![1])).toBeLessThan(40 * 1024 * 1024);
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(await readdir(out)).toEqual([]);
+    } finally {
+      resume();
+    }
+    // etcd, resumed, serves a whole snapshot under the same short timeout: no false stall.
+    const s = await takeSnapshot(client, out, 'etcd-test-20260101T000011Z.db', undefined, 1500);
+    expect(await checkSnapshotFile(s.path)).toMatchObject({ hasHash: true, hashOk: true });
+    expect(s.bytes).toBeGreaterThan(40 * 1024 * 1024);
+  }, 60_000);
+});
+
+describe('--snapshot-stall-timeout', () => {
+  it('takes a Go duration or seconds, and is a usage error when bad or with --no-snapshot', () => {
+    expect(() => checkSafetyOptions({ snapshotStallTimeout: '90s' })).not.toThrow();
+    expect(() => checkSafetyOptions({ snapshotStallTimeout: '45' })).not.toThrow();
+    for (const bad of [{ snapshotStallTimeout: 'soon' }, { snapshotStallTimeout: '0s' }, { snapshot: false, snapshotStallTimeout: '10s' }]) {
+      const err = (() => {
+        try {
+          checkSafetyOptions(bad);
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Usage);
+      expect((err as CliError).message).toMatch(/--snapshot-stall-timeout/);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { doneHeadline, resumeNotice } from '../../src/init/print';
+import { doneHeadline, keyCopyLine, resumeNotice } from '../../src/init/print';
 
 describe('resumeNotice: what a re-run of init says it continues', () => {
   it.each([
@@ -26,5 +26,24 @@ describe('doneHeadline: the first line of a finished init says what is true at i
   });
   it('at add-reader it never claims encryption is on', () => {
     expect(doneHeadline({ ...base, mode: 'from-config', multiNode: node('add-reader') })).not.toMatch(/encryption at rest is on/);
+  });
+});
+
+describe('keyCopyLine: what init says to keep, by where the new key is', () => {
+  const r = { provider: 'aescbc', keyName: 'key-1', config: '/etc/kubernetes/encryption/config.yaml' };
+  it('not escrowed: the config is the only copy', () => {
+    expect(keyCopyLine(r, undefined)).toBe('keep a copy of /etc/kubernetes/encryption/config.yaml somewhere safe (or escrow it: keys export): without its key the Secrets cannot be read');
+  });
+  it('escrowed with --escrow-recipient: names the bundle and the identity to keep, not a copy of the config', () => {
+    const line = keyCopyLine(r, { path: '/var/lib/k8s-encrypt/escrow/key-1.age', fingerprint: 'sha256:ab', keys: ['key-1'] });
+    expect(line).toBe('key key-1 is escrowed in /var/lib/k8s-encrypt/escrow/key-1.age: keep an age identity that opens it safe, apart from this host');
+    expect(line).not.toMatch(/keep a copy/);
+  });
+  it('a bundle that does not hold this key is no escrow of it', () => {
+    expect(keyCopyLine(r, { path: '/x/other.age', keys: ['older'] })).toMatch(/^keep a copy of /);
+  });
+  it('KMS: the key is not on this host at all', () => {
+    const line = keyCopyLine({ ...r, provider: 'kms', keyName: 'bedkms' }, undefined);
+    expect(line).toBe('the key encryption key stays in the KMS behind provider bedkms: without it the Secrets cannot be read');
   });
 });
