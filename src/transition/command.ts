@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Context } from '../context';
+import { readKubeadmConfig } from '../cluster/kubeadm-config';
 import { discoverControlPlanes, readStages } from '../cluster/nodes';
 import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
@@ -175,7 +176,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
           element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
         }
       }
-      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest } });
+      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest }, ...(await kubeadmRead(node, spec.kind, opts)) });
       // A new transition can only begin at its first stage: check before anything is journaled.
       if (only && plan.stages[0]!.name !== only) {
         const known = plan.stages.some((st) => st.name === only);
@@ -257,6 +258,9 @@ async function assertNoTransitionElsewhere(node: NodeView, mySha: string, operat
   }
 }
 
+/** disable forgets the flag in kube-system/kubeadm-config: its plan carries that exact change. */
+const kubeadmRead = async (node: NodeView, kind: TransitionKind, opts: TransitionOptions) => (kind === 'disable' && opts.kubeadmConfig ? { kubeadm: await readKubeadmConfig(node.api) } : {});
+
 function stageShas(plan: TransitionPlan): { [stage: string]: string } {
   return Object.fromEntries(plan.stages.filter((s) => s.config).map((s) => [s.name, s.config!.sha256]));
 }
@@ -284,7 +288,7 @@ async function resumePlan(ctx: Context, j: Journal<TransitionJournalInputs>, nod
     const local = localKindOf(element);
     if (local) secrets = element[local]!.keys.map((k) => k.secret);
   }
-  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: i.manifestPath } });
+  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: i.manifestPath }, ...(await kubeadmRead(node, i.kind, opts)) });
   const shas = stageShas(plan);
   if (JSON.stringify(shas) !== JSON.stringify(i.stageSha256)) {
     if (anyWritten) throw refused(`the stages of ${j.id} no longer match what it wrote`, `move ${j.path} away to start over`);
