@@ -20,6 +20,7 @@ import { confirm } from '../ui/prompt';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { planTransition, resumePoint, STAGES, type StageName, type TransitionKind, type TransitionPlan } from './plan';
 import { runTransition } from './executor';
+import { recordedStages } from './recorded';
 import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
 import { findElement, localKindOf, takenNames } from '../config/elements';
 import { printDryRun, printResult } from './print';
@@ -225,7 +226,8 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         { now: ctx.now, forbidden: secrets },
       );
     }
-    if (opts.dryRun) return printDryRun(ctx, plan);
+    // A resumed run executes the changes its journal recorded: its dry run shows those.
+    if (opts.dryRun) return printDryRun(ctx, { ...plan, stages: recordedStages(journal!, plan.stages) });
     const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
     const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
     // Snapshot before the first change; a rotation's new key escrowed before its config is written.

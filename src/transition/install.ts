@@ -157,7 +157,7 @@ async function applyManifest(deps: TransitionDeps, o: InstallOptions, begun: Ste
  * kubeadm-config change is then planned again too.
  */
 export async function kubeadmConfigStep(deps: TransitionDeps, planned: KubeadmChange | undefined, options: KubeadmConfigPatchOptions): Promise<StepOutput<'kubeadmConfig'>> {
-  const json = (v: KubeadmConfigPatchOptions) => JSON.parse(JSON.stringify(v)) as unknown;
+  const json = (v: KubeadmConfigPatchOptions): unknown => JSON.parse(JSON.stringify(v));
   const usable = planned && isDeepStrictEqual(json(planned.options), json(options)) ? planned : undefined;
   if (planned && !usable) deps.out.info('kube-system/kubeadm-config: the manifest change was planned again, and so is its kubeadm-config change');
   const r = await applyKubeadmChange(deps.api, usable, options, (line) => deps.out.info(line));

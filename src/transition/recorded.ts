@@ -27,6 +27,25 @@ function changesOf(stages: readonly StageChanges[]): StepOutput<'plan'> {
   };
 }
 
+/** The journal's recorded changes, when it has them for these stage configs. */
+function recordedFor(j: Pick<StepJournal, 'done' | 'output'>, fresh: StepOutput<'plan'>): StepOutput<'plan'> | undefined {
+  const recorded = j.done(PLAN_STEP) ? outputOf(j, 'plan', PLAN_STEP) : undefined;
+  const same =
+    recorded !== undefined &&
+    recorded.stages.length === fresh.stages.length &&
+    recorded.stages.every((r, i) => r.name === fresh.stages[i]!.name && r.configSha256 === fresh.stages[i]!.configSha256);
+  return same ? recorded : undefined;
+}
+
+const withChanges = <S extends StageChanges>(stages: readonly S[], recorded: StepOutput<'plan'>): S[] =>
+  stages.map((st, i) => ({ ...st, manifest: recorded.stages[i]!.manifest, kubeadm: recorded.stages[i]!.kubeadm }));
+
+/** What a resumed run will execute, read-only (for its --dry-run): the recorded changes, else `stages`. */
+export function recordedStages<S extends StageChanges>(j: Pick<StepJournal, 'done' | 'output'>, stages: readonly S[]): S[] {
+  const recorded = recordedFor(j, changesOf(stages));
+  return recorded ? withChanges(stages, recorded) : [...stages];
+}
+
 /**
  * The stages to execute: on a fresh run `stages` as planned, recorded in the journal first; on a
  * resumed one the journal's changes in place of the new plan's. A recorded plan whose stage
@@ -34,16 +53,12 @@ function changesOf(stages: readonly StageChanges[]): StepOutput<'plan'> {
  */
 export async function planToRun<S extends StageChanges>(j: StepJournal, out: Pick<TransitionReporter, 'info'>, stages: readonly S[]): Promise<S[]> {
   const fresh = changesOf(stages);
-  const recorded = j.done(PLAN_STEP) ? outputOf(j, 'plan', PLAN_STEP) : undefined;
-  const same =
-    recorded !== undefined &&
-    recorded.stages.length === fresh.stages.length &&
-    recorded.stages.every((r, i) => r.name === fresh.stages[i]!.name && r.configSha256 === fresh.stages[i]!.configSha256);
-  if (!recorded || !same) {
-    if (recorded) out.info('the stage configs were planned anew (none of the journal\'s was written): their changes are recorded again');
+  const recorded = recordedFor(j, fresh);
+  if (!recorded) {
+    if (j.done(PLAN_STEP)) out.info("the stage configs were planned anew (none of the journal's was written): their changes are recorded again");
     await record(j, 'plan', PLAN_STEP, fresh);
     return [...stages];
   }
   out.info('resumed from the plan recorded in the journal: each change is applied only while what it changes still has the recorded sha256');
-  return stages.map((st, i) => ({ ...st, manifest: recorded.stages[i]!.manifest, kubeadm: recorded.stages[i]!.kubeadm }));
+  return withChanges(stages, recorded);
 }

@@ -12,7 +12,7 @@ import { checkPlanned, planInstallChange } from '../../src/transition/manifest-c
 import { identityConfigText, planTransition } from '../../src/transition/plan';
 import { planKubeadmConfigPatch } from '../../src/manifest/kubeadm-config';
 import { MemoryJournal } from '../../src/transition/engine';
-import { PLAN_STEP, planToRun } from '../../src/transition/recorded';
+import { PLAN_STEP, planToRun, recordedStages } from '../../src/transition/recorded';
 import { provePlaintext, type ProofDeps } from '../../src/cluster/proof';
 import { ApiError } from '../../src/cluster/errors';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -97,6 +97,9 @@ describe('a resumed run executes the plan its journal recorded', () => {
     // Resumed after the manifest was patched: the new plan would annotate instead of patching.
     const again = enable(first.stages[0]!.manifest!.newText);
     expect(again.stages[0]!.manifest!.turnsOn).toBe(false);
+    // A resumed --dry-run shows what will run, and records nothing.
+    expect(recordedStages(j, again.stages)[0]!.manifest).toEqual(first.stages[0]!.manifest);
+    expect(j.output(PLAN_STEP)).toBe(recorded);
     const run = await planToRun(j, out, again.stages);
     expect(lines).toEqual([expect.stringMatching(/^resumed from the plan recorded in the journal/)]);
     expect(run[0]!.manifest).toEqual(first.stages[0]!.manifest);
