@@ -1,26 +1,14 @@
-import { KUBEADM_CONFIGMAP, planKubeadmConfigPatch, type KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
-import { unifiedDiff } from '../manifest/patch';
+import { sha256Hex } from '../config/parse';
+import { KUBEADM_CONFIGMAP, planKubeadmChange, type KubeadmChange, type KubeadmConfigPatchOptions, type KubeadmConfigRead } from '../manifest/kubeadm-config';
 import { CliError, ExitCode } from '../ui/errors';
 import type { ApiClient } from './api';
 import { ApiError, toCliError } from './errors';
 
 /**
- * Executor for the kube-system/kubeadm-config ConfigMap: records the encryption flag and mounts in
- * ClusterConfiguration so that `kubeadm upgrade` (which regenerates the manifest from it) keeps
- * them. The change itself is planned by the pure planKubeadmConfigPatch. A cluster without that
- * ConfigMap (not made by kubeadm) is not an error: the result says it was skipped.
+ * I/O for the kube-system/kubeadm-config ConfigMap: read it for a plan, and write a planned
+ * change (planKubeadmChange, pure) only while the ConfigMap is what the plan read. A cluster
+ * without that ConfigMap (not made by kubeadm) is not an error: the change says it is skipped.
  */
-
-interface KubeadmConfigResult {
-  status: 'updated' | 'unchanged' | 'skipped';
-  /** Why it was skipped (no ConfigMap, no ClusterConfiguration key). */
-  reason?: string;
-  apiVersion?: string;
-  actions: string[];
-  diff: string;
-  /** The ClusterConfiguration before the change (to undo it). */
-  previous?: string;
-}
 
 const PATH = `/api/v1/namespaces/${KUBEADM_CONFIGMAP.namespace}/configmaps/${KUBEADM_CONFIGMAP.name}`;
 const NAME = `${KUBEADM_CONFIGMAP.namespace}/${KUBEADM_CONFIGMAP.name}`;
@@ -30,48 +18,71 @@ interface ConfigMap {
   data?: Record<string, string>;
 }
 
-/** Reads the current ClusterConfiguration text (undefined: no ConfigMap or no such key). */
-export async function readClusterConfiguration(api: Pick<ApiClient, 'get'>): Promise<string | undefined> {
+async function getConfigMap(api: Pick<ApiClient, 'get'>): Promise<{ cm?: ConfigMap; read: KubeadmConfigRead }> {
+  let cm: ConfigMap;
   try {
-    const cm = await api.get<ConfigMap>(PATH);
-    return cm.data?.[KUBEADM_CONFIGMAP.key];
+    cm = await api.get<ConfigMap>(PATH);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return undefined;
+    if (err instanceof ApiError && err.status === 404) return { read: { found: false, reason: `no ${NAME} ConfigMap (not a kubeadm cluster?)` } };
     throw toCliError(err, `read ${NAME}`);
   }
+  const text = cm.data?.[KUBEADM_CONFIGMAP.key];
+  if (text === undefined) return { cm, read: { found: false, reason: `${NAME} has no ${KUBEADM_CONFIGMAP.key}` } };
+  return { cm, read: { found: true, text, resourceVersion: cm.metadata?.resourceVersion ?? '' } };
 }
 
+/** The ConfigMap as a plan reads it: the ClusterConfiguration text and the resourceVersion. */
+export async function readKubeadmConfig(api: Pick<ApiClient, 'get'>): Promise<KubeadmConfigRead> {
+  return (await getConfigMap(api)).read;
+}
+
+/** Reads the current ClusterConfiguration text (undefined: no ConfigMap or no such key). */
+export async function readClusterConfiguration(api: Pick<ApiClient, 'get'>): Promise<string | undefined> {
+  const read = await readKubeadmConfig(api);
+  return read.found ? read.text : undefined;
+}
+
+const short = (sha: string | null) => (sha ? `${sha.slice(0, 12)}…` : 'none');
+
+/** What differs between the ConfigMap a change was planned from and the one read now. */
+function whatChanged(planned: KubeadmChange, now: KubeadmConfigRead): string {
+  const sha = now.found ? sha256Hex(now.text) : null;
+  const rv = now.found ? now.resourceVersion : null;
+  if (sha !== planned.inputSha256) return `${KUBEADM_CONFIGMAP.key} sha256 ${short(planned.inputSha256)} is now ${short(sha)}`;
+  return `resourceVersion ${planned.resourceVersion ?? 'none'} is now ${rv ?? 'none'}, ${KUBEADM_CONFIGMAP.key} as planned`;
+}
+
+const isPlannedFrom = (c: KubeadmChange, now: KubeadmConfigRead) =>
+  now.found ? c.inputSha256 === sha256Hex(now.text) && c.resourceVersion === now.resourceVersion : c.inputSha256 === null;
+
 /**
- * Applies the planned change with optimistic concurrency (resourceVersion): on a 409 the
- * ConfigMap is read and planned again, a few times, so a concurrent edit is never overwritten.
+ * Applies a planned change while the ConfigMap is what the plan read (the ClusterConfiguration's
+ * sha256 and the resourceVersion). The PUT carries the plan's resourceVersion, so a write in
+ * between is a 409 Conflict, never a lost update. Otherwise (or after a 409) the change is planned
+ * again from the ConfigMap as it is, and `replanned` gets one line saying so. Without a planned
+ * change (the plan could not read the ConfigMap), it is planned here from `options`.
  */
-export async function updateKubeadmConfig(
+export async function applyKubeadmChange(
   api: Pick<ApiClient, 'get' | 'put'>,
-  opts: KubeadmConfigPatchOptions,
-  { dryRun = false }: { dryRun?: boolean } = {},
-): Promise<KubeadmConfigResult> {
+  planned: KubeadmChange | undefined,
+  options: KubeadmConfigPatchOptions,
+  replanned: (line: string) => void,
+): Promise<KubeadmChange & { replanned: boolean }> {
+  let change = planned;
+  let again = false;
   for (let attempt = 0; ; attempt++) {
-    let cm: ConfigMap;
-    try {
-      cm = await api.get<ConfigMap>(PATH);
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) {
-        return { status: 'skipped', reason: `no ${NAME} ConfigMap (not a kubeadm cluster?)`, actions: [], diff: '' };
+    const { cm, read } = await getConfigMap(api);
+    if (!change || !isPlannedFrom(change, read)) {
+      if (change) {
+        replanned(`${NAME} changed since the plan (${whatChanged(change, read)}): its change is planned again from the ConfigMap as it is`);
+        again = true;
       }
-      throw toCliError(err, `read ${NAME}`);
+      change = planKubeadmChange(read, options);
     }
-    const text = cm.data?.[KUBEADM_CONFIGMAP.key];
-    if (text === undefined) {
-      return { status: 'skipped', reason: `${NAME} has no ${KUBEADM_CONFIGMAP.key}`, actions: [], diff: '' };
-    }
-    const plan = planKubeadmConfigPatch(text, opts);
-    const diff = unifiedDiff(text, plan.newText, `${NAME}/${KUBEADM_CONFIGMAP.key}`);
-    if (!plan.changed || dryRun) {
-      return { status: plan.changed ? 'updated' : 'unchanged', apiVersion: plan.apiVersion, actions: plan.actions, diff, previous: text };
-    }
+    if (change.status !== 'update' || !cm || change.newText === null) return { ...change, replanned: again };
     try {
-      await api.put(PATH, { ...cm, data: { ...cm.data, [KUBEADM_CONFIGMAP.key]: plan.newText } });
-      return { status: 'updated', apiVersion: plan.apiVersion, actions: plan.actions, diff, previous: text };
+      await api.put(PATH, { ...cm, metadata: { ...cm.metadata, resourceVersion: change.resourceVersion }, data: { ...cm.data, [KUBEADM_CONFIGMAP.key]: change.newText } });
+      return { ...change, replanned: again };
     } catch (err) {
       if (err instanceof ApiError && err.status === 409 && attempt < 4) continue;
       if (err instanceof ApiError && err.status === 409) {

@@ -5,7 +5,7 @@ import type { Context } from '../context';
 import type { ApiClient } from '../cluster/api';
 import { describeError } from '../cluster/errors';
 import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
-import { readClusterConfiguration } from '../cluster/kubeadm-config';
+import { readKubeadmConfig } from '../cluster/kubeadm-config';
 import { localApiserverClient } from '../cluster/wait';
 import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
@@ -186,7 +186,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
 
     const existingConfigText = (await fileExists(configPath)) ? await readText(configPath, 'read config') : undefined;
     const kubeadmOn = resuming ? journal!.inputs.kubeadmConfig : opts.kubeadmConfig;
-    const clusterConfiguration = kv.reachable && kubeadmOn ? ((await readClusterConfiguration(api)) ?? null) : undefined;
+    const kubeadm = kv.reachable && kubeadmOn ? await readKubeadmConfig(api) : undefined;
 
     // The inputs of the plan: a resumed run takes them from the journal and its key from the file.
     let input: InitInput;
@@ -232,7 +232,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         ...(key ? { key } : {}),
         ...(fromText !== undefined ? { configText: fromText, configSource: 'from-config' as const } : ours ? { configText: existingConfigText, configSource: 'resume' as const } : {}),
         ...(existingConfigText !== undefined ? { existingConfigText } : {}),
-        ...(clusterConfiguration !== undefined ? { clusterConfiguration } : {}),
+        ...(kubeadm ? { kubeadm } : {}),
         resuming: true,
       };
     } else {
@@ -260,7 +260,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
         ...(key ? { key } : {}),
         ...(fromConfigText !== undefined ? { configText: fromConfigText, configSource: 'from-config' as const } : {}),
         ...(existingConfigText !== undefined ? { existingConfigText } : {}),
-        ...(clusterConfiguration !== undefined ? { clusterConfiguration } : {}),
+        ...(kubeadm ? { kubeadm } : {}),
       };
     }
 

@@ -2,10 +2,10 @@ import { parseEncryptionConfig } from '../config/parse';
 import { buildProviderElement } from '../config/render';
 import { isLocalProvider, type Provider } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
-import { CONFIG_FLAG, planManifestPatch, unifiedDiff, type ManifestPlan } from '../manifest/patch';
+import { CONFIG_FLAG, planManifestPatch, type ManifestPlan } from '../manifest/patch';
 import { readApiserverFlags } from '../manifest/manifest';
-import { planKubeadmConfigPatch } from '../manifest/kubeadm-config';
-import { kubeadmOptions, kmsSocketDirs, planInstallChange, type ManifestChange } from '../transition/manifest-change';
+import { planKubeadmChange, printableKubeadmChange, type KubeadmChange, type KubeadmConfigRead } from '../manifest/kubeadm-config';
+import { kmsSocketDirs, planInstallChange, type ManifestChange } from '../transition/manifest-change';
 import {
   checkStageConfig,
   describeConfigText,
@@ -74,14 +74,9 @@ export interface InitInput {
   existingConfigText?: string;
   /** The manifest's current --encryption-provider-config is ours (a resumed or staged run). */
   resuming?: boolean;
-  /** kube-system/kubeadm-config's ClusterConfiguration as read; null: there is none; undefined: not read. */
-  clusterConfiguration?: string | null;
+  /** kube-system/kubeadm-config as read (its ClusterConfiguration and resourceVersion); undefined: not read. */
+  kubeadm?: KubeadmConfigRead;
 }
-
-/** What recording the flag and mount in kube-system/kubeadm-config would change. */
-type KubeadmConfigChange =
-  | { status: 'update' | 'unchanged'; apiVersion: string; actions: string[]; diff: string }
-  | { status: 'skipped'; reason: string };
 
 /** A config this run installs, and the stage it stands for. */
 interface InitStageConfig extends StageConfig {
@@ -117,8 +112,12 @@ export interface InitPlan {
    * manifest still hashes as planned); the later stages carry theirs in `transition`. */
   install: ManifestChange;
   kubeadmConfig: boolean;
-  /** The kubeadm-config change as planned from what was read (the executor re-reads and re-plans). */
-  kubeadmChange?: KubeadmConfigChange;
+  /** The exact kubeadm-config change, planned from the ConfigMap as read (the executor writes it
+   * while the ConfigMap is still that); undefined when it could not be read. single / staged: the
+   * transition's first stage carries it too. */
+  kubeadmChange?: KubeadmChange;
+  /** Why kubeadm-config is left alone (--no-kubeadm-config, the flag already there). */
+  kubeadmSkipped?: string;
   /** The KMS plugin the config uses (health-checked before the switch). */
   kms?: KmsOptions;
   resources: string[];
@@ -203,7 +202,7 @@ export function planInit(input: InitInput): InitPlan {
     config = { stage, ...describeConfigText(input.configText!, given!) };
     steps = [{ name: stage, title: `install the --from-config file as ${o.configPath} (stage ${stage}): flag and mount if missing, wait, prove, record in kube-system/kubeadm-config, record the stage` }];
   } else {
-    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion, featureGates, manifest: { text: input.manifestText, path: o.manifestPath } });
+    transition = planTransition({ kind: 'enable', baseText: identityConfigText(o.resources), configPath: o.configPath, element, controlPlanes: input.controlPlanes, kubeVersion: input.kubeVersion, featureGates, manifest: { text: input.manifestText, path: o.manifestPath }, ...(o.kubeadmConfig && input.kubeadm ? { kubeadm: input.kubeadm } : {}) });
     const installs = transition.stages.filter((st) => st.config);
     config = { stage: installs[0]!.name, ...installs[0]!.config! };
     if (installs[1]) writeConfig = { stage: installs[1].name, ...installs[1].config! };
@@ -233,18 +232,11 @@ export function planInit(input: InitInput): InitPlan {
     : { changed: false, newText: input.manifestText, diff: '', actions: [], notes: manifestPatch.notes };
   const restart = !install.turnsOn && install.mode === 'restart' && (mode === 'from-config' || replacesConfig) ? { changed: install.changed, newText: install.newText, diff: install.diff } : undefined;
 
-  let kubeadmChange: KubeadmConfigChange | undefined;
-  if (!o.kubeadmConfig) kubeadmChange = { status: 'skipped', reason: '--no-kubeadm-config' };
-  else if (input.clusterConfiguration === null) kubeadmChange = { status: 'skipped', reason: 'no kube-system/kubeadm-config (not a kubeadm cluster?)' };
-  else if (input.clusterConfiguration !== undefined) {
-    const k = planKubeadmConfigPatch(input.clusterConfiguration, install.kubeadm ?? kubeadmOptions(o.configPath, manifestPatch));
-    kubeadmChange = {
-      status: k.changed ? 'update' : 'unchanged',
-      apiVersion: k.apiVersion,
-      actions: k.actions,
-      diff: unifiedDiff(input.clusterConfiguration, k.newText, 'kube-system/kubeadm-config/ClusterConfiguration'),
-    };
-  }
+  // Recorded with the change that turns the flag on (the executor skips it otherwise).
+  const kubeadmSkipped = !o.kubeadmConfig ? '--no-kubeadm-config' : !install.turnsOn ? 'the flag is already there' : undefined;
+  const kubeadmChange =
+    transition?.stages.find((st) => st.kubeadm)?.kubeadm ??
+    (!kubeadmSkipped && input.kubeadm && install.kubeadm ? planKubeadmChange(input.kubeadm, install.kubeadm) : undefined);
 
   for (const n of manifest.notes) warnings.push(n);
   if (mode === 'staged') {
@@ -268,6 +260,7 @@ export function planInit(input: InitInput): InitPlan {
     install,
     kubeadmConfig: o.kubeadmConfig,
     ...(kubeadmChange ? { kubeadmChange } : {}),
+    ...(kubeadmSkipped ? { kubeadmSkipped } : {}),
     ...(element.kms
       ? { kms: { name: element.kms.name, endpoint: element.kms.endpoint, apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', ...(element.kms.timeout ? { timeout: element.kms.timeout } : {}) } as KmsOptions }
       : {}),
@@ -294,9 +287,9 @@ export function printablePlan(p: InitPlan): Record<string, unknown> {
     controlPlanes: p.controlPlanes,
     config: { path: p.configPath, replaces: p.replacesConfig, ...cfg(p.config) },
     ...(p.writeConfig ? { writeConfig: cfg(p.writeConfig) } : {}),
-    manifest: { changed: p.manifest.changed, actions: p.manifest.actions, diff: p.manifest.diff },
+    manifest: { changed: p.manifest.changed, actions: p.manifest.actions, diff: p.manifest.diff, ...(p.install.turnsOn ? { inputSha256: p.install.inputSha256, outputSha256: p.install.outputSha256 } : {}) },
     ...(p.restart ? { restartAnnotation: { diff: p.restart.diff } } : {}),
-    ...(p.kubeadmChange ? { kubeadmConfig: p.kubeadmChange } : {}),
+    ...(p.kubeadmSkipped ? { kubeadmConfig: { status: 'skipped', reason: p.kubeadmSkipped } } : p.kubeadmChange ? { kubeadmConfig: printableKubeadmChange(p.kubeadmChange) } : {}),
     steps: p.steps,
     kept: p.kept,
     warnings: p.warnings,

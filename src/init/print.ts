@@ -8,6 +8,7 @@ import type { Journal } from '../state/journal';
 import { safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
 import { ESCROW_STEP } from '../escrow/export';
 import { keyHolderLines, type KeyHolder } from '../transition/front';
+import { kubeadmLine } from '../manifest/kubeadm-config';
 
 /** What init prints: the dry-run plan, the step lines (a spinner on a terminal) and the result. */
 
@@ -50,7 +51,7 @@ export function initReporter(out: Output): TransitionReporter & { close(): void 
 
 
 export async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
-  const kubeadm = plan.kubeadmChange;
+  const kubeadm = plan.kubeadmSkipped ? { status: 'skipped' as const, reason: plan.kubeadmSkipped } : plan.kubeadmChange;
   const printable = { dryRun: true, ...printablePlan(plan) };
   for (const w of plan.warnings) ctx.out.warn(w);
   ctx.out.result(printable, (c) => {
@@ -65,11 +66,7 @@ export async function printDryRun(ctx: Context, plan: InitPlan): Promise<void> {
       ...(plan.restart?.changed ? ['', c.bold('restart annotation:'), plan.restart.diff.trimEnd()] : []),
       '',
       c.bold('kube-system/kubeadm-config:'),
-      !kubeadm
-        ? 'not checked (apiserver unreachable)'
-        : kubeadm.status === 'skipped'
-          ? `skipped (${kubeadm.reason})`
-          : `${kubeadm.status === 'update' ? 'would update' : 'unchanged'}${kubeadm.diff ? `\n${kubeadm.diff.trimEnd()}` : ''}`,
+      !kubeadm ? 'not checked (apiserver unreachable)' : kubeadm.status === 'skipped' ? `skipped (${kubeadm.reason})` : kubeadmLine(kubeadm),
       '',
       c.bold('steps:'),
       ...plan.steps.map((s, i) => `  ${i + 1}. ${s.name}: ${s.title}`),

@@ -3,6 +3,7 @@ import type { Journal, JsonObject } from '../state/journal';
 import type { TransitionDeps } from '../transition/engine';
 import { runTransition } from '../transition/executor';
 import { installConfig } from '../transition/install';
+import { planToRun } from '../transition/recorded';
 import { outputOf, type StepOutput } from '../transition/steps';
 import type { InitMode, InitPlan } from './plan';
 
@@ -71,7 +72,9 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
   if (plan.mode === 'from-config') {
     stage = plan.config.stage;
     sha = plan.config.sha256;
-    await installConfig(deps, j, { stage, config: plan.config, manifest: plan.install, enable: true });
+    // As a transition's stages: the recorded change runs on a resumed run, not one planned again.
+    const [st] = await planToRun(j, deps.out, [{ name: stage, config: plan.config, manifest: plan.install, ...(plan.kubeadmChange ? { kubeadm: plan.kubeadmChange } : {}) }]);
+    await installConfig(deps, j, { stage, config: plan.config, ...(st!.manifest ? { manifest: st!.manifest } : {}), ...(st!.kubeadm ? { kubeadm: st!.kubeadm } : {}), enable: true });
     const all = await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, journal.inputs.controlPlanes);
     nodes = convergence(all, { stage, sha256: sha }).lagging;
     next =

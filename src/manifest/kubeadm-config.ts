@@ -1,6 +1,7 @@
 import { isMap, isScalar, isSeq, parseDocument, YAMLMap, YAMLSeq, type Document } from 'yaml';
+import { sha256Hex } from '../config/parse';
 import { CliError, ExitCode } from '../ui/errors';
-import { CONFIG_FLAG, RELOAD_FLAG } from './patch';
+import { CONFIG_FLAG, RELOAD_FLAG, unifiedDiff } from './patch';
 
 /**
  * The same flag and mounts, recorded in kubeadm's ClusterConfiguration (ConfigMap
@@ -181,4 +182,67 @@ export function planKubeadmConfigPatch(clusterConfigurationYaml: string, opts: K
 
   if (actions.length === 0) return { changed: false, newText: clusterConfigurationYaml, apiVersion: v, actions };
   return { changed: true, newText: doc.toString({ lineWidth: 0 }), apiVersion: v, actions };
+}
+
+/** kube-system/kubeadm-config as it was read: its ClusterConfiguration text and resourceVersion. */
+export type KubeadmConfigRead = { found: true; text: string; resourceVersion: string } | { found: false; reason: string };
+
+/**
+ * A stage's kubeadm-config change as data: planned from the ClusterConfiguration as read (its
+ * sha256 and the ConfigMap's resourceVersion), with the exact text written. The executor writes
+ * `newText` only while the ConfigMap still is what was read, with that resourceVersion (so a write
+ * in between is a 409, never a lost update); otherwise it plans again and says so. Paths and flags
+ * only: no key.
+ */
+export interface KubeadmChange {
+  status: 'update' | 'unchanged' | 'skipped';
+  /** Why it is skipped (no ConfigMap, no ClusterConfiguration key). */
+  reason?: string;
+  /** sha256 of the ClusterConfiguration planned from; null: none was there. */
+  inputSha256: string | null;
+  /** sha256 of the ClusterConfiguration written (the input's when nothing is written). */
+  outputSha256: string | null;
+  /** The ConfigMap's resourceVersion when it was read: the write is conditional on it. */
+  resourceVersion: string | null;
+  apiVersion?: string;
+  /** The ClusterConfiguration text written (status update), else null. */
+  newText: string | null;
+  diff: string;
+  actions: string[];
+  /** What it records or forgets: to plan it again from the ConfigMap as it is. */
+  options: KubeadmConfigPatchOptions;
+}
+
+const KUBEADM_DIFF_PATH = `${KUBEADM_CONFIGMAP.namespace}/${KUBEADM_CONFIGMAP.name}/${KUBEADM_CONFIGMAP.key}`;
+
+/** The change recording (or, with `remove`, forgetting) `options` in the ConfigMap as read. Pure. */
+export function planKubeadmChange(read: KubeadmConfigRead, options: KubeadmConfigPatchOptions): KubeadmChange {
+  if (!read.found) return { status: 'skipped', reason: read.reason, inputSha256: null, outputSha256: null, resourceVersion: null, newText: null, diff: '', actions: [], options };
+  const p = planKubeadmConfigPatch(read.text, options);
+  const inputSha256 = sha256Hex(read.text);
+  return {
+    status: p.changed ? 'update' : 'unchanged',
+    inputSha256,
+    outputSha256: p.changed ? sha256Hex(p.newText) : inputSha256,
+    resourceVersion: read.resourceVersion,
+    apiVersion: p.apiVersion,
+    newText: p.changed ? p.newText : null,
+    diff: p.changed ? unifiedDiff(read.text, p.newText, KUBEADM_DIFF_PATH) : '',
+    actions: p.actions,
+    options,
+  };
+}
+
+/** The change as --dry-run and --json show it (everything but the text, which the diff shows). */
+export function printableKubeadmChange(c: KubeadmChange): Record<string, unknown> {
+  const { newText: _text, options: _options, ...shown } = c;
+  return shown;
+}
+
+/** What a dry run says of the change: whether it writes, tied to the sha256 it was planned from, and the diff. */
+export function kubeadmLine(c: KubeadmChange): string {
+  if (c.status === 'skipped') return `skipped (${c.reason})`;
+  const from = `ClusterConfiguration sha256 ${c.inputSha256?.slice(0, 12)}…, resourceVersion ${c.resourceVersion}`;
+  if (c.status === 'unchanged') return `unchanged (${from})`;
+  return `would update (${from} -> sha256 ${c.outputSha256?.slice(0, 12)}…): ${c.actions.join('; ')}\n${c.diff.trimEnd()}`;
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Context } from '../context';
+import { readKubeadmConfig } from '../cluster/kubeadm-config';
 import { discoverControlPlanes, readStages } from '../cluster/nodes';
 import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
@@ -19,6 +20,7 @@ import { confirm } from '../ui/prompt';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { planTransition, resumePoint, STAGES, type StageName, type TransitionKind, type TransitionPlan } from './plan';
 import { runTransition } from './executor';
+import { recordedStages } from './recorded';
 import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
 import { findElement, localKindOf, takenNames } from '../config/elements';
 import { printDryRun, printResult } from './print';
@@ -176,7 +178,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
           element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
         }
       }
-      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest } });
+      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest }, ...(await kubeadmRead(node, spec.kind, opts)) });
       // A new transition can only begin at its first stage: check before anything is journaled.
       if (only && plan.stages[0]!.name !== only) {
         const known = plan.stages.some((st) => st.name === only);
@@ -225,7 +227,8 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
         { now: ctx.now, forbidden: secrets },
       );
     }
-    if (opts.dryRun) return printDryRun(ctx, plan);
+    // A resumed run executes the changes its journal recorded: its dry run shows those.
+    if (opts.dryRun) return printDryRun(ctx, { ...plan, stages: recordedStages(journal!, plan.stages) });
     const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
     const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
     // Snapshot before the first change; a rotation's new key escrowed before its config is written.
@@ -258,6 +261,9 @@ async function assertNoTransitionElsewhere(node: NodeView, mySha: string, operat
   }
 }
 
+/** disable forgets the flag in kube-system/kubeadm-config: its plan carries that exact change. */
+const kubeadmRead = async (node: NodeView, kind: TransitionKind, opts: TransitionOptions) => (kind === 'disable' && opts.kubeadmConfig ? { kubeadm: await readKubeadmConfig(node.api) } : {});
+
 function stageShas(plan: TransitionPlan): { [stage: string]: string } {
   return Object.fromEntries(plan.stages.filter((s) => s.config).map((s) => [s.name, s.config!.sha256]));
 }
@@ -285,7 +291,7 @@ async function resumePlan(ctx: Context, j: Journal<TransitionJournalInputs>, nod
     const local = localKindOf(element);
     if (local) secrets = element[local]!.keys.map((k) => k.secret);
   }
-  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: i.manifestPath } });
+  const plan = planTransition({ kind: i.kind, baseText, configPath: i.configPath, ...(element ? { element } : {}), controlPlanes: i.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: i.manifestPath }, ...(await kubeadmRead(node, i.kind, opts)) });
   const shas = stageShas(plan);
   if (JSON.stringify(shas) !== JSON.stringify(i.stageSha256)) {
     if (anyWritten) throw refused(`the stages of ${j.id} no longer match what it wrote`, `move ${j.path} away to start over`);

@@ -6,6 +6,7 @@ import { checkAbort, type StageOutcome, type StepJournal, type TransitionDeps, t
 import { assertNothingUnder, scanLabels, type LabelCounts } from './etcd-check';
 import { installConfig } from './install';
 import { stepsOf, type PlannedStage, type StageName, type TransitionPlan } from './plan';
+import { planToRun } from './recorded';
 import { once } from './steps';
 import { unpatchStage } from './unpatch';
 
@@ -41,7 +42,9 @@ export interface RunOptions {
   only?: StageName;
 }
 
-export async function runTransition(deps: TransitionDeps, plan: TransitionPlan, j: StepJournal, o: RunOptions = {}): Promise<TransitionResult> {
+export async function runTransition(deps: TransitionDeps, planned: TransitionPlan, j: StepJournal, o: RunOptions = {}): Promise<TransitionResult> {
+  // A resumed run executes the changes its journal recorded, not a plan made from what it changed.
+  const plan: TransitionPlan = { ...planned, stages: await planToRun(j, deps.out, planned.stages) };
   const result: TransitionResult = { state: 'done', stage: null, sha256: null, stages: [], lagging: [], next: null };
   let current: { cfg: EncryptionConfiguration; sha256: string } = { cfg: parseEncryptionConfig(plan.base.text, deps.configPath), sha256: plan.base.sha256 };
   if (o.only) {
@@ -119,8 +122,8 @@ async function runStage(
     const target = stage.config ? parseEncryptionConfig(stage.config.text, deps.configPath) : ({ ...current.cfg, resources: [] } as EncryptionConfiguration);
     await once(j, 'check', `${s}:check`, async () => assertNothingUnder(scan, target, stage.unpatch ? 'turn encryption off' : `remove ${stage.removes.join(', ')}`, deps.force, deps.out));
   }
-  if (stage.unpatch) return unpatchStage(deps, j, current.cfg, stage.manifest);
-  return installConfig(deps, j, { stage: s, config: stage.config!, ...(stage.manifest ? { manifest: stage.manifest } : {}), ...(stage.patch ? { enable: true } : {}) });
+  if (stage.unpatch) return unpatchStage(deps, j, current.cfg, stage.manifest, stage.kubeadm);
+  return installConfig(deps, j, { stage: s, config: stage.config!, ...(stage.manifest ? { manifest: stage.manifest } : {}), ...(stage.kubeadm ? { kubeadm: stage.kubeadm } : {}), ...(stage.patch ? { enable: true } : {}) });
 }
 
 async function rewriteStage(deps: TransitionDeps, plan: TransitionPlan, j: StepJournal, cfg: EncryptionConfiguration): Promise<StageOutcome> {

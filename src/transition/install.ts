@@ -1,10 +1,12 @@
 import { stat } from 'node:fs/promises';
+import { isDeepStrictEqual } from 'node:util';
 import { sha256Hex } from '../config/parse';
-import { updateKubeadmConfig } from '../cluster/kubeadm-config';
+import { applyKubeadmChange } from '../cluster/kubeadm-config';
 import { recordStage } from '../cluster/nodes';
 import { CANARY_PREFIX, proveEncryption, provePlaintext, removeLeftoverCanaries } from '../cluster/proof';
 import { mirrorPodHash, waitForApiserver } from '../cluster/wait';
 import { writeManifestPlan } from '../manifest/apply';
+import type { KubeadmChange, KubeadmConfigPatchOptions } from '../manifest/kubeadm-config';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { backupConfig, newestBackupSince } from '../state/backups';
@@ -30,6 +32,8 @@ interface InstallOptions {
   /** The manifest change planned with the config (from the manifest as read then). Without one,
    * or when the manifest changed since, it is planned here from the manifest as it is. */
   manifest?: ManifestChange;
+  /** The kubeadm-config change planned with it (enable), applied while the ConfigMap is as read. */
+  kubeadm?: KubeadmChange;
   /** Record the stage for this node in the cluster (default true). */
   record?: boolean;
   /** The stage may turn encryption on: a manifest without the flag gets it and the mount (and
@@ -107,10 +111,7 @@ export async function installConfig(deps: TransitionDeps, j: StepJournal, o: Ins
     await once(j, 'kubeadmConfig', `${s}:kubeadm-config`, async () => {
       if (begun.flag !== false || !applied.kubeadm) return { status: 'skipped', reason: 'the flag was already there' };
       if (!deps.kubeadmConfig) return { status: 'skipped', reason: '--no-kubeadm-config' };
-      const r = await updateKubeadmConfig(deps.api, applied.kubeadm);
-      if (r.status === 'skipped') deps.out.info(`kubeadm-config: skipped (${r.reason})`);
-      else deps.out.step(`kube-system/kubeadm-config ${r.status}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
-      return { status: r.status, ...(r.reason ? { reason: r.reason } : {}), ...(r.apiVersion ? { apiVersion: r.apiVersion } : {}) };
+      return kubeadmConfigStep(deps, o.kubeadm, applied.kubeadm);
     });
   }
   if (o.record !== false) {
@@ -148,6 +149,27 @@ async function applyManifest(deps: TransitionDeps, o: InstallOptions, begun: Ste
   });
   deps.out.step(`${turnOn ? 'patched ' : ''}${deps.manifestPath}: ${change.actions.join('; ')}${turnOn ? '' : ': the kubelet restarts the apiserver'} (backup ${w.backup})`);
   return { mode: 'restart', since, mirrorHashBefore, backup: w.backup ?? null, manifestSha256: change.outputSha256, ...kubeadm };
+}
+
+/**
+ * The kubeadm-config step: the planned change while the ConfigMap is what the plan read, else
+ * planned again (said in one line). A manifest change planned again may mount other volumes: its
+ * kubeadm-config change is then planned again too.
+ */
+export async function kubeadmConfigStep(deps: TransitionDeps, planned: KubeadmChange | undefined, options: KubeadmConfigPatchOptions): Promise<StepOutput<'kubeadmConfig'>> {
+  const json = (v: KubeadmConfigPatchOptions): unknown => JSON.parse(JSON.stringify(v));
+  const usable = planned && isDeepStrictEqual(json(planned.options), json(options)) ? planned : undefined;
+  if (planned && !usable) deps.out.info('kube-system/kubeadm-config: the manifest change was planned again, and so is its kubeadm-config change');
+  const r = await applyKubeadmChange(deps.api, usable, options, (line) => deps.out.info(line));
+  if (r.status === 'skipped') deps.out.info(`kubeadm-config: skipped (${r.reason})`);
+  else deps.out.step(`kube-system/kubeadm-config ${r.status === 'update' ? 'updated' : 'unchanged'}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
+  return {
+    status: r.status === 'update' ? 'updated' : r.status,
+    ...(r.reason ? { reason: r.reason } : {}),
+    ...(r.apiVersion ? { apiVersion: r.apiVersion } : {}),
+    ...(r.outputSha256 ? { sha256: r.outputSha256 } : {}),
+    replanned: r.replanned,
+  };
 }
 
 /**

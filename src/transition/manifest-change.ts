@@ -44,7 +44,7 @@ export function kmsSocketDirs(cfg: EncryptionConfiguration): string[] {
  * What kubeadm-config must record for a manifest patch: the flag as the apiserver sees it, the
  * config dir's volume (unless it lies under kubeadm's own mounts) and any KMS socket dir added. Pure.
  */
-export function kubeadmOptions(configPath: string, patch: ManifestPlan): KubeadmConfigPatchOptions {
+function kubeadmOptions(configPath: string, patch: ManifestPlan): KubeadmConfigPatchOptions {
   const configDir = configPath.slice(0, configPath.lastIndexOf('/')) || '/';
   const extra = patch.mounts.filter((m) => !m.existing && m.volumeName !== patch.volumeName && m.hostPath !== configDir);
   return {

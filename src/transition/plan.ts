@@ -5,6 +5,7 @@ import { LOCAL_PROVIDERS } from '../config/keys';
 import { providerKinds, writePrefix, type EncryptionConfiguration, type ProviderConfig } from '../config/schema';
 import { errorsOf, validateEncryptionConfig, warningsOf, type FeatureGates } from '../config/validate';
 import { transformerLabel, transformersForResource } from '../etcd/codec';
+import { planKubeadmChange, printableKubeadmChange, type KubeadmChange, type KubeadmConfigRead } from '../manifest/kubeadm-config';
 import { unifiedDiff } from '../manifest/patch';
 import { planInstallChange, planUnpatchChange, type ManifestChange } from './manifest-change';
 import { CliError, ExitCode } from '../ui/errors';
@@ -58,6 +59,9 @@ export interface PlannedStage {
   /** The exact manifest change of this stage, planned from the manifest as the stage before
    * leaves it (undefined when the plan was made without the manifest, or for the rewrite). */
   manifest?: ManifestChange;
+  /** The exact kube-system/kubeadm-config change of the stage whose manifest change turns the
+   * flag on (enable) or off (disable's prune), planned from the ConfigMap as read. */
+  kubeadm?: KubeadmChange;
 }
 
 export interface TransitionPlan {
@@ -96,6 +100,9 @@ export interface TransitionInput {
   featureGates?: FeatureGates;
   /** The manifest as read: each stage then carries its exact manifest change. */
   manifest?: { text: string; path: string };
+  /** kube-system/kubeadm-config as read (undefined: not read, or --no-kubeadm-config): the stage
+   * that turns the flag on or off then carries its exact change. */
+  kubeadm?: KubeadmConfigRead;
 }
 
 const refused = (message: string, hint?: string) => new CliError(message, { exitCode: ExitCode.Refused, hint });
@@ -189,7 +196,7 @@ export function identityConfigText(resources: readonly string[]): string {
 export function planTransition(input: TransitionInput): TransitionPlan {
   const stages = planStages(input);
   const plan = { ...stages, notes: stages.kind !== 'disable' && stages.target.provider === 'aescbc' ? [AESCBC_NOTE] : [] };
-  return input.manifest ? withManifestChanges(plan, input.manifest) : plan;
+  return input.manifest ? withManifestChanges(plan, input.manifest, input.kubeadm) : plan;
 }
 
 /**
@@ -197,20 +204,23 @@ export function planTransition(input: TransitionInput): TransitionPlan {
  * first install turns the flag on (or annotates), later ones annotate (or reload), disable's
  * prune unpatches. Pure.
  */
-function withManifestChanges(plan: TransitionPlan, m: { text: string; path: string }): TransitionPlan {
+function withManifestChanges(plan: TransitionPlan, m: { text: string; path: string }, kubeadm: KubeadmConfigRead | undefined): TransitionPlan {
   let text = m.text;
   let cfg = parseEncryptionConfig(plan.base.text, plan.configPath);
+  // The flag comes (or goes) with one stage: kubeadm-config records that one.
+  const withKubeadm = (st: PlannedStage, change: ManifestChange): PlannedStage =>
+    kubeadm && change.kubeadm && (change.turnsOn || change.turnsOff) ? { ...st, manifest: change, kubeadm: planKubeadmChange(kubeadm, change.kubeadm) } : { ...st, manifest: change };
   const stages = plan.stages.map((st): PlannedStage => {
     if (st.unpatch) {
       const change = planUnpatchChange(text, m.path, plan.configPath, cfg);
       text = change.newText;
-      return { ...st, manifest: change };
+      return withKubeadm(st, change);
     }
     if (!st.config) return st;
     const change = planInstallChange(text, { manifestPath: m.path, configPath: plan.configPath, config: st.config });
     text = change.newText;
     cfg = parseEncryptionConfig(st.config.text, plan.configPath);
-    return { ...st, manifest: change };
+    return withKubeadm(st, change);
   });
   return { ...plan, stages };
 }
@@ -368,6 +378,7 @@ export function printableTransition(plan: TransitionPlan): Record<string, unknow
       ...(s.unpatch ? { unpatch: true } : {}),
       ...(s.patch ? { patch: true } : {}),
       ...(s.manifest ? { manifest: printableManifestChange(s.manifest) } : {}),
+      ...(s.kubeadm ? { kubeadmConfig: printableKubeadmChange(s.kubeadm) } : {}),
     })),
     kept: plan.kept,
     warnings: plan.warnings,

@@ -6,6 +6,7 @@ import type { Journal } from '../state/journal';
 import { safetyNetLines, SNAPSHOT_STEP } from '../snapshot/guard';
 import { ESCROW_STEP } from '../escrow/export';
 import { manifestLine } from './manifest-change';
+import { kubeadmLine } from '../manifest/kubeadm-config';
 import { keyHolderLines, type KeyHolder } from './front';
 
 /** What the transition commands print: the dry-run plan and the result. */
@@ -21,6 +22,7 @@ export function printDryRun(ctx: Context, plan: TransitionPlan): void {
         ...(s.removes.length ? [`   refused while etcd holds objects under: ${s.removes.join(', ')}`] : []),
         ...(s.diff ? [s.diff.trimEnd()] : []),
         ...(s.manifest ? [`   ${manifestLine(s.manifest, ctx.paths.manifest)}`] : []),
+        ...(s.kubeadm ? [`   kube-system/kubeadm-config: ${kubeadmLine(s.kubeadm)}`] : []),
       ]),
       ...(plan.kept.length ? ['', c.bold('kept:'), ...plan.kept.map((k) => `  ${k}`)] : []),
       ...plan.notes.map((n) => `note: ${n}`),

@@ -22,7 +22,41 @@ const KubeadmOptionsSchema = z.object({
   remove: z.boolean().optional(),
 });
 
+/** A stage's manifest change as planned (manifest-change.ts): texts and hashes, no key. */
+const ManifestChangeSchema = z.object({
+  inputSha256: z.string(),
+  outputSha256: z.string(),
+  mode: z.enum(['restart', 'reload']),
+  changed: z.boolean(),
+  newText: z.string(),
+  diff: z.string(),
+  actions: z.array(z.string()),
+  turnsOn: z.boolean(),
+  turnsOff: z.boolean(),
+  kubeadm: KubeadmOptionsSchema.optional(),
+  notes: z.array(z.string()),
+});
+
+/** A stage's kubeadm-config change as planned (manifest/kubeadm-config.ts): ClusterConfiguration texts and hashes. */
+const KubeadmChangeSchema = z.object({
+  status: z.enum(['update', 'unchanged', 'skipped']),
+  reason: z.string().optional(),
+  inputSha256: nullableString,
+  outputSha256: nullableString,
+  resourceVersion: nullableString,
+  apiVersion: z.string().optional(),
+  newText: nullableString,
+  diff: z.string(),
+  actions: z.array(z.string()),
+  options: KubeadmOptionsSchema,
+});
+
 export const Step = {
+  /** The plan's changes as the run began: a resumed run executes these, not a new plan. Each
+   * stage is tied to its config's sha256 (the configs hold keys: they are not recorded). */
+  plan: z.object({
+    stages: z.array(z.object({ name: z.string(), configSha256: nullableString, manifest: ManifestChangeSchema.optional(), kubeadm: KubeadmChangeSchema.optional() })),
+  }),
   /** Before the config write: the file it replaces (sha256, backup) and whether the flag was there. */
   begin: z.object({ from: nullableString, backup: nullableString, flag: z.boolean(), at: z.string() }),
   write: z.object({ at: z.string(), changed: z.boolean() }),
@@ -37,7 +71,7 @@ export const Step = {
   }),
   wait: z.object({ evidence: z.string(), detail: z.string() }),
   prove: z.object({ method: z.string(), weaker: z.boolean(), observed: z.string(), detail: z.string() }),
-  kubeadmConfig: z.object({ status: z.string(), reason: z.string().optional(), apiVersion: z.string().optional() }),
+  kubeadmConfig: z.object({ status: z.string(), reason: z.string().optional(), apiVersion: z.string().optional(), sha256: z.string().optional(), replanned: z.boolean().optional() }),
   record: z.object({ where: z.string() }),
   check: z.object({ unreadable: z.array(z.object({ resource: z.string(), label: z.string(), count: z.number() })), forced: z.boolean().optional() }),
   gate: z.object({ forced: z.boolean() }),
@@ -76,9 +110,14 @@ export function outputOf<K extends keyof typeof Step>(j: Pick<StepJournal, 'outp
 export async function once<K extends keyof typeof Step>(j: StepJournal, kind: K, name: string, fn: () => Promise<StepOutput<K>>): Promise<StepOutput<K>> {
   const done = j.done(name) ? outputOf(j, kind, name) : undefined;
   if (done !== undefined) return done;
-  const out = Step[kind].parse(await fn());
-  await j.complete(name, toJson(out));
-  return out as StepOutput<K>;
+  return record(j, kind, name, await fn());
+}
+
+/** Records (or records again) a step's output, checked. */
+export async function record<K extends keyof typeof Step>(j: StepJournal, kind: K, name: string, out: StepOutput<K>): Promise<StepOutput<K>> {
+  const checked = Step[kind].parse(out) as StepOutput<K>;
+  await j.complete(name, toJson(checked));
+  return checked;
 }
 
 /** A checked step output is plain JSON data (strings, numbers, booleans, null, arrays, objects). */

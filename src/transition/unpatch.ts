@@ -1,16 +1,17 @@
 import { stat, unlink } from 'node:fs/promises';
 import { sha256Hex } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
-import { updateKubeadmConfig } from '../cluster/kubeadm-config';
 import { recordStage } from '../cluster/nodes';
 import { mirrorPodHash, waitForApiserver } from '../cluster/wait';
 import { writeManifestPlan } from '../manifest/apply';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { backupConfig } from '../state/backups';
 import { fileExists, readText } from '../state/atomic';
+import type { KubeadmChange } from '../manifest/kubeadm-config';
 import { CliError, ExitCode } from '../ui/errors';
 import { progressOf, type StageOutcome, type StepJournal, type TransitionDeps } from './engine';
 import { checkPlanned, planUnpatchChange, unpatchKubeadmOptions, type ManifestChange } from './manifest-change';
+import { kubeadmConfigStep } from './install';
 import { restoreEncryptedManifest } from './rollback';
 import { once } from './steps';
 
@@ -18,13 +19,14 @@ import { once } from './steps';
  * disable's last stage on this node: the planned unpatch (flag and mounts out) while the manifest
  * hashes as planned, wait, kubeadm-config, then the file to a 0600 backup.
  */
-export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: EncryptionConfiguration | undefined, planned?: ManifestChange): Promise<StageOutcome> {
+export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: EncryptionConfiguration | undefined, planned?: ManifestChange, kubeadm?: KubeadmChange): Promise<StageOutcome> {
   const unpatched = await once(j, 'unpatch', 'prune:unpatch', async () => {
     const text = await readText(deps.manifestPath, 'read manifest');
-    const { change, replanned } = checkPlanned(planned, text, (t) => planUnpatchChange(t, deps.manifestPath, deps.configPath, cfg));
+    const { change, replanned, alreadyApplied } = checkPlanned(planned, text, (t) => planUnpatchChange(t, deps.manifestPath, deps.configPath, cfg));
     if (replanned) deps.out.info(`${deps.manifestPath} changed since the plan: the unpatch is planned again from the file as it is`);
+    if (alreadyApplied) deps.out.info(`${deps.manifestPath} already holds the planned unpatch`);
     const inPod = change.kubeadm?.configPath ?? deps.configPath;
-    if (!change.changed) return { since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, configPathInPod: inPod, volumeName: null, changed: false, backup: null };
+    if (!change.changed) return { since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, configPathInPod: inPod, volumeName: change.kubeadm?.volumeName ?? null, changed: false, backup: null };
     const mirrorHashBefore = (await mirrorPodHash(deps.api, deps.nodeName)) ?? null;
     const since = deps.now().toISOString();
     const w = await writeManifestPlan({ now: deps.now }, { manifest: deps.manifestPath, backupDir: deps.backupDir, manifestsDir: deps.manifestsDir }, text, {
@@ -57,9 +59,7 @@ export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: En
   await once(j, 'kubeadmConfig', 'prune:kubeadm-config', async () => {
     if (!deps.kubeadmConfig) return { status: 'skipped', reason: '--no-kubeadm-config' };
     // What the unpatch step recorded (this run's or an interrupted one's) names the flag's value and the volume.
-    const r = await updateKubeadmConfig(deps.api, unpatchKubeadmOptions(unpatched.configPathInPod, deps.configPath, unpatched.volumeName ?? undefined, cfg));
-    deps.out.step(`kube-system/kubeadm-config ${r.status}${r.reason ? ` (${r.reason})` : ''}${r.actions.length ? `: ${r.actions.join('; ')}` : ''}`);
-    return { status: r.status, ...(r.reason ? { reason: r.reason } : {}) };
+    return kubeadmConfigStep(deps, kubeadm, unpatchKubeadmOptions(unpatched.configPathInPod, deps.configPath, unpatched.volumeName ?? undefined, cfg));
   });
   const removed = await once(j, 'removeConfig', 'prune:remove-config', async () => {
     if (!(await fileExists(deps.configPath))) return { backup: null };

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed, type TestApi } from '../bed/index';
 import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { unifiedDiff } from '../../src/manifest/patch';
 
 const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
 const JOURNAL_REL = 'var/lib/k8s-encrypt/journals/init.json';
@@ -37,10 +38,16 @@ async function hashTree(root: string): Promise<string> {
 
 const keyOf = (configText: string) => parse(configText).resources[0].providers[0].aescbc.keys[0].secret as string;
 
+const KUBEADM_CM = '/api/v1/namespaces/kube-system/configmaps/kubeadm-config';
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
 describe('init on one control plane with a few hundred Secrets', () => {
   let bed: Bed;
   let api: TestApi;
   let before: Map<string, string>;
+  /** What the dry run printed, and the ClusterConfiguration it was planned from. */
+  let dry: { kubeadmConfig: { inputSha256: string; outputSha256: string; resourceVersion: string; diff: string }; manifest: { outputSha256: string } };
+  let ccBefore: string;
   beforeAll(async () => {
     bed = await startBed({ secrets: 300 });
     api = await bed.api();
@@ -59,6 +66,12 @@ describe('init on one control plane with a few hundred Secrets', () => {
     expect(j.config.text).toContain('secret: <redacted>');
     expect(String(r.stdout) + String(r.stderr)).not.toMatch(/secret"?: *"?(?!<redacted>)[A-Za-z0-9+/]{20,}/);
     expect(j.manifest.diff).toContain('+        - --encryption-provider-config=');
+    // The exact kubeadm-config change, tied to the ConfigMap it was planned from.
+    const cm = (await api.get(KUBEADM_CM)).body;
+    ccBefore = cm.data.ClusterConfiguration;
+    expect(j.kubeadmConfig).toMatchObject({ inputSha256: sha256(ccBefore), resourceVersion: cm.metadata.resourceVersion });
+    expect(j.kubeadmConfig.outputSha256).toMatch(/^[0-9a-f]{64}$/);
+    dry = j;
     // The transition engine's stages: promote (flag, mount, wait, proof, kubeadm-config), rewrite; no prune.
     expect(j.steps.map((s: { name: string }) => s.name)).toEqual(['promote', 'rewrite']);
     expect(j.kept.join('\n')).toMatch(/identity stays as the last reader/);
@@ -101,9 +114,16 @@ describe('init on one control plane with a few hundred Secrets', () => {
     expect(now).toEqual(parse(original));
     expect(await readFile(j.manifestBackup, 'utf8')).toBe(original);
 
-    const cm = await api.get('/api/v1/namespaces/kube-system/configmaps/kubeadm-config');
+    const cm = await api.get(KUBEADM_CM);
     expect(cm.body.data.ClusterConfiguration).toContain(`encryption-provider-config`);
     expect(cm.body.data.ClusterConfiguration).toContain(join(n.root, 'etc/kubernetes/encryption'));
+    // What the dry run printed is what was written: the manifest, and the kubeadm-config change.
+    const ccAfter: string = cm.body.data.ClusterConfiguration;
+    expect(sha256(ccAfter)).toBe(dry.kubeadmConfig.outputSha256);
+    expect(unifiedDiff(ccBefore, ccAfter, 'kube-system/kubeadm-config/ClusterConfiguration')).toBe(dry.kubeadmConfig.diff);
+    expect(sha256(await readFile(n.manifest, 'utf8'))).toBe(dry.manifest.outputSha256);
+    const step = JSON.parse(await readFile(join(n.root, JOURNAL_REL), 'utf8')).steps.find((s: { name: string }) => s.name === 'promote:kubeadm-config');
+    expect(step.output).toEqual({ status: 'updated', apiVersion: 'kubeadm.k8s.io/v1beta4', sha256: dry.kubeadmConfig.outputSha256, replanned: false });
   });
 
   it('a second init has nothing to do (exit 0) and changes nothing', async () => {
@@ -207,6 +227,76 @@ describe('kill -9 mid-run, then a re-run', () => {
     expect(rec.status).toBe('done');
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ [`k8s:enc:aescbc:v1:${j.keyName}`]: before.size });
     expect(await secretHashes(await bed.api())).toEqual(before);
+  }, 120_000);
+});
+
+describe('kill -9 after the manifest patch, before its journal entry', () => {
+  let bed: Bed;
+  beforeAll(async () => {
+    bed = await startBed({ secrets: 20, knobs: { startDelayMs: 4000 } });
+  }, 120_000);
+  afterAll(() => bed?.stop());
+
+  it('the re-run executes the plan the journal recorded and ends byte-identical to the plan an uninterrupted run writes', async () => {
+    const n = bed.nodes[0]!;
+    const api = await bed.api();
+    const before = await secretHashes(api);
+    const keyFile = join(bed.dir, 'resume.key');
+    await writeFile(keyFile, `${Buffer.alloc(32, 11).toString('base64')}\n`, { mode: 0o600 });
+    const keyArgs = ['--key-file', keyFile, '--key-name', 'key-resume'];
+    const original = await readFile(n.manifest, 'utf8');
+    // The plan of an uninterrupted run: what it writes, by sha256.
+    const d = await runCli([...n.cliArgs, '--json', 'init', '--dry-run', ...keyArgs]);
+    expect(d.exitCode, String(d.stderr)).toBe(0);
+    const dry = jsonOf(d);
+
+    const child = spawn(process.execPath, [BIN, ...n.cliArgs, '--yes', 'init', ...keyArgs], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
+    const exited = new Promise<void>((res) => child.on('exit', () => res()));
+    const journal = join(n.root, JOURNAL_REL);
+    const deadline = Date.now() + 30_000;
+    let rec: { steps: { name: string }[] } = { steps: [] };
+    while (Date.now() < deadline) {
+      try {
+        rec = JSON.parse(await readFile(journal, 'utf8'));
+      } catch {
+        rec = { steps: [] };
+      }
+      if (rec.steps.some((s) => s.name === 'promote:apply')) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    child.kill('SIGKILL');
+    await exited;
+    const names = rec.steps.map((s) => s.name);
+    expect(names).toContain('plan');
+    expect(names).toContain('promote:apply');
+    expect(names).not.toContain('promote:kubeadm-config');
+    const patched = await readFile(n.manifest, 'utf8');
+    expect(sha256(patched)).toBe(dry.manifest.outputSha256);
+    // A kill one step earlier leaves this journal: the manifest patched, its step not recorded.
+    const full = JSON.parse(await readFile(journal, 'utf8'));
+    full.steps = full.steps.filter((s: { name: string }) => s.name !== 'promote:apply');
+    await writeFile(journal, JSON.stringify(full, null, 2));
+
+    // Without --json: the lines on stderr say what the re-run does.
+    const r = await runCli([...n.cliArgs, '--yes', 'init']);
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(String(r.stdout)).toMatch(/encryption at rest is on: aescbc, key key-resume/);
+    expect(String(r.stderr)).toContain('resumed from the plan recorded in the journal');
+    expect(String(r.stderr)).toContain('already holds the planned change');
+    expect(String(r.stderr)).not.toMatch(/planned again/);
+    // Byte for byte what the uninterrupted run's plan writes: the manifest (no restart annotation
+    // on top), the config, and the kubeadm-config change (recorded, not skipped).
+    const manifest = await readFile(n.manifest, 'utf8');
+    expect(manifest).toBe(patched);
+    expect(manifest).not.toBe(original);
+    expect(sha256(await readFile(join(n.root, CONFIG_REL), 'utf8'))).toBe(dry.config.sha256);
+    const cc: string = (await api.get(KUBEADM_CM)).body.data.ClusterConfiguration;
+    expect(sha256(cc)).toBe(dry.kubeadmConfig.outputSha256);
+    const done = JSON.parse(await readFile(journal, 'utf8'));
+    expect(done.status).toBe('done');
+    expect(done.steps.find((s: { name: string }) => s.name === 'promote:kubeadm-config').output).toMatchObject({ status: 'updated', sha256: dry.kubeadmConfig.outputSha256, replanned: false });
+    expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ 'k8s:enc:aescbc:v1:key-resume': before.size });
+    expect(await secretHashes(api)).toEqual(before);
   }, 120_000);
 });
 

@@ -144,6 +144,16 @@ describe('rotate-key, provider change and disable on one control plane', () => {
   }, 30_000);
 
   it('disable --yes: every Secret plaintext, flag and mount gone, config kept as a 0600 backup', async () => {
+    // The dry run's kubeadm-config change (the prune stage's) is what the run writes.
+    const api = await bed.api();
+    const CM = '/api/v1/namespaces/kube-system/configmaps/kubeadm-config';
+    const cm = (await api.get(CM)).body;
+    const d = await cli('disable', '--dry-run');
+    expect(d.exitCode, String(d.stderr)).toBe(0);
+    const prune = jsonOf(d).stages.find((st: { name: string }) => st.name === 'prune');
+    const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+    expect(prune.kubeadmConfig).toMatchObject({ status: 'update', inputSha256: sha(cm.data.ClusterConfiguration), resourceVersion: cm.metadata.resourceVersion });
+    expect(prune.kubeadmConfig.diff).toMatch(/^-\s+- name: encryption-provider-config$/m);
     const r = await cli('--yes', 'disable');
     expect(r.exitCode, String(r.stdout) + String(r.stderr)).toBe(0);
     expect(jsonOf(r).state).toBe('done');
@@ -157,5 +167,8 @@ describe('rotate-key, provider change and disable on one control plane', () => {
     expect(kept.length).toBeGreaterThan(0);
     expect(kept.length).toBeLessThanOrEqual(10);
     for (const n of kept) expect((await stat(join(backups, n))).mode & 0o777).toBe(0o600);
+    const cc: string = (await api.get(CM)).body.data.ClusterConfiguration;
+    expect(cc).not.toContain('encryption-provider-config');
+    expect(sha(cc)).toBe(prune.kubeadmConfig.outputSha256);
   }, 60_000);
 });

@@ -81,7 +81,10 @@ describe('refusals', () => {
     const [victim] = [...before.keys()];
     const oldRaw = (await bed.etcdGet(`/registry/secrets/${victim}`))!;
     ok(await cli('--yes', 'rotate-key', '--stage', 'promote'));
-    ok(await cli('--yes', 'rotate-key', '--stage', 'rewrite'));
+    // A --stage run continues the journal: it executes the plan recorded when the rotation began.
+    const rw = await runCli([...bed.nodes[0]!.cliArgs, '--yes', 'rotate-key', '--stage', 'rewrite']);
+    expect(rw.exitCode, `${rw.stdout}\n${rw.stderr}`).toBe(0);
+    expect(String(rw.stderr)).toContain('resumed from the plan recorded in the journal');
     const newLabel = await writeLabel();
     // The object goes back under the old key behind the apiserver's back (a missed write).
     await bed.etcdPut(`/registry/secrets/${victim}`, oldRaw);

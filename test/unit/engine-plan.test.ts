@@ -9,7 +9,10 @@ import { assertFollowerReads } from '../../src/transition/front';
 import { buildEncryptionConfig, renderEncryptionConfig } from '../../src/config/render';
 import { CONFIG_HASH_ANNOTATION } from '../../src/manifest/restart';
 import { checkPlanned, planInstallChange } from '../../src/transition/manifest-change';
-import { planTransition } from '../../src/transition/plan';
+import { identityConfigText, planTransition } from '../../src/transition/plan';
+import { planKubeadmConfigPatch } from '../../src/manifest/kubeadm-config';
+import { MemoryJournal } from '../../src/transition/engine';
+import { PLAN_STEP, planToRun, recordedStages } from '../../src/transition/recorded';
 import { provePlaintext, type ProofDeps } from '../../src/cluster/proof';
 import { ApiError } from '../../src/cluster/errors';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -56,6 +59,66 @@ describe('stage plans carry their manifest change', () => {
     expect(prune.manifest?.turnsOff).toBe(true);
     expect(prune.manifest?.newText).not.toContain('--encryption-provider-config');
     expect(prune.manifest?.kubeadm?.remove).toBe(true);
+  });
+
+  it('with kubeadm-config read, the stage that turns the flag off carries its exact change, tied to what was read', () => {
+    const cc = planKubeadmConfigPatch(fixture('clusterconfiguration-v1beta4.yaml'), { configPath: CONFIG, mountDir: '/etc/kubernetes/encryption', volumeName: 'encryption-config' }).newText;
+    const plan = planTransition({
+      kind: 'disable', baseText, configPath: CONFIG, controlPlanes: 1, kubeVersion: '1.32.6', manifest: { text: encrypted, path: MANIFEST },
+      kubeadm: { found: true, text: cc, resourceVersion: '7' },
+    });
+    expect(plan.stages.filter((s) => s.kubeadm).map((s) => s.name)).toEqual(['prune']);
+    const k = plan.stages.find((s) => s.name === 'prune')!.kubeadm!;
+    expect(k).toMatchObject({ status: 'update', inputSha256: sha256Hex(cc), resourceVersion: '7' });
+    expect(k.newText).not.toContain('encryption-provider-config');
+    expect(k.outputSha256).toBe(sha256Hex(k.newText!));
+    expect(k.diff).toMatch(/^-\s+- name: encryption-provider-config$/m);
+  });
+});
+
+describe('a resumed run executes the plan its journal recorded', () => {
+  const enable = (manifestText: string, key = K1) =>
+    planTransition({
+      kind: 'enable', baseText: identityConfigText(['secrets']), configPath: CONFIG, element: { aescbc: { keys: [{ name: 'k1', secret: key }] } },
+      controlPlanes: 1, kubeVersion: '1.32.6', manifest: { text: manifestText, path: MANIFEST },
+      kubeadm: { found: true, text: fixture('clusterconfiguration-v1beta4.yaml'), resourceVersion: '3' },
+    });
+
+  it('records the changes first, and a re-plan from the patched manifest does not replace them', async () => {
+    const j = new MemoryJournal();
+    const lines: string[] = [];
+    const out = { info: (m: string) => void lines.push(m) };
+    const first = enable(fixture('kubeadm-1.32.yaml'));
+    expect(await planToRun(j, out, first.stages)).toEqual(first.stages);
+    expect(lines).toEqual([]);
+    const recorded = j.output(PLAN_STEP)!;
+    expect(JSON.stringify(recorded)).not.toContain(K1);
+
+    // Resumed after the manifest was patched: the new plan would annotate instead of patching.
+    const again = enable(first.stages[0]!.manifest!.newText);
+    expect(again.stages[0]!.manifest!.turnsOn).toBe(false);
+    // A resumed --dry-run shows what will run, and records nothing.
+    expect(recordedStages(j, again.stages)[0]!.manifest).toEqual(first.stages[0]!.manifest);
+    expect(j.output(PLAN_STEP)).toBe(recorded);
+    const run = await planToRun(j, out, again.stages);
+    expect(lines).toEqual([expect.stringMatching(/^resumed from the plan recorded in the journal/)]);
+    expect(run[0]!.manifest).toEqual(first.stages[0]!.manifest);
+    expect(run[0]!.kubeadm).toEqual(first.stages[0]!.kubeadm);
+    expect(run[0]!.config).toBe(again.stages[0]!.config);
+    // And the executor's check sees the patch already written: nothing to write, kubeadm-config still to record.
+    const c = checkPlanned(run[0]!.manifest, first.stages[0]!.manifest!.newText, () => again.stages[0]!.manifest!);
+    expect(c).toMatchObject({ alreadyApplied: true, replanned: false, change: { turnsOn: true, changed: false } });
+  });
+
+  it('stage configs planned anew (a new key before any was written) are recorded again, and said so', async () => {
+    const j = new MemoryJournal();
+    const lines: string[] = [];
+    const out = { info: (m: string) => void lines.push(m) };
+    await planToRun(j, out, enable(fixture('kubeadm-1.32.yaml')).stages);
+    const other = enable(fixture('kubeadm-1.32.yaml'), K2);
+    expect(await planToRun(j, out, other.stages)).toEqual(other.stages);
+    expect(lines).toEqual([expect.stringMatching(/planned anew .* recorded again/)]);
+    expect(j.output(PLAN_STEP)).toMatchObject({ stages: [{ configSha256: other.stages[0]!.config!.sha256 }, { configSha256: null }] });
   });
 });
 

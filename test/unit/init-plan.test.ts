@@ -3,7 +3,8 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { enableStageOf, planInit, printablePlan, type InitInput } from '../../src/init/plan';
-import { parseEncryptionConfig } from '../../src/config/parse';
+import { parseEncryptionConfig, sha256Hex } from '../../src/config/parse';
+import { planKubeadmConfigPatch } from '../../src/manifest/kubeadm-config';
 import { planRestartAnnotation, CONFIG_HASH_ANNOTATION } from '../../src/manifest/restart';
 import { CliError, ExitCode } from '../../src/ui/errors';
 
@@ -209,22 +210,35 @@ describe('planRestartAnnotation', () => {
 });
 
 describe('planInit: the kubeadm-config change', () => {
-  const cc = (name: string) => readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8');
+  const cc = (name: string) => ({ found: true as const, text: readFileSync(fileURLToPath(new URL(`../fixtures/manifests/${name}`, import.meta.url)), 'utf8'), resourceVersion: '42' });
   const cases: { name: string; over: Parameters<typeof input>[0]; status: string; diff?: RegExp }[] = [
-    { name: 'v1beta4: extraArgs as a name/value list', over: { clusterConfiguration: cc('clusterconfiguration-v1beta4.yaml') }, status: 'update', diff: /\+\s+- name: encryption-provider-config\n\+\s+value: \/etc\/kubernetes\/encryption\/config\.yaml/ },
-    { name: 'v1beta3: extraArgs as a map', over: { clusterConfiguration: cc('clusterconfiguration-v1beta3.yaml') }, status: 'update', diff: /\+\s+encryption-provider-config: \/etc\/kubernetes\/encryption\/config\.yaml/ },
-    { name: 'no kubeadm-config ConfigMap', over: { clusterConfiguration: null }, status: 'skipped' },
-    { name: '--no-kubeadm-config', over: { clusterConfiguration: cc('clusterconfiguration-v1beta4.yaml'), options: { kubeadmConfig: false } }, status: 'skipped' },
+    { name: 'v1beta4: extraArgs as a name/value list', over: { kubeadm: cc('clusterconfiguration-v1beta4.yaml') }, status: 'update', diff: /\+\s+- name: encryption-provider-config\n\+\s+value: \/etc\/kubernetes\/encryption\/config\.yaml/ },
+    { name: 'v1beta3: extraArgs as a map', over: { kubeadm: cc('clusterconfiguration-v1beta3.yaml') }, status: 'update', diff: /\+\s+encryption-provider-config: \/etc\/kubernetes\/encryption\/config\.yaml/ },
+    { name: 'no kubeadm-config ConfigMap', over: { kubeadm: { found: false, reason: 'no kube-system/kubeadm-config ConfigMap (not a kubeadm cluster?)' } }, status: 'skipped' },
+    { name: '--no-kubeadm-config', over: { kubeadm: cc('clusterconfiguration-v1beta4.yaml'), options: { kubeadmConfig: false } }, status: 'skipped' },
   ];
   for (const c of cases) {
     it(c.name, () => {
-      const k = planInit(input(c.over)).kubeadmChange!;
+      const k = printablePlan(planInit(input(c.over))).kubeadmConfig as { status: string; diff?: string };
       expect(k.status).toBe(c.status);
-      if (c.diff) expect(k.status !== 'skipped' && k.diff).toMatch(c.diff);
+      if (c.diff) expect(k.diff).toMatch(c.diff);
     });
   }
   it('is not planned when kubeadm-config could not be read', () => {
     expect(planInit(input()).kubeadmChange).toBeUndefined();
+  });
+  it('is the exact change: the text written, tied to the sha256 and resourceVersion it was planned from', () => {
+    const read = cc('clusterconfiguration-v1beta4.yaml');
+    const plan = planInit(input({ kubeadm: read }));
+    const k = plan.kubeadmChange!;
+    expect(k).toMatchObject({ status: 'update', inputSha256: sha256Hex(read.text), resourceVersion: '42' });
+    expect(k.newText).toBe(planKubeadmConfigPatch(read.text, k.options).newText);
+    expect(k.outputSha256).toBe(sha256Hex(k.newText!));
+    // The stage that turns the flag on carries the same change, and the dry run shows it whole but the text.
+    expect(plan.transition!.stages[0]!.kubeadm).toEqual(k);
+    const shown = printablePlan(plan).kubeadmConfig as Record<string, unknown>;
+    expect(shown).toMatchObject({ inputSha256: k.inputSha256, outputSha256: k.outputSha256, resourceVersion: '42', diff: k.diff });
+    expect(shown).not.toHaveProperty('newText');
   });
 });
 
