@@ -91,7 +91,7 @@ export interface CallOptions {
 }
 
 /** Splits the DATA of a stream into gRPC messages (1-byte flag, 4-byte length, message). */
-class MessageReader {
+export class MessageReader {
   private head = Buffer.alloc(5);
   private headFill = 0;
   private body: Buffer | undefined;
@@ -207,7 +207,7 @@ export class Channel {
         'content-type': 'application/grpc',
         te: 'trailers',
       };
-      if (opts.deadline !== undefined) headers['grpc-timeout'] = `${Math.max(1, opts.deadline - Date.now())}m`;
+      if (opts.deadline !== undefined) headers['grpc-timeout'] = grpcTimeout(opts.deadline - Date.now());
       try {
         session = this.connect();
         stream = session.request(headers);
@@ -234,7 +234,7 @@ export class Channel {
         if (s === undefined) return;
         status = Number(s);
         const m = h['grpc-message'];
-        if (typeof m === 'string') message = decodeURIComponent(m);
+        if (typeof m === 'string') message = percentDecoded(m);
       };
       stream.on('response', (h) => {
         const http = Number(h[':status']);
@@ -334,6 +334,21 @@ export class Channel {
     const s = this.session;
     this.session = undefined;
     s?.close();
+  }
+}
+
+/** grpc-timeout: at most 8 digits, in milliseconds while they fit, else seconds. */
+export function grpcTimeout(ms: number): string {
+  const m = Math.max(1, Math.ceil(ms));
+  return m <= 99_999_999 ? `${m}m` : `${Math.min(99_999_999, Math.ceil(m / 1000))}S`;
+}
+
+/** grpc-message is percent-encoded; a malformed one is shown as it came. */
+function percentDecoded(m: string): string {
+  try {
+    return decodeURIComponent(m);
+  } catch {
+    return m;
   }
 }
 
