@@ -179,6 +179,15 @@ export class Channel {
     if (this.active === 0) this.session?.unref();
   }
 
+  /**
+   * Cancels a call (RST_STREAM CANCEL). destroy() too: a paused stream that already has all its
+   * data (a snapshot left early) would otherwise wait for a reader before it closes.
+   */
+  private abandon(stream: Http2.ClientHttp2Stream): void {
+    if (!stream.closed) stream.close(this.http2.constants.NGHTTP2_CANCEL);
+    stream.destroy();
+  }
+
   /** The call's failure from how its stream ended. */
   private streamFailure(session: Http2.ClientHttp2Session, stream: Http2.ClientHttp2Stream, err?: Error): GrpcError {
     // A stream that was waiting for its session carries the session's error as its cause.
@@ -221,7 +230,7 @@ export class Channel {
       let failed: GrpcError | undefined;
       const fail = (e: GrpcError) => {
         failed ??= e;
-        if (!stream.closed) stream.close(this.http2.constants.NGHTTP2_CANCEL);
+        this.abandon(stream);
       };
       const timer =
         opts.deadline === undefined ? undefined : setTimeout(() => fail(new GrpcError(Code.DEADLINE_EXCEEDED, `Deadline exceeded (${this.opts.target})`)), Math.max(0, opts.deadline - Date.now()));
@@ -324,7 +333,7 @@ export class Channel {
         }
       }
     } finally {
-      if (!ended && stream && !stream.closed) stream.close(this.http2.constants.NGHTTP2_CANCEL);
+      if (!ended && stream) this.abandon(stream);
       await done;
     }
   }

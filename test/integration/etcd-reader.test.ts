@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -52,6 +52,16 @@ async function makePki(dir: string) {
     otherCert: p('other.crt'),
     otherKey: p('other.key'),
   };
+}
+
+/** Resolves once every thread of the process is stopped (SIGSTOP is delivered asynchronously). */
+async function stopped(pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const states = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').replace(/^.*\) /s, '')[0]);
+    if (states.every((st) => st === 'T')) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`etcd (pid ${pid}) did not stop`);
 }
 
 /** A real Secret as kube-apiserver stores it (protobuf envelope), from the identity vector. */
@@ -183,6 +193,7 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
     const short = await openEtcd(reader.connection, { callTimeoutMs: 800 });
     try {
       process.kill(etcd.pid, 'SIGSTOP'); // a hung etcd: the connection is up, nothing answers
+      await stopped(etcd.pid);
       const started = Date.now();
       const err = await short.count('/registry/secrets/').catch((e: unknown) => e);
       process.kill(etcd.pid, 'SIGCONT');
