@@ -4,7 +4,7 @@
  * a scan never holds more than one page.
  */
 import { readFile } from 'node:fs/promises';
-import type * as Grpc from '@grpc/grpc-js';
+import { Channel, Code, Scratch, type GrpcError } from './grpc';
 import * as codec from './rpc-codec';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 
@@ -39,7 +39,10 @@ export interface ScanOptions {
 
 export interface EtcdEntry {
   key: string;
-  /** Absent with keysOnly. */
+  /**
+   * Absent with keysOnly. A view into the scan's receive buffer: valid until the loop asks for
+   * the next entry (copy it to keep it longer).
+   */
   value?: Buffer;
   modRevision: string;
 }
@@ -190,8 +193,9 @@ export interface EtcdClient extends EtcdReader {
 }
 
 /**
- * Connects (TLS with client certificates when given) and proves it with one small read. One gRPC
- * channel per endpoint; a call that finds its endpoint unavailable moves on to the next one.
+ * Connects (TLS with client certificates when given) and proves it with one small read. One HTTP/2
+ * session per endpoint (src/etcd/grpc.ts); a call that finds its endpoint unavailable moves on to
+ * the next one.
  */
 export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {}): Promise<EtcdClient> {
   if (conn.endpoints.length === 0) throw usageError('no etcd endpoints given', 'pass the --etcd-servers of kube-apiserver');
@@ -206,50 +210,33 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   const tls = conn.endpoints.some((e) => e.startsWith('https://')) || ca !== undefined;
   const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
   const maxReplyBytes = opts.maxReplyBytes ?? 64 * 1024 * 1024;
-  const grpc = await import('@grpc/grpc-js');
-  let clients: Grpc.Client[];
-  try {
-    const credentials = tls ? grpc.credentials.createSsl(ca ?? null, key ?? null, cert ?? null) : grpc.credentials.createInsecure();
-    clients = conn.endpoints.map(
-      (e) =>
-        new grpc.Client(grpcTarget(e), credentials, {
-          // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): gRPC's
-          // default 4 MiB reply limit is too small for a page of them. scan() also halves its page
-          // when a reply is still too large, so memory stays bounded by this limit.
-          'grpc.max_receive_message_length': maxReplyBytes,
-          'grpc.initial_reconnect_backoff_ms': 200,
-          'grpc.max_reconnect_backoff_ms': 2000,
-        }),
-    );
-  } catch (err) {
-    throw etcdError(conn, 'connection', err);
-  }
+  const http2 = await import('node:http2');
+  const channels = conn.endpoints.map(
+    (e) =>
+      new Channel(http2, {
+        target: grpcTarget(e),
+        ...(tls ? { tls: { ca, cert, key } } : {}),
+        // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): a page
+        // of them needs more than gRPC's usual 4 MiB. scan() also halves its page when a reply
+        // is still too large, so memory stays bounded by this limit.
+        maxReplyBytes,
+      }),
+  );
   let current = 0;
   const closeAll = () => {
-    for (const c of clients) c.close();
+    for (const c of channels) c.close();
   };
 
-  const callOnce = <Req, Res>(client: Grpc.Client, m: MethodDef<Req, Res>, req: Req): Promise<Res> =>
-    new Promise((resolve, reject) => {
-      client.makeUnaryRequest(
-        m.path,
-        m.encode,
-        m.decode,
-        req,
-        new grpc.Metadata(),
-        { deadline: Date.now() + callTimeoutMs },
-        (err, res) => (err ? reject(err) : resolve(res as Res)),
-      );
-    });
   /** Raw gRPC errors: scan() tells a reply over the limit and a compacted revision apart. */
-  const unary = async <Req, Res>(m: MethodDef<Req, Res>, req: Req): Promise<Res> => {
+  const unary = async <Req, Res>(m: MethodDef<Req, Res>, req: Req, scratch?: Scratch): Promise<Res> => {
+    const body = m.encode(req);
     for (let tried = 1; ; tried++) {
       const i = current;
       try {
-        return await callOnce(clients[i]!, m, req);
+        return m.decode(await channels[i]!.unary(m.path, body, { deadline: Date.now() + callTimeoutMs, scratch }));
       } catch (err) {
-        if ((err as Grpc.ServiceError).code !== grpc.status.UNAVAILABLE || tried >= clients.length) throw err;
-        current = (i + 1) % clients.length;
+        if ((err as GrpcError).code !== Code.UNAVAILABLE || tried >= channels.length) throw err;
+        current = (i + 1) % channels.length;
       }
     }
   };
@@ -260,7 +247,7 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       throw etcdError(conn, action, err);
     }
   };
-  const codeOf = (err: unknown) => (err as Grpc.ServiceError | undefined)?.code;
+  const codeOf = (err: unknown) => (err as GrpcError | undefined)?.code;
 
   const client: EtcdClient = {
     connection: conn,
@@ -299,25 +286,15 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
     },
     async *snapshot({ signal } = {}) {
       signal?.throwIfAborted();
-      const call = clients[current]!.makeServerStreamRequest(
-        codec.MAINTENANCE_SNAPSHOT,
-        codec.encodeEmpty,
-        codec.decodeSnapshotResponse,
-        {},
-        new grpc.Metadata(),
-        {},
-      );
-      const cancel = () => call.cancel();
-      signal?.addEventListener('abort', cancel, { once: true });
       try {
-        for await (const chunk of call as AsyncIterable<Buffer>) yield chunk;
+        // A fresh buffer per chunk: the caller may still be writing one when the next arrives.
+        for await (const m of channels[current]!.serverStream(codec.MAINTENANCE_SNAPSHOT, codec.encodeEmpty(), { signal })) {
+          yield codec.decodeSnapshotResponse(m);
+        }
         signal?.throwIfAborted();
       } catch (err) {
         if (signal?.aborted) throw signal.reason;
         throw etcdError(conn, 'snapshot', err);
-      } finally {
-        signal?.removeEventListener('abort', cancel);
-        call.cancel(); // a no-op once the stream ended; stops etcd sending after an early break
       }
     },
     async *scan(prefix, { pageSize = 500, keysOnly = false, pageBytes = DEFAULT_PAGE_BYTES, maxPageSize = DEFAULT_MAX_PAGE_SIZE, serializable = false } = {}) {
@@ -328,6 +305,9 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
       const rangeEnd = prefixRangeEnd(Buffer.from(prefix));
       let from = Buffer.from(prefix);
       let revision: string | undefined;
+      // Every page lands in this one buffer: a page's values are views into it, and the next
+      // page overwrites them (see EtcdEntry.value).
+      const scratch = new Scratch();
       for (;;) {
         let res: codec.RangeResponse | undefined;
         try {
@@ -338,9 +318,9 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
             keys_only: keysOnly,
             serializable,
             revision,
-          });
+          }, scratch);
         } catch (err) {
-          if (pageSize > 1 && codeOf(err) === grpc.status.RESOURCE_EXHAUSTED) {
+          if (pageSize > 1 && codeOf(err) === Code.RESOURCE_EXHAUSTED) {
             pageSize = Math.max(1, Math.floor(pageSize / 2));
             continue;
           }

@@ -3,7 +3,6 @@
  * them: AES-GCM and AES-CBC (also the data ciphers of the KMS envelopes), secretbox, identity.
  */
 import { createCipheriv, createDecipheriv, randomBytes, type CipherGCMTypes } from 'node:crypto';
-import nacl from 'tweetnacl';
 import { decodeKey } from '../config/keys';
 import { ENCRYPTED_PREFIX, ENCRYPTED_PREFIX_BYTES, startsWith, stripPrefix, type ValueTransformer } from './value';
 
@@ -12,7 +11,17 @@ export type LocalKind = 'aescbc' | 'aesgcm' | 'secretbox';
 const GCM_NONCE = 12;
 const GCM_TAG = 16;
 const CBC_BLOCK = 16;
-const SECRETBOX_NONCE = nacl.secretbox.nonceLength; // 24
+const SECRETBOX_NONCE = 24; // nacl.secretbox.nonceLength
+const SECRETBOX_OVERHEAD = 16; // nacl.secretbox.overheadLength
+
+/** tweetnacl on first use: most runs never see secretbox and need not load it (~2 MB of RSS). */
+type Nacl = typeof import('tweetnacl');
+let naclModule: Promise<Nacl> | undefined;
+// A CommonJS module: under Node's ESM its exports are the default export.
+const secretbox = async () => {
+  const m = await (naclModule ??= import('tweetnacl'));
+  return ((m as { default?: Nacl }).default ?? m).secretbox;
+};
 
 function gcmAlgorithm(key: Buffer): CipherGCMTypes {
   if (![16, 24, 32].includes(key.length)) throw new Error(`invalid AES key size ${key.length}`);
@@ -120,15 +129,15 @@ export function localTransformer(kind: LocalKind, keyName: string, keyBase64: st
         prefix,
         encrypt: async (plaintext) => {
           const nonce = randomBytes(SECRETBOX_NONCE);
-          const box = nacl.secretbox(new Uint8Array(plaintext), new Uint8Array(nonce), k);
+          const box = (await secretbox())(new Uint8Array(plaintext), new Uint8Array(nonce), k);
           return withPrefix(Buffer.concat([nonce, Buffer.from(box)]));
         },
         decrypt: async (stored) => {
           const body = stripPrefix(stored, prefix);
-          if (body.length < SECRETBOX_NONCE + nacl.secretbox.overheadLength) {
+          if (body.length < SECRETBOX_NONCE + SECRETBOX_OVERHEAD) {
             return fail(new Error('the stored data was shorter than the required size'));
           }
-          const opened = nacl.secretbox.open(
+          const opened = (await secretbox()).open(
             new Uint8Array(body.subarray(SECRETBOX_NONCE)),
             new Uint8Array(body.subarray(0, SECRETBOX_NONCE)),
             k,

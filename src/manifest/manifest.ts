@@ -8,6 +8,12 @@ import { CliError, ExitCode } from '../ui/errors';
  * manifests (the kubelet accepts them) are plain objects re-serialised with their own indentation.
  */
 
+/** The flags k8s-encrypt sets on kube-apiserver (here, not in patch.ts, so readers need no diff). */
+export const CONFIG_FLAG = 'encryption-provider-config';
+export const RELOAD_FLAG = 'encryption-provider-config-automatic-reload';
+/** See restart.ts. */
+export const CONFIG_HASH_ANNOTATION = 'k8s-encrypt.io/config-sha256';
+
 type ManifestFormat = 'yaml' | 'json';
 /** Where the container's flags live: `command:` (kubeadm) or `args:` (image entrypoint setups). */
 export type FlagList = 'command' | 'args';

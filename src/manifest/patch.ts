@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import { CliError, ExitCode } from '../ui/errors';
 import { applyEdits, type Edit } from './edit';
 import { FlagEditor } from './flag-editor';
-import { flagListOf, flagOccurrences, KUBEADM_APISERVER_VOLUMES, normPath, parseManifest, type ParsedManifest } from './manifest';
+import { CONFIG_FLAG, flagListOf, flagOccurrences, KUBEADM_APISERVER_VOLUMES, normPath, parseManifest, RELOAD_FLAG, type ParsedManifest } from './manifest';
 import { DEFAULT_CONFIG_VOLUME, DEFAULT_SOCKET_VOLUME, MountEditor, type PlannedMount } from './mount-editor';
 
 /**
@@ -12,8 +12,7 @@ import { DEFAULT_CONFIG_VOLUME, DEFAULT_SOCKET_VOLUME, MountEditor, type Planned
  * text and a diff; the executor in apply.ts does the I/O.
  */
 
-export const CONFIG_FLAG = 'encryption-provider-config';
-export const RELOAD_FLAG = 'encryption-provider-config-automatic-reload';
+export { CONFIG_FLAG, RELOAD_FLAG } from './manifest';
 
 interface ExtraMount {
   /** Host directory, mounted at the same path in the container. */

@@ -1,5 +1,5 @@
 import { CliError, ExitCode } from '../ui/errors';
-import { parseManifest } from './manifest';
+import { CONFIG_HASH_ANNOTATION, parseManifest } from './manifest';
 import { unifiedDiff } from './patch';
 
 /**
@@ -9,7 +9,7 @@ import { unifiedDiff } from './patch';
  * changes the manifest exactly when the config changes, and tells `status` which config the pod
  * was restarted for. Pure.
  */
-export const CONFIG_HASH_ANNOTATION = 'k8s-encrypt.io/config-sha256';
+export { CONFIG_HASH_ANNOTATION } from './manifest';
 
 export interface RestartPlan {
   changed: boolean;

@@ -5,9 +5,7 @@
 import type { ApiClient } from '../cluster/api';
 import type { ControlPlane, NodeStage } from '../cluster/nodes';
 import { CONFIG_INFO_METRIC, PROCESS_START_METRIC, RELOAD_TIMESTAMP_METRIC, parseMetrics } from '../cluster/wait';
-import { CONFIG_HASH_ANNOTATION } from '../manifest/restart';
-import { flagsOfArgs } from '../manifest/manifest';
-import { CONFIG_FLAG } from '../manifest/patch';
+import { CONFIG_FLAG, CONFIG_HASH_ANNOTATION, flagsOfArgs } from '../manifest/manifest';
 import type { GatherDeps } from './gather';
 import { gathered, missing, reasonOf, type ApiserverFacts, type ApiserverMetrics, type ControlPlaneFacts, type Gathered, type ManifestFacts } from './types';
 

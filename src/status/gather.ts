@@ -13,10 +13,8 @@ import type { LoadedConfig } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
 import type { KmsHealthOptions, KmsHealthReport } from '../kms/health';
-import { CONFIG_HASH_ANNOTATION } from '../manifest/restart';
 import { gatherApiservers, readServerVersion } from './gather-apiservers';
-import { apiserverFlagsOf, hostPathMountsOf, parseManifest, readApiserverFlags } from '../manifest/manifest';
-import { CONFIG_FLAG, RELOAD_FLAG } from '../manifest/patch';
+import { apiserverFlagsOf, CONFIG_FLAG, CONFIG_HASH_ANNOTATION, hostPathMountsOf, parseManifest, readApiserverFlags, RELOAD_FLAG } from '../manifest/manifest';
 import {
   gathered,
   missing,

@@ -2,8 +2,8 @@ import { isIP } from 'node:net';
 import tls from 'node:tls';
 
 /**
- * grpc-js (under the etcd client) passes the etcd address as TLS servername even when it is an IP
- * address. SNI carries host names only (RFC 6066): Node.js up to 24 dropped an IP servername with
+ * grpc-js (under the bed's etcd3) passes the etcd address as TLS servername even when it is an IP
+ * address, and so does a kubeconfig whose tls-server-name is one (the CLI's etcd client never does). SNI carries host names only (RFC 6066): Node.js up to 24 dropped an IP servername with
  * a warning (DEP0123) on every connection, Node.js 26 (the single executable's) refuses the
  * connection. Dropping it before tls.connect sees it does what older Nodes did, without the noise;
  * the certificate is still checked against the address. Every other warning still prints.

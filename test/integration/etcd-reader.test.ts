@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -52,6 +52,16 @@ async function makePki(dir: string) {
     otherCert: p('other.crt'),
     otherKey: p('other.key'),
   };
+}
+
+/** Resolves once every thread of the process is stopped (SIGSTOP is delivered asynchronously). */
+async function stopped(pid: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const states = readdirSync(`/proc/${pid}/task`).map((t) => readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').replace(/^.*\) /s, '')[0]);
+    if (states.every((st) => st === 'T')) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`etcd (pid ${pid}) did not stop`);
 }
 
 /** A real Secret as kube-apiserver stores it (protobuf envelope), from the identity vector. */
@@ -164,6 +174,38 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
     }
     expect(paged).toEqual(all);
     expect(all.length).toBe(30 + vectors.length);
+  });
+
+  it('scan values are the stored bytes on every page, though each page reuses the last one\'s buffer', async () => {
+    let pages = 0;
+    let checked = 0;
+    for await (const kv of reader.scan('/registry/secrets/', { pageSize: 3, pageBytes: 1500, maxPageSize: 4 })) {
+      const stored = await reader.get(kv.key);
+      expect(kv.value?.equals(stored!), kv.key).toBe(true);
+      checked++;
+      if (checked % 3 === 0) pages++;
+    }
+    expect(checked).toBe(30 + vectors.length);
+    expect(pages).toBeGreaterThan(5);
+  });
+
+  it('a call past its deadline fails as "cannot reach etcd", and the client works again afterwards', async () => {
+    const short = await openEtcd(reader.connection, { callTimeoutMs: 800 });
+    try {
+      process.kill(etcd.pid, 'SIGSTOP'); // a hung etcd: the connection is up, nothing answers
+      await stopped(etcd.pid);
+      const started = Date.now();
+      const err = await short.count('/registry/secrets/').catch((e: unknown) => e);
+      process.kill(etcd.pid, 'SIGCONT');
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
+      expect((err as CliError).message).toMatch(/^etcd count of \/registry\/secrets\/ at https:\/\/127\.0\.0\.1:\d+: cannot reach etcd \(4 DEADLINE_EXCEEDED/);
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(await short.count('/registry/secrets/')).toBe(30 + vectors.length);
+    } finally {
+      process.kill(etcd.pid, 'SIGCONT');
+      short.close();
+    }
   });
 
   it('halves its page when a page of large values is over the reply limit', async () => {

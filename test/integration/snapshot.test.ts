@@ -111,6 +111,24 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
     expect(await readdir(out)).toEqual([]);
   });
 
+  it('a reader that stops after etcd has sent everything (paused, its end received) ends the stream', async () => {
+    for (const stop of ['break', 'abort'] as const) {
+      const ac = new AbortController();
+      const started = Date.now();
+      const outcome = await (async () => {
+        for await (const _ of client.snapshot({ signal: ac.signal })) {
+          await new Promise((r) => setTimeout(r, 300)); // the rest of the ~400 KB arrives meanwhile
+          if (stop === 'break') break;
+          ac.abort(new Error('stopped'));
+        }
+        return 'ended';
+      })().catch((e: Error) => e.message);
+      expect(outcome).toBe(stop === 'break' ? 'ended' : 'stopped');
+      expect(Date.now() - started).toBeLessThan(5000);
+    }
+    expect((await client.status()).dbSize).toBeGreaterThan(0);
+  });
+
   it('refuses with exit 6 when the disk has less than twice the database free', async () => {
     const free = await assertRoomFor(dir, 1024);
     expect(free).toBeGreaterThan(2048);
