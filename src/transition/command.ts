@@ -21,7 +21,7 @@ import { runTransition } from './executor';
 import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, underLock, type NodeView } from './front';
 import { findElement, localKindOf, takenNames } from '../config/elements';
 import { printDryRun, printResult } from './print';
-import { follow, followDisablePrune } from './follow';
+import { follow, followDisablePrune, type GivenConfig } from './follow';
 
 /**
  * The command side of rotate-key, disable and rollback: read the node (manifest, config, this
@@ -110,145 +110,140 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   // What the command line hands in is read before the lock; the lock comes before any decision.
   await assertReadable([['read key file', opts.keyFile]]);
   const source = opts.fromConfig ? await readConfigSource(ctx, opts.fromConfig, opts.keyStdin) : undefined;
-  const given = source ? parseEncryptionConfig(source.text, source.label) : undefined;
-  await underLock(ctx, spec.operation, opts.dryRun, async () => {
-    const journal = await Journal.load<TransitionJournalInputs>(ctx.paths.stateDir, spec.operation, { now: ctx.now });
-    const resuming = journal !== undefined && !isFinished(journal.status);
-    if (source) return follow(ctx, spec, opts, only, { ...source, cfg: given! });
-    if (!resuming && spec.kind === 'disable' && only === 'prune') return followDisablePrune(ctx, opts);
-    const node = await readNode(ctx, opts, { nodeName: resuming ? journal!.inputs.nodeName : undefined });
-    try {
-      await transition(ctx, spec, opts, { only, ageLimit, journal: resuming ? journal : undefined, node });
-    } finally {
-      node.api.close();
-    }
-  });
+  const given = source ? { ...source, cfg: parseEncryptionConfig(source.text, source.label) } : undefined;
+  await underLock(ctx, spec.operation, opts.dryRun, () => transition(ctx, spec, opts, { only, ageLimit, given }));
 }
 
-/** rotate-key and disable on the first control plane, the lock held and this node read. */
-async function transition(
-  ctx: Context,
-  spec: CommandSpec,
-  opts: TransitionOptions,
-  run: { only: StageName | undefined; ageLimit: number | undefined; journal: Journal<TransitionJournalInputs> | undefined; node: NodeView },
-): Promise<void> {
-  const { only, ageLimit, node } = run;
+/** rotate-key and disable (and their followers) under the lock: the journal, this node, the plan, the run. */
+async function transition(ctx: Context, spec: CommandSpec, opts: TransitionOptions, run: { only: StageName | undefined; ageLimit: number | undefined; given: GivenConfig | undefined }): Promise<void> {
+  const { only, ageLimit } = run;
   const stateDir = ctx.paths.stateDir;
-  let journal = run.journal;
-  const resuming = journal !== undefined;
-  const follow = `"k8s-encrypt ${spec.operation} --from-config FILE" (FILE: a copy of ${node.configPath} from ${node.nodeName})`;
-  let plan: TransitionPlan;
-  let secrets: string[] = [];
+  let journal = await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now });
+  const resuming = journal !== undefined && !isFinished(journal.status);
 
-  if (resuming) {
-    const j = journal!;
-    ctx.out.info(`continuing ${j.id} (${j.status}${j.message ? `: ${j.message}` : ''})`);
-    if (opts.provider || opts.keyFile || opts.keyName || opts.kmsName) ctx.out.warn(`${j.id} is unfinished: it continues as planned and ignores the new key options`);
-    ({ plan, secrets } = await resumePlan(ctx, j, node, opts));
-  } else {
-    if (node.flags.get(CONFIG_FLAG) === undefined) {
-      if (spec.kind === 'disable') {
-        ctx.out.result({ state: 'done', nothingToDo: true }, () => `nothing to do: ${ctx.paths.manifest} has no --${CONFIG_FLAG} (encryption at rest is off here)`);
-        return;
-      }
-      throw refused(`${ctx.paths.manifest} has no --${CONFIG_FLAG}: encryption at rest is not on here`, 'turn it on with "k8s-encrypt init"');
-    }
-    if (!(await fileExists(node.configPath))) {
-      throw new CliError(`the config ${node.configPath} named by --${CONFIG_FLAG} does not exist`, { exitCode: ExitCode.Usage, hint: 'pass --config with the host path of the file' });
-    }
-    const baseText = await readText(node.configPath, 'read config');
-    const base = parseEncryptionConfig(baseText, node.configPath);
-    if (node.controlPlanes > 1 && !opts.force) await assertNoTransitionElsewhere(node, sha256Hex(baseText), spec.operation);
-    let element: ProviderConfig | undefined;
-    let keySource: TransitionJournalInputs['keySource'] = 'none';
-    if (spec.kind === 'rotate') {
-      const writer = firstProvider(base, writeResourceOf(base));
-      if (ageLimit !== undefined) {
-        const age = await writeKeyAge(ctx, writer, node.configPath);
-        if (age.ms < ageLimit) {
-          ctx.out.result(
-            { rotated: false, reason: 'younger', writeKey: age.name, ageDays: Math.floor(age.ms / 86_400_000), ageSource: age.source, ifOlderThan: opts.ifOlderThan },
-            () => `nothing to do: the write key ${age.name} is ${formatAge(age.ms)} old (${age.source}), younger than ${opts.ifOlderThan}`,
-          );
+  if (run.given) return follow(ctx, spec, opts, only, run.given);
+  if (!resuming && spec.kind === 'disable' && only === 'prune') {
+    return followDisablePrune(ctx, opts);
+  }
+
+  const node = await readNode(ctx, opts, { nodeName: resuming ? journal!.inputs.nodeName : undefined });
+  try {
+    const follow = `"k8s-encrypt ${spec.operation} --from-config FILE" (FILE: a copy of ${node.configPath} from ${node.nodeName})`;
+    let plan: TransitionPlan;
+    let secrets: string[] = [];
+
+    if (resuming) {
+      const j = journal!;
+      ctx.out.info(`continuing ${j.id} (${j.status}${j.message ? `: ${j.message}` : ''})`);
+      if (opts.provider || opts.keyFile || opts.keyName || opts.kmsName) ctx.out.warn(`${j.id} is unfinished: it continues as planned and ignores the new key options`);
+      ({ plan, secrets } = await resumePlan(ctx, j, node, opts));
+    } else {
+      if (node.flags.get(CONFIG_FLAG) === undefined) {
+        if (spec.kind === 'disable') {
+          ctx.out.result({ state: 'done', nothingToDo: true }, () => `nothing to do: ${ctx.paths.manifest} has no --${CONFIG_FLAG} (encryption at rest is off here)`);
           return;
         }
-        ctx.out.info(`the write key ${age.name} is ${formatAge(age.ms)} old (${age.source}): rotating`);
+        throw refused(`${ctx.paths.manifest} has no --${CONFIG_FLAG}: encryption at rest is not on here`, 'turn it on with "k8s-encrypt init"');
       }
-      const provider = opts.provider ?? (writer ? providerKinds(writer)[0] : undefined) ?? 'aescbc';
-      if (provider === 'identity') throw refused('new writes are not encrypted: there is no write key to rotate', 'turn encryption on with "k8s-encrypt init"');
-      if (provider === 'kms') {
-        if (!opts.kmsName || !opts.kmsEndpoint) throw usageError('a rotation to KMS needs --kms-name and --kms-endpoint', 'e.g. --kms-name kms-2 --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
-        checkKmsName(opts.kmsName);
-        element = buildProviderElement({ provider: 'kms', keyName: opts.kmsName, kms: { name: opts.kmsName, endpoint: opts.kmsEndpoint, apiVersion: opts.kmsApiVersion ?? 'v2', ...(opts.kmsTimeout ? { timeout: opts.kmsTimeout } : {}) } });
-        keySource = 'kms';
-      } else {
-        if (!isLocalProvider(provider)) throw usageError(`unknown provider "${provider}"`);
-        const k = await readKey(ctx, provider, opts);
-        keySource = k.source;
-        secrets = [k.key];
-        element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
+      if (!(await fileExists(node.configPath))) {
+        throw new CliError(`the config ${node.configPath} named by --${CONFIG_FLAG} does not exist`, { exitCode: ExitCode.Usage, hint: 'pass --config with the host path of the file' });
       }
-    }
-    plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest } });
-    // A new transition can only begin at its first stage: check before anything is journaled.
-    if (only && plan.stages[0]!.name !== only) {
-      const known = plan.stages.some((st) => st.name === only);
-      throw new CliError(
-        known ? `stage "${only}" comes after "${plan.stages[0]!.name}", which is not done yet` : `this ${spec.operation} has no stage "${only}" on ${node.controlPlanes} control plane(s)`,
-        { exitCode: known ? ExitCode.Refused : ExitCode.Usage, hint: `its stages: ${plan.stages.map((st) => st.name).join(', ')}` },
+      const baseText = await readText(node.configPath, 'read config');
+      const base = parseEncryptionConfig(baseText, node.configPath);
+      if (node.controlPlanes > 1 && !opts.force) await assertNoTransitionElsewhere(node, sha256Hex(baseText), spec.operation);
+      let element: ProviderConfig | undefined;
+      let keySource: TransitionJournalInputs['keySource'] = 'none';
+      if (spec.kind === 'rotate') {
+        const writer = firstProvider(base, writeResourceOf(base));
+        if (ageLimit !== undefined) {
+          const age = await writeKeyAge(ctx, writer, node.configPath);
+          if (age.ms < ageLimit) {
+            ctx.out.result(
+              { rotated: false, reason: 'younger', writeKey: age.name, ageDays: Math.floor(age.ms / 86_400_000), ageSource: age.source, ifOlderThan: opts.ifOlderThan },
+              () => `nothing to do: the write key ${age.name} is ${formatAge(age.ms)} old (${age.source}), younger than ${opts.ifOlderThan}`,
+            );
+            return;
+          }
+          ctx.out.info(`the write key ${age.name} is ${formatAge(age.ms)} old (${age.source}): rotating`);
+        }
+        const provider = opts.provider ?? (writer ? providerKinds(writer)[0] : undefined) ?? 'aescbc';
+        if (provider === 'identity') throw refused('new writes are not encrypted: there is no write key to rotate', 'turn encryption on with "k8s-encrypt init"');
+        if (provider === 'kms') {
+          if (!opts.kmsName || !opts.kmsEndpoint) throw usageError('a rotation to KMS needs --kms-name and --kms-endpoint', 'e.g. --kms-name kms-2 --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
+          checkKmsName(opts.kmsName);
+          element = buildProviderElement({ provider: 'kms', keyName: opts.kmsName, kms: { name: opts.kmsName, endpoint: opts.kmsEndpoint, apiVersion: opts.kmsApiVersion ?? 'v2', ...(opts.kmsTimeout ? { timeout: opts.kmsTimeout } : {}) } });
+          keySource = 'kms';
+        } else {
+          if (!isLocalProvider(provider)) throw usageError(`unknown provider "${provider}"`);
+          const k = await readKey(ctx, provider, opts);
+          keySource = k.source;
+          secrets = [k.key];
+          element = buildProviderElement({ provider, keyName: opts.keyName ?? newKeyName(ctx.now(), takenNames(base)), key: k.key });
+        }
+      }
+      plan = planTransition({ kind: spec.kind, baseText, configPath: node.configPath, ...(element ? { element } : {}), controlPlanes: node.controlPlanes, kubeVersion: node.kubeVersion, featureGates: node.featureGates, manifest: { text: node.manifestText, path: ctx.paths.manifest } });
+      // A new transition can only begin at its first stage: check before anything is journaled.
+      if (only && plan.stages[0]!.name !== only) {
+        const known = plan.stages.some((st) => st.name === only);
+        throw new CliError(
+          known ? `stage "${only}" comes after "${plan.stages[0]!.name}", which is not done yet` : `this ${spec.operation} has no stage "${only}" on ${node.controlPlanes} control plane(s)`,
+          { exitCode: known ? ExitCode.Refused : ExitCode.Usage, hint: `its stages: ${plan.stages.map((st) => st.name).join(', ')}` },
+        );
+      }
+
+      if (opts.dryRun) {
+        for (const l of safetyNetPreview(ctx, opts, spec.kind === 'rotate' ? plan.target.name : undefined)) ctx.out.info(l);
+        return printDryRun(ctx, plan);
+      }
+      if (element?.kms && !resuming) await checkKmsPlugin(ctx, element.kms);
+      for (const w of plan.warnings) ctx.out.warn(w);
+      await confirm(
+        ctx,
+        spec.kind === 'rotate'
+          ? `rotate to ${plan.target.provider} "${plan.target.name}" on ${node.nodeName} (${plan.stages.map((s) => s.name).join(' → ')})? The apiserver restarts at each stage.`
+          : `turn encryption at rest OFF on ${node.nodeName} (${plan.stages.map((s) => s.name).join(' → ')}): every object is rewritten in plaintext?`,
+      );
+      // The base copy comes first: a journal always points at a complete one.
+      const basePath = join(stateDir, 'transitions', `${spec.operation}-${randomBytes(4).toString('hex')}.base.yaml`);
+      await ensurePrivateDir(join(stateDir, 'transitions'), 'transitions directory');
+      await writeFileAtomic(basePath, baseText, { mode: SECRET_FILE_MODE });
+      journal = await Journal.start<TransitionJournalInputs>(
+        stateDir,
+        spec.operation,
+        {
+          kind: spec.kind,
+          provider: plan.target.provider,
+          targetName: plan.target.name,
+          keySource,
+          keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
+          kms: element?.kms ? { name: element.kms.name, endpoint: element.kms.endpoint, apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', timeout: element.kms.timeout ?? null } : null,
+          basePath,
+          baseSha256: plan.base.sha256,
+          stageSha256: stageShas(plan),
+          controlPlanes: plan.controlPlanes,
+          nodeName: node.nodeName,
+          hasNode: node.hasNode,
+          configPath: node.configPath,
+          manifestPath: ctx.paths.manifest,
+          timeoutMs: parseTimeoutMs(opts.timeout),
+        },
+        { now: ctx.now, forbidden: secrets },
       );
     }
-
-    if (opts.dryRun) {
-      for (const l of safetyNetPreview(ctx, opts, spec.kind === 'rotate' ? plan.target.name : undefined)) ctx.out.info(l);
-      return printDryRun(ctx, plan);
-    }
-    if (element?.kms && !resuming) await checkKmsPlugin(ctx, element.kms);
-    for (const w of plan.warnings) ctx.out.warn(w);
-    await confirm(
-      ctx,
-      spec.kind === 'rotate'
-        ? `rotate to ${plan.target.provider} "${plan.target.name}" on ${node.nodeName} (${plan.stages.map((s) => s.name).join(' → ')})? The apiserver restarts at each stage.`
-        : `turn encryption at rest OFF on ${node.nodeName} (${plan.stages.map((s) => s.name).join(' → ')}): every object is rewritten in plaintext?`,
-    );
-    // The base copy comes first: a journal always points at a complete one.
-    const basePath = join(stateDir, 'transitions', `${spec.operation}-${randomBytes(4).toString('hex')}.base.yaml`);
-    await ensurePrivateDir(join(stateDir, 'transitions'), 'transitions directory');
-    await writeFileAtomic(basePath, baseText, { mode: SECRET_FILE_MODE });
-    journal = await Journal.start<TransitionJournalInputs>(
-      stateDir,
-      spec.operation,
-      {
-        kind: spec.kind,
-        provider: plan.target.provider,
-        targetName: plan.target.name,
-        keySource,
-        keyFile: opts.keyFile ? resolve(opts.keyFile) : null,
-        kms: element?.kms ? { name: element.kms.name, endpoint: element.kms.endpoint, apiVersion: element.kms.apiVersion === 'v1' ? 'v1' : 'v2', timeout: element.kms.timeout ?? null } : null,
-        basePath,
-        baseSha256: plan.base.sha256,
-        stageSha256: stageShas(plan),
-        controlPlanes: plan.controlPlanes,
-        nodeName: node.nodeName,
-        hasNode: node.hasNode,
-        configPath: node.configPath,
-        manifestPath: ctx.paths.manifest,
-        timeoutMs: parseTimeoutMs(opts.timeout),
-      },
-      { now: ctx.now, forbidden: secrets },
-    );
+    if (opts.dryRun) return printDryRun(ctx, plan);
+    const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
+    const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
+    // Snapshot before the first change; a rotation's new key escrowed before its config is written.
+    const firstConfig = plan.stages.find((s) => s.config)?.config;
+    await runSafetyNet(ctx, j, node.flags, opts, { operation: spec.operation, ...(spec.kind === 'rotate' && firstConfig ? { newKey: { keyName: plan.target.name, configText: firstConfig.text, configPath: j.inputs.configPath } } : {}) });
+    const result = await runTransition(deps, plan, j, only ? { only } : {});
+    // The base copy holds the old keys: it goes with the transition it was kept for.
+    if (result.state === 'done') await removeBaseCopy(j.inputs.basePath);
+    const holders = result.state === 'done' ? await keyHolders(node.configPath, ctx.paths.backupDir, stateDir) : undefined;
+    printResult(ctx, spec, plan, result, j, holders);
+  } finally {
+    node.api.close();
   }
-  if (opts.dryRun) return printDryRun(ctx, plan);
-  const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
-  const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
-  // Snapshot before the first change; a rotation's new key escrowed before its config is written.
-  const firstConfig = plan.stages.find((s) => s.config)?.config;
-  await runSafetyNet(ctx, j, node.flags, opts, { operation: spec.operation, ...(spec.kind === 'rotate' && firstConfig ? { newKey: { keyName: plan.target.name, configText: firstConfig.text, configPath: j.inputs.configPath } } : {}) });
-  const result = await runTransition(deps, plan, j, only ? { only } : {});
-  // The base copy holds the old keys: it goes with the transition it was kept for.
-  if (result.state === 'done') await removeBaseCopy(j.inputs.basePath);
-  const holders = result.state === 'done' ? await keyHolders(node.configPath, ctx.paths.backupDir, stateDir) : undefined;
-  printResult(ctx, spec, plan, result, j, holders);
 }
 
 /**
