@@ -58,8 +58,8 @@ export function parseStage(v: string | undefined): StageRecord | undefined {
   return m ? { stage: m[1]!, sha256: m[2]! } : undefined;
 }
 
-/** `warnings` collects evidence discovery could not read but went on without (for status). */
-export async function discoverControlPlanes(api: Api, opts: { warnings?: string[] } = {}): Promise<ControlPlane[]> {
+/** `warn` is told of evidence discovery could not read but went on without. */
+export async function discoverControlPlanes(api: Api, opts: { warn?: (msg: string) => void } = {}): Promise<ControlPlane[]> {
   const byName = new Map<string, ControlPlane>();
   const entry = (name: string) => {
     let e = byName.get(name);
@@ -109,7 +109,7 @@ export async function discoverControlPlanes(api: Api, opts: { warnings?: string[
       // evidence that was there but could not be read: say so instead of finding nothing.
       if (!(err instanceof ApiError && err.status === 404)) {
         const e = toCliError(err, 'list the apiserver identity leases in kube-system');
-        opts.warnings?.push(e.hint ? `${e.message} (${e.hint})` : e.message);
+        opts.warn?.(e.hint ? `${e.message} (${e.hint})` : e.message);
       }
     }
   }

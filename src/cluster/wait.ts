@@ -349,8 +349,9 @@ export async function localApiserverClient(kubeconfigPath: string, manifestText:
   const { loadKubeconfig, createApiClient } = await import('./api');
   const { host, port } = apiserverEndpoint(manifestText, manifestPath);
   const server = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  // One load: the kubeconfig's credentials, this node's address.
   const plain = await loadKubeconfig(kubeconfigPath);
-  const target = await loadKubeconfig(kubeconfigPath, { server });
+  const target = { ...plain, server };
   const original = new URL(plain.server).hostname;
   const isIp = /^[\d.]+$/.test(original) || original.includes(':') || original.startsWith('[');
   if (!isIp && original !== host) target.tlsServerName = original;

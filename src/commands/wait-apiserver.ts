@@ -65,7 +65,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
     let nodeName = opts.nodeName;
     if (!nodeName) {
       try {
-        nodeName = nodes.identifyThisNode(await nodes.discoverControlPlanes(api), flags.args).name;
+        nodeName = nodes.identifyThisNode(await nodes.discoverControlPlanes(api, { warn: (m) => ctx.out.warn(m) }), flags.args).name;
       } catch {
         // The apiserver is down right now: the other signals do without the mirror pod.
       }

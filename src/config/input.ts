@@ -1,7 +1,8 @@
+import { access, constants } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Context } from '../context';
 import { readText } from '../state/atomic';
-import { usageError } from '../ui/errors';
+import { fsError, usageError } from '../ui/errors';
 import { decodeKey, generateKey, type LocalProvider } from './keys';
 
 /**
@@ -17,6 +18,20 @@ async function readStdin(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * The files a command line names (a key file, a config to install, a backup to restore) exist and
+ * can be read: checked before the lock, so a wrong path is refused before anything is decided.
+ * `-` (standard input) and absent options are skipped. The contents are checked where they are read.
+ */
+export async function assertReadable(files: readonly (readonly [action: string, path: string | undefined])[]): Promise<void> {
+  for (const [action, path] of files) {
+    if (path === undefined || path === STDIN) continue;
+    await access(path, constants.R_OK).catch((err) => {
+      throw fsError(action, path, err);
+    });
+  }
 }
 
 type KeySource = 'generated' | 'file' | 'stdin';

@@ -2,30 +2,22 @@ import { access, constants, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Opts } from '../commands/init';
 import type { Context } from '../context';
-import type { ApiClient } from '../cluster/api';
-import { describeError } from '../cluster/errors';
-import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
 import { readKubeadmConfig } from '../cluster/kubeadm-config';
-import { localApiserverClient } from '../cluster/wait';
 import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider, type Provider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import { newKeyName } from '../config/render';
-import { parseKubeVersion } from '../config/validate';
-import { assertBackupDirOutside } from '../manifest/apply';
-import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
 import { Journal, isFinished } from '../state/journal';
-import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { planInit, type InitInput, type InitPlan, type KmsOptions } from './plan';
 import { initReporter, printDryRun, printResult, resumeNotice } from './print';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { runInit, type InitJournalInputs, type InitResult } from './run';
-import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs } from '../transition/front';
+import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs, readManifest, readNode, underLock, type NodeView } from '../transition/front';
 import { parseResources } from '../config/model';
-import { configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
+import { assertReadable, configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
 
 const INIT_OPERATION = 'init';
 const DEFAULT_TIMEOUT = '5m';
@@ -50,21 +42,6 @@ async function assertWritable(paths: string[]): Promise<void> {
       throw fsError('write to', d, err);
     }
   }
-}
-
-async function kubeVersionOf(api: ApiClient | undefined, imageVersion: string | undefined): Promise<{ version: string; source: string; reachable: boolean; why?: string }> {
-  if (api) {
-    try {
-      const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
-      const m = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '');
-      if (m) return { version: m[1]!, source: '/version', reachable: true };
-    } catch (err) {
-      if (imageVersion) return { version: imageVersion, source: "the manifest's image tag (apiserver unreachable)", reachable: false, why: describeError(err) };
-      return { version: '', source: '', reachable: false, why: describeError(err) };
-    }
-  }
-  if (imageVersion) return { version: imageVersion, source: "the manifest's image tag", reachable: api !== undefined };
-  return { version: '', source: '', reachable: false };
 }
 
 function checkOptions(opts: Opts): void {
@@ -104,27 +81,32 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
   checkOptions(opts);
   checkSafetyOptions(opts);
   const timeoutMs = parseTimeoutMs(opts.timeout ?? DEFAULT_TIMEOUT);
-  const paths = ctx.paths;
-  const manifestPath = paths.manifest;
-  const configPath = paths.config;
   const provider: Provider = parseProvider(opts.provider);
   const resources = parseResources(opts.resources);
   if (provider === 'kms' && !opts.fromConfig && (!opts.kmsName || !opts.kmsEndpoint)) {
     throw usageError('--provider kms needs --kms-name and --kms-endpoint', 'e.g. --kms-name mykms --kms-endpoint unix:///var/run/kmsplugin/socket.sock');
   }
   checkKmsName(opts.kmsName);
-
-  // Preflight, read-only: the manifest must be there and parse.
-  const manifestText = await readText(manifestPath, 'read manifest');
-  const flags = readApiserverFlags(manifestText, manifestPath);
-  await assertBackupDirOutside(paths.backupDir, paths.manifestsDir);
+  // What the command line hands in is read before the lock; the lock comes before any decision.
+  await assertReadable([['read key file', opts.keyFile]]);
   const fromSource: ConfigSource | undefined = opts.fromConfig ? await readConfigSource(ctx, opts.fromConfig, opts.keyStdin) : undefined;
-  const fromConfigText = fromSource?.text;
+  if (fromSource) parseEncryptionConfig(fromSource.text, fromSource.label);
+  await underLock(ctx, INIT_OPERATION, opts.dryRun, () => init(ctx, opts, { timeoutMs, provider, resources, fromSource }));
+}
 
-  let lock: Lock | undefined;
-  let api: ApiClient | undefined;
+/** init under the lock: the journal, this node, the plan, then the run. */
+async function init(ctx: Context, opts: Opts, given: { timeoutMs: number; provider: Provider; resources: string[]; fromSource: ConfigSource | undefined }): Promise<void> {
+  const { timeoutMs, provider, resources, fromSource } = given;
+  const paths = ctx.paths;
+  const manifestPath = paths.manifest;
+  const configPath = paths.config;
+  const fromConfigText = fromSource?.text;
+  const manifest = await readManifest(ctx);
+  const flags = manifest.parsed;
+
+  let node: NodeView | undefined;
   try {
-    // Everything up to the lock only reads; bad input leaves the disk exactly as it was.
+    // Up to the journal's start, nothing is written: bad input leaves the disk exactly as it was.
     if (!opts.dryRun) await assertWritable([manifestPath, configPath, paths.stateDir, paths.backupDir]);
 
     let journal = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
@@ -157,36 +139,23 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     // A fresh run's key is read (and checked) before anything reaches out to the cluster.
     const fresh = resuming ? undefined : await freshKey(ctx, opts, provider, fromConfigText !== undefined);
 
-    api = await localApiserverClient(paths.kubeconfig, manifestText, manifestPath);
-    const kv = await kubeVersionOf(api, flags.kubeVersionFromImage);
     // A resumed run may find the apiserver restarting (killed while waiting for it): its wait step
-    // copes with that; a fresh run changes nothing while the apiserver is down.
-    if (!kv.reachable && !opts.dryRun && !resuming) {
-      throw new CliError(`this node's apiserver (${api.server}) is not reachable${kv.why ? `: ${kv.why}` : ''}`, {
-        exitCode: ExitCode.Cluster,
-        hint: 'init changes nothing while the apiserver is down: fix it first (crictl ps -a --name kube-apiserver)',
-      });
-    }
-    if (!kv.version) throw usageError('cannot tell the Kubernetes version: the apiserver is unreachable and the manifest image has no version tag');
-    parseKubeVersion(kv.version);
-    if (!kv.reachable) ctx.out.warn(`the apiserver is not reachable (${kv.why}); planning with version ${kv.version} from ${kv.source}`);
-
-    let controlPlanes: ControlPlane[] = [];
-    if (kv.reachable) controlPlanes = await discoverControlPlanes(api);
-    if (kv.reachable && controlPlanes.length === 0 && !resuming && !fromConfigText && !opts.controlPlanes) {
+    // copes with that, and a dry run plans from the image tag; a fresh run changes nothing while
+    // the apiserver is down.
+    node = await readNode(ctx, { ...opts, timeout: opts.timeout ?? DEFAULT_TIMEOUT }, { manifest, configPath, offline: Boolean(opts.dryRun) || resuming, nodeName: resuming ? journal!.inputs.nodeName : undefined });
+    const api = node.api;
+    const controlPlanes = node.found;
+    if (node.reachable && controlPlanes.length === 0 && !resuming && !fromConfigText && !opts.controlPlanes) {
       ctx.out.warn(
         'no control plane found (no kube-apiserver mirror pods, control-plane Nodes or apiserver identity leases): treating this node as the only one. With several control planes, pass --control-planes N (and --node-name on each)',
       );
     }
-    const me = resuming
-      ? { name: journal!.inputs.nodeName, how: 'the journal' }
-      : identifyThisNode(controlPlanes, flags.args, opts.nodeName);
-    const hasNode = controlPlanes.find((c) => c.name === me.name)?.hasNode ?? false;
-    ctx.out.debug(`this node: ${me.name} (${me.how}); control planes: ${controlPlanes.map((c) => c.name).join(', ') || 'none found'}`);
+    const me = { name: node.nodeName };
+    const hasNode = node.hasNode;
 
     const existingConfigText = (await fileExists(configPath)) ? await readText(configPath, 'read config') : undefined;
     const kubeadmOn = resuming ? journal!.inputs.kubeadmConfig : opts.kubeadmConfig;
-    const kubeadm = kv.reachable && kubeadmOn ? await readKubeadmConfig(api) : undefined;
+    const kubeadm = node.reachable && kubeadmOn ? await readKubeadmConfig(api) : undefined;
 
     // The inputs of the plan: a resumed run takes them from the journal and its key from the file.
     let input: InitInput;
@@ -224,9 +193,9 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
           force: Boolean(opts.force),
           ...(j.kms ? { kms: { name: j.kms.name, endpoint: j.kms.endpoint, apiVersion: j.kms.apiVersion, ...(j.kms.timeout ? { timeout: j.kms.timeout } : {}) } } : {}),
         },
-        manifestText,
-        kubeVersion: kv.version,
-        kubeVersionSource: kv.source,
+        manifestText: manifest.manifestText,
+        kubeVersion: node.kubeVersion,
+        kubeVersionSource: node.kubeVersionSource,
         controlPlanes: j.mode === 'staged' ? Math.max(2, j.controlPlanes ?? 2, controlPlanes.length) : 1,
         keyName: j.keyName,
         ...(key ? { key } : {}),
@@ -252,10 +221,10 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
           force: Boolean(opts.force),
           ...(kms ? { kms } : {}),
         },
-        manifestText,
-        kubeVersion: kv.version,
-        kubeVersionSource: kv.source,
-        controlPlanes: Math.max(1, controlPlanes.length, opts.controlPlanes ?? 0),
+        manifestText: manifest.manifestText,
+        kubeVersion: node.kubeVersion,
+        kubeVersionSource: node.kubeVersionSource,
+        controlPlanes: node.controlPlanes,
         keyName: opts.keyName ?? newKeyName(ctx.now()),
         ...(key ? { key } : {}),
         ...(fromConfigText !== undefined ? { configText: fromConfigText, configSource: 'from-config' as const } : {}),
@@ -284,16 +253,6 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     for (const w of plan.warnings) ctx.out.warn(w);
     if (!resuming) {
       await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'add-reader' ? 'add-reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
-    }
-    lock = await acquireLock(paths.stateDir, INIT_OPERATION, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
-    // The plan was made from the journal as read before the lock: it must still be what is there.
-    const seen = journal?.record.updatedAt;
-    const now = await Journal.load<InitJournalInputs>(paths.stateDir, INIT_OPERATION, { now: ctx.now });
-    if (now?.record.updatedAt !== seen) {
-      throw new CliError('another k8s-encrypt run changed the init journal meanwhile', {
-        exitCode: ExitCode.Refused,
-        hint: 're-run init: it plans again from the journal as it is now',
-      });
     }
     if (!resuming) {
       journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, me.name, hasNode, keySource!, opts), {
@@ -327,8 +286,7 @@ export async function runInitCommand(ctx: Context, opts: Opts): Promise<void> {
     const holders = result.state === 'done' ? await keyHolders(configPath, paths.backupDir, paths.stateDir) : undefined;
     printResult(ctx, result, journal!, plan, holders);
   } finally {
-    api?.close();
-    await lock?.release();
+    node?.api.close();
   }
 }
 

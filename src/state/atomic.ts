@@ -7,10 +7,10 @@ import { CliError, ExitCode, fsError } from '../ui/errors';
 export const SECRET_FILE_MODE = 0o600;
 export const PRIVATE_DIR_MODE = 0o700;
 
-/** Creates a directory (and parents) with the given mode (0700 by default). */
-export async function ensureDir(dir: string, mode = PRIVATE_DIR_MODE): Promise<void> {
+/** Creates a directory (and parents) with the given mode (0700 by default); returns the first one it created. */
+export async function ensureDir(dir: string, mode = PRIVATE_DIR_MODE): Promise<string | undefined> {
   try {
-    await mkdir(dir, { recursive: true, mode });
+    return await mkdir(dir, { recursive: true, mode });
   } catch (err) {
     throw fsError('create directory', dir, err);
   }
@@ -21,8 +21,8 @@ export async function ensureDir(dir: string, mode = PRIVATE_DIR_MODE): Promise<v
  * real directory (not a symlink), owned by this user and writable by no one else, since anyone
  * who may write there may swap a file for a link between our check and our write.
  */
-export async function ensurePrivateDir(dir: string, what = 'directory'): Promise<void> {
-  await ensureDir(dir, PRIVATE_DIR_MODE);
+export async function ensurePrivateDir(dir: string, what = 'directory'): Promise<string | undefined> {
+  const created = await ensureDir(dir, PRIVATE_DIR_MODE);
   let st;
   try {
     st = await lstat(dir);
@@ -45,6 +45,7 @@ export async function ensurePrivateDir(dir: string, what = 'directory'): Promise
       hint: `make it a directory owned by this user with mode 0700 (chown, chmod 700), or choose another one with its flag`,
     });
   }
+  return created;
 }
 
 /** Flags for every file k8s-encrypt creates: a new file only, never through a symlink. */

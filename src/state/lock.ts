@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, open, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { ensurePrivateDir, SECRET_FILE_MODE, sweepTempFiles } from './atomic';
 
@@ -87,18 +87,47 @@ const UNREADABLE_GRACE_MS = 10_000;
 /** Writes `body` to a new private temp file next to `path` (O_EXCL, no symlink) and returns it. */
 async function tempWith(path: string, body: string): Promise<string> {
   const tmp = join(path, '..', `.${LOCK_FILE}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, SECRET_FILE_MODE);
   try {
-    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, SECRET_FILE_MODE);
-    try {
-      await fh.writeFile(body);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch (err) {
-    throw fsError('create lock file', path, err);
+    await fh.writeFile(body);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
   return tmp;
+}
+
+/**
+ * The lock text found at `path`, judged: a live holder (or one on another host sharing the
+ * directory, or an unreadable lock young enough to be half-written) is a refusal naming it; a
+ * stale one is returned, with the line that names it.
+ */
+async function judge(path: string, text: string, host: string, isAlive: NonNullable<LockOptions['isAlive']>, now: () => Date): Promise<string> {
+  const holder = parseLock(text);
+  if (!holder) {
+    const age = await stat(path).then((s) => now().getTime() - s.mtimeMs, () => Infinity);
+    if (age < UNREADABLE_GRACE_MS) throw busy(path, undefined);
+    return `the unreadable lock file ${path}`;
+  }
+  if (holder.host !== host || isAlive(holder.pid, holder.pidStart)) throw busy(path, holder);
+  return `a stale lock: ${holder.operation} (pid ${holder.pid}, started ${holder.startedAt}) is no longer running`;
+}
+
+/**
+ * Removes the directories the lock created (`created`, the first of them, down to `stateDir`) if
+ * they are empty again: a run that wrote nothing else leaves no state directory behind.
+ */
+async function removeCreatedDirs(stateDir: string, created: string | undefined): Promise<void> {
+  if (!created) return;
+  const top = resolve(created);
+  for (let d = resolve(stateDir); ; d = dirname(d)) {
+    try {
+      await rmdir(d);
+    } catch {
+      return; // not empty (something else was written there) or gone: it stays as it is
+    }
+    if (d === top || dirname(d) === d) return;
+  }
 }
 
 /**
@@ -110,7 +139,8 @@ async function tempWith(path: string, body: string): Promise<string> {
  * the stale one it read and renames its own over it, so two runs can never both take it over. A
  * live lock (or one from another host sharing the directory) is a refusal naming its holder.
  * Once the lock is ours, temp files an interrupted write left in the state directory (and in
- * `sweepDirs`) are removed.
+ * `sweepDirs`) are removed. A state directory (and parents) that the lock had to create is
+ * removed again on release, or when the lock is not taken, if nothing else was written there.
  */
 export async function acquireLock(stateDir: string, operation: string, opts: LockOptions = {}): Promise<Lock> {
   const now = opts.now ?? (() => new Date());
@@ -125,40 +155,59 @@ export async function acquireLock(stateDir: string, operation: string, opts: Loc
     ...(pidStart ? { pidStart } : {}),
     token: randomBytes(8).toString('hex'),
   };
-  await ensurePrivateDir(stateDir, 'state directory');
   const path = join(stateDir, LOCK_FILE);
   const body = `${JSON.stringify(info)}\n`;
-  const tmp = await tempWith(path, body);
+  let created: string | undefined;
+  let tmp: string | undefined;
   try {
+    // Another run's release may remove the directory it created between our mkdir and our write.
+    for (let attempt = 0; !tmp; attempt++) {
+      created = (await ensurePrivateDir(stateDir, 'state directory')) ?? created;
+      tmp = await tempWith(path, body).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' && attempt < 3) return undefined;
+        throw fsError('create lock file', path, err);
+      });
+    }
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         await link(tmp, path);
-        return await taken(path, info, body, opts);
+        return await taken(path, info, body, created, opts);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fsError('create lock file', path, err);
       }
       const text = await readFile(path, 'utf8').catch(() => undefined);
       if (text === undefined) continue; // released in between: try again
-      const holder = parseLock(text);
-      if (!holder) {
-        const age = await stat(path).then((s) => now().getTime() - s.mtimeMs, () => Infinity);
-        if (age < UNREADABLE_GRACE_MS) throw busy(path, undefined);
-      } else if (holder.host !== info.host || isAlive(holder.pid, holder.pidStart)) {
-        throw busy(path, holder);
-      }
+      const stale = await judge(path, text, info.host, isAlive, now);
       if (await takeOver(path, text, tmp, info.host, isAlive)) {
-        opts.warn?.(
-          holder
-            ? `took over a stale lock: ${holder.operation} (pid ${holder.pid}, started ${holder.startedAt}) is no longer running`
-            : `took over the unreadable lock file ${path}`,
-        );
-        return await taken(path, info, body, opts);
+        opts.warn?.(`took over ${stale}`);
+        return await taken(path, info, body, created, opts);
       }
     }
     throw busy(path, undefined);
+  } catch (err) {
+    if (tmp) await unlink(tmp).catch(() => {});
+    tmp = undefined;
+    await removeCreatedDirs(stateDir, created);
+    throw err;
   } finally {
-    await unlink(tmp).catch(() => {});
+    if (tmp) await unlink(tmp).catch(() => {});
   }
+}
+
+/**
+ * A dry run's look at the lock: it creates nothing (no state directory, no lock). A run holding
+ * the lock refuses it as it would refuse a run (what it would show may change under it); a stale
+ * lock is a warning, since a run would take it over.
+ */
+export async function assertLockFree(stateDir: string, opts: Pick<LockOptions, 'now' | 'warn' | 'isAlive' | 'host'> = {}): Promise<void> {
+  const path = join(stateDir, LOCK_FILE);
+  const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+    throw fsError('read lock file', path, err);
+  });
+  if (text === undefined) return;
+  const stale = await judge(path, text, opts.host ?? hostname(), opts.isAlive ?? pidIsAlive, opts.now ?? (() => new Date()));
+  opts.warn?.(`found ${stale}: a run would take it over (this dry run leaves it)`);
 }
 
 /** Replaces the stale lock `staleText` with `tmp` under the takeover lock; false if another run moved first. */
@@ -183,11 +232,9 @@ async function takeOver(path: string, staleText: string, tmp: string, host: stri
   }
 }
 
-async function taken(path: string, info: LockInfo, body: string, opts: LockOptions): Promise<Lock> {
-  const swept = await sweepTempFiles([join(path, '..'), join(path, '..', 'journals'), join(path, '..', 'transitions'), ...(opts.sweepDirs ?? [])]);
-  for (const f of swept) opts.warn?.(`removed ${f}, left by an interrupted write`);
+async function taken(path: string, info: LockInfo, body: string, created: string | undefined, opts: LockOptions): Promise<Lock> {
   let released = false;
-  return {
+  const lock: Lock = {
     path,
     info,
     async release() {
@@ -196,8 +243,17 @@ async function taken(path: string, info: LockInfo, body: string, opts: LockOptio
       // Only remove it if it is still ours (a takeover by another run must not be undone).
       const cur = await readFile(path, 'utf8').catch(() => undefined);
       if (cur === body) await unlink(path).catch(() => {});
+      await removeCreatedDirs(join(path, '..'), created);
     },
   };
+  try {
+    const swept = await sweepTempFiles([join(path, '..'), join(path, '..', 'journals'), join(path, '..', 'transitions'), ...(opts.sweepDirs ?? [])]);
+    for (const f of swept) opts.warn?.(`removed ${f}, left by an interrupted write`);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  return lock;
 }
 
 function busy(path: string, holder: LockInfo | undefined): CliError {

@@ -69,7 +69,7 @@ export async function gatherApiservers(
   let stages: NodeStage[];
   const discoveryWarnings: string[] = [];
   try {
-    cps = await nodes.discoverControlPlanes(api, { warnings: discoveryWarnings });
+    cps = await nodes.discoverControlPlanes(api, { warn: (m) => discoveryWarnings.push(m) });
     stages = await nodes.readStages(api, cps);
   } catch (err) {
     return missing(reasonOf(err));

@@ -3,28 +3,27 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Context } from '../context';
 import { readKubeadmConfig } from '../cluster/kubeadm-config';
-import { discoverControlPlanes, readStages } from '../cluster/nodes';
+import { readStages } from '../cluster/nodes';
 import { firstProvider, writeResourceOf } from '../config/model';
 import { checkKeyName, checkKmsName, isLocalProvider, parseProvider, type LocalProvider } from '../config/keys';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
-import { readKey } from '../config/input';
+import { assertReadable, readConfigSource, readKey } from '../config/input';
 import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render';
 import { providerKinds, type ProviderConfig } from '../config/schema';
 import { parseGoDuration } from '../config/validate';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { ensurePrivateDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import { Journal, isFinished, type JsonObject } from '../state/journal';
-import { acquireLock, type Lock } from '../state/lock';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
 import { planTransition, resumePoint, STAGES, type StageName, type TransitionKind, type TransitionPlan } from './plan';
 import { runTransition } from './executor';
 import { recordedStages } from './recorded';
-import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, type NodeView } from './front';
+import { checkKmsPlugin, keyHolders, readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, underLock, type NodeView } from './front';
 import { findElement, localKindOf, takenNames } from '../config/elements';
 import { printDryRun, printResult } from './print';
-import { follow, followDisablePrune } from './follow';
+import { follow, followDisablePrune, type GivenConfig } from './follow';
 
 /**
  * The command side of rotate-key, disable and rollback: read the node (manifest, config, this
@@ -111,20 +110,27 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
   if (spec.kind === 'rotate' && opts.provider !== undefined) parseProvider(opts.provider);
   checkKeyName(opts.keyName);
   checkSafetyOptions(opts);
+  // What the command line hands in is read before the lock; the lock comes before any decision.
+  await assertReadable([['read key file', opts.keyFile]]);
+  const source = opts.fromConfig ? await readConfigSource(ctx, opts.fromConfig, opts.keyStdin) : undefined;
+  const given = source ? { ...source, cfg: parseEncryptionConfig(source.text, source.label) } : undefined;
+  await underLock(ctx, spec.operation, opts.dryRun, () => transition(ctx, spec, opts, { only, ageLimit, given }));
+}
 
+/** rotate-key and disable (and their followers) under the lock: the journal, this node, the plan, the run. */
+async function transition(ctx: Context, spec: CommandSpec, opts: TransitionOptions, run: { only: StageName | undefined; ageLimit: number | undefined; given: GivenConfig | undefined }): Promise<void> {
+  const { only, ageLimit } = run;
   const stateDir = ctx.paths.stateDir;
   let journal = await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now });
   const resuming = journal !== undefined && !isFinished(journal.status);
 
-  if (opts.fromConfig) return follow(ctx, spec, opts, only);
+  if (run.given) return follow(ctx, spec, opts, only, run.given);
   if (!resuming && spec.kind === 'disable' && only === 'prune') {
     return followDisablePrune(ctx, opts);
   }
 
-  let lock: Lock | undefined;
-  const node = await readNode(ctx, opts, resuming ? journal!.inputs.nodeName : undefined);
+  const node = await readNode(ctx, opts, { nodeName: resuming ? journal!.inputs.nodeName : undefined });
   try {
-    if (!opts.dryRun) lock = await acquireLock(stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const follow = `"k8s-encrypt ${spec.operation} --from-config FILE" (FILE: a copy of ${node.configPath} from ${node.nodeName})`;
     let plan: TransitionPlan;
     let secrets: string[] = [];
@@ -241,7 +247,6 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
     printResult(ctx, spec, plan, result, j, holders);
   } finally {
     node.api.close();
-    await lock?.release();
   }
 }
 
@@ -250,7 +255,7 @@ export async function runTransitionCommand(ctx: Context, spec: CommandSpec, opts
  * node does not run) was started elsewhere: a second one started here would fork the keys.
  */
 async function assertNoTransitionElsewhere(node: NodeView, mySha: string, operation: string): Promise<void> {
-  const records = await readStages(node.api, await discoverControlPlanes(node.api));
+  const records = await readStages(node.api, node.found);
   const busy = records.filter((r) => r.node !== node.nodeName && r.record && ['add-reader', 'promote'].includes(r.record.stage) && r.record.sha256 !== mySha);
   if (busy.length) {
     throw refused(

@@ -1,12 +1,11 @@
 import type { Context } from '../context';
-import { discoverControlPlanes, readStages } from '../cluster/nodes';
+import { readStages } from '../cluster/nodes';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
-import { readConfigSource } from '../config/input';
+import type { ConfigSource } from '../config/input';
 import { type EncryptionConfiguration } from '../config/schema';
 import { errorsOf, validateEncryptionConfig } from '../config/validate';
 import { CONFIG_FLAG, unifiedDiff } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
-import { acquireLock, type Lock } from '../state/lock';
 import { usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { describeConfigText, printableManifestChange, STAGES, type StageName } from './plan';
@@ -20,20 +19,21 @@ import type { CommandSpec, TransitionOptions } from './command';
 // ---------------------------------------------------------------------------------------------
 // Further control planes: install the first node's file for a stage.
 
-export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, only: StageName | undefined): Promise<void> {
-  const source = await readConfigSource(ctx, opts.fromConfig!, opts.keyStdin);
-  const { text, label: file } = source;
-  const cfg = parseEncryptionConfig(text, file);
+/** The --from-config file as the command read and parsed it (before the lock). */
+export type GivenConfig = ConfigSource & { cfg: EncryptionConfiguration };
+
+/** Runs under the command's lock (src/transition/command.ts), as every follower does. */
+export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOptions, only: StageName | undefined, source: GivenConfig): Promise<void> {
+  const { text, label: file, cfg } = source;
   const sha = sha256Hex(text);
   const node = await readNode(ctx, opts);
-  let lock: Lock | undefined;
   try {
     const errors = errorsOf(validateEncryptionConfig(cfg, { kubeVersion: node.kubeVersion, featureGates: node.featureGates }));
     if (errors.length) throw usageError(`${file} would not be accepted by kube-apiserver ${node.kubeVersion}: ${errors[0]!.path}: ${errors[0]!.message}`);
     if (node.flags.get(CONFIG_FLAG) === undefined) throw refused(`${ctx.paths.manifest} has no --${CONFIG_FLAG}`, 'turn encryption on here first ("k8s-encrypt init --from-config FILE")');
     let stage: string | undefined = only;
     if (!stage) {
-      const records = await readStages(node.api, await discoverControlPlanes(node.api));
+      const records = await readStages(node.api, node.found);
       stage = records.find((r) => r.record?.sha256 === sha && (STAGES as readonly string[]).includes(r.record.stage))?.record?.stage;
       if (!stage) throw usageError(`no control plane reports a stage for ${file} (sha256 ${sha.slice(0, 12)}…)`, `say which stage it is with --stage ${STAGES.join('|')}`);
     }
@@ -49,7 +49,6 @@ export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOp
     }
     // A follower restarts this node's apiserver as the first node's run does: it asks the same way.
     await confirm(ctx, `install ${file} as ${node.configPath} on ${node.nodeName} (${spec.operation}, stage ${stage})? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, spec.operation, { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     if (current !== text) {
       for (const k of cfg.resources.flatMap((r) => r.providers.flatMap((p) => (p.kms ? [p.kms] : [])))) await checkKmsPlugin(ctx, k);
     }
@@ -64,7 +63,6 @@ export async function follow(ctx: Context, spec: CommandSpec, opts: TransitionOp
     ctx.out.result({ ...outcome, state: 'done', stage, sha256: sha, node: node.nodeName }, (c) => `${c.green('✓')} ${node.nodeName} runs stage "${stage}" (sha256 ${sha.slice(0, 12)}…): ${outcome.proof}\nnext: re-run the command on the first control plane`);
   } finally {
     node.api.close();
-    await lock?.release();
   }
 }
 
@@ -74,10 +72,9 @@ export function resourcesOfBoth(a: EncryptionConfiguration, b: EncryptionConfigu
   return [...new Set(all)].filter((r) => !r.startsWith('*'));
 }
 
-/** `disable --stage prune` on a further control plane: nothing may be encrypted, then unpatch here. */
+/** `disable --stage prune` on a further control plane: nothing may be encrypted, then unpatch here (under disable's lock). */
 export async function followDisablePrune(ctx: Context, opts: TransitionOptions): Promise<void> {
   const node = await readNode(ctx, opts);
-  let lock: Lock | undefined;
   try {
     if (node.flags.get(CONFIG_FLAG) === undefined) {
       ctx.out.result({ state: 'done', nothingToDo: true }, () => `nothing to do: ${ctx.paths.manifest} has no --${CONFIG_FLAG}`);
@@ -91,7 +88,6 @@ export async function followDisablePrune(ctx: Context, opts: TransitionOptions):
       return;
     }
     await confirm(ctx, `turn encryption at rest OFF on ${node.nodeName} (remove the flag, the mount and the config)?`);
-    lock = await acquireLock(ctx.paths.stateDir, 'disable', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const deps = await transitionDeps(ctx, node, opts, '"k8s-encrypt disable --stage prune"');
     if (cfg) {
       const scan = await scanLabels(deps, cfg, resourcesOfBoth(cfg, cfg));
@@ -101,7 +97,6 @@ export async function followDisablePrune(ctx: Context, opts: TransitionOptions):
     ctx.out.result({ ...outcome, state: 'done', stage: 'prune', node: node.nodeName }, (c) => `${c.green('✓')} encryption at rest is off on ${node.nodeName}; ${outcome.proof}`);
   } finally {
     node.api.close();
-    await lock?.release();
   }
 }
 

@@ -3,18 +3,19 @@ import { basename, join, resolve } from 'node:path';
 import type { Context } from '../context';
 import type { ApiClient } from '../cluster/api';
 import { describeError } from '../cluster/errors';
-import { discoverControlPlanes, identifyThisNode } from '../cluster/nodes';
+import { discoverControlPlanes, identifyThisNode, type ControlPlane } from '../cluster/nodes';
 import { localApiserverClient } from '../cluster/wait';
 import { keyNamesOf } from '../config/elements';
 import { parseEncryptionConfig, sha256Hex } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
-import { parseFeatureGates, parseGoDuration, type FeatureGates } from '../config/validate';
+import { parseFeatureGates, parseGoDuration, parseKubeVersion, type FeatureGates } from '../config/validate';
 import { etcdConnectionFromFlags } from '../etcd/client';
 import { assertBackupDirOutside } from '../manifest/apply';
 import { readApiserverFlags } from '../manifest/manifest';
 import { CONFIG_FLAG } from '../manifest/patch';
 import { fileExists, listDir, readText } from '../state/atomic';
 import { listBackups } from '../state/backups';
+import { assertLockFree, withLock } from '../state/lock';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import type { TransitionOptions } from './command';
 import type { TransitionDeps } from './engine';
@@ -35,7 +36,42 @@ export function parseTimeoutMs(v: string, flag = '--timeout'): number {
   return Math.round(ns / 1e6);
 }
 
-/** `90d`, `2w`, `36h`, or any Go duration (`90m`, `1h30m`): milliseconds. */
+/** What the node view needs from a command's options. */
+export interface NodeQuery {
+  config?: string | undefined;
+  timeout: string;
+  nodeName?: string | undefined;
+  controlPlanes?: number | undefined;
+}
+
+/** This node's manifest, read and parsed (the first half of the node view). */
+export interface ManifestView {
+  manifestText: string;
+  parsed: ReturnType<typeof readApiserverFlags>;
+}
+
+/** Reads the manifest (and refuses a backup dir inside the manifests dir): nothing reaches out yet. */
+export async function readManifest(ctx: Context): Promise<ManifestView> {
+  const manifestText = await readText(ctx.paths.manifest, 'read manifest');
+  const parsed = readApiserverFlags(manifestText, ctx.paths.manifest);
+  await assertBackupDirOutside(ctx.paths.backupDir, ctx.paths.manifestsDir);
+  return { manifestText, parsed };
+}
+
+export interface ReadNodeOptions {
+  /** The manifest as the command already read it. */
+  manifest?: ManifestView;
+  /** This node's name as a journal recorded it (a resumed run keeps it). */
+  nodeName?: string | undefined;
+  /** The config path the command writes (init: ROOT's config), instead of the manifest flag's. */
+  configPath?: string;
+  /**
+   * The command can plan without the apiserver (init's dry run and its resume, whose wait step
+   * copes with a restarting apiserver): once the wait is over, the manifest's image tag gives the
+   * version, with a warning, and no control plane is discovered.
+   */
+  offline?: boolean;
+}
 
 export interface NodeView {
   manifestText: string;
@@ -43,61 +79,103 @@ export interface NodeView {
   args: string[];
   configPath: string;
   api: ApiClient;
+  /** Whether this node's apiserver answered /version. */
+  reachable: boolean;
   kubeVersion: string;
+  /** Where kubeVersion comes from, for the plan. */
+  kubeVersionSource: string;
   /** The apiserver's --feature-gates: KMSv1/KMSv2 change which configs it accepts. */
   featureGates: FeatureGates;
+  /** The control planes discovery found (none when the apiserver did not answer). */
+  found: ControlPlane[];
+  /** How many there are: those found, at least one, at least --control-planes. */
   controlPlanes: number;
   nodeName: string;
   hasNode: boolean;
 }
 
-export async function readNode(ctx: Context, opts: TransitionOptions, nodeName?: string): Promise<NodeView> {
-  const manifestPath = ctx.paths.manifest;
-  const manifestText = await readText(manifestPath, 'read manifest');
-  const parsed = readApiserverFlags(manifestText, manifestPath);
-  await assertBackupDirOutside(ctx.paths.backupDir, ctx.paths.manifestsDir);
+/**
+ * This node as every transition command sees it, read once per run: the manifest, one kubeconfig
+ * load, one version probe (waiting a while for an apiserver the kubelet is restarting), one
+ * discovery (what it could not read is a warning) and one answer to "which control plane is this".
+ */
+export async function readNode(ctx: Context, opts: NodeQuery, how: ReadNodeOptions = {}): Promise<NodeView> {
+  const { manifestText, parsed } = how.manifest ?? (await readManifest(ctx));
   // The config the apiserver reads: the flag's value (kubeadm mounts it at the same path), unless given.
-  const configPath = opts.config ? resolve(opts.config) : parsed.flags.get(CONFIG_FLAG) ?? ctx.paths.config;
-  const api = await localApiserverClient(ctx.paths.kubeconfig, manifestText, manifestPath);
+  const configPath = how.configPath ?? (opts.config ? resolve(opts.config) : parsed.flags.get(CONFIG_FLAG) ?? ctx.paths.config);
+  const api = await localApiserverClient(ctx.paths.kubeconfig, manifestText, ctx.paths.manifest);
   try {
-    let version: string | undefined;
-    // A run interrupted mid-restart leaves the kubelet restarting the apiserver: give it a while.
-    const deadline = ctx.now().getTime() + Math.min(parseTimeoutMs(opts.timeout), 60_000);
-    for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
-      try {
-        const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
-        version = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '')?.[1];
-        break;
-      } catch (err) {
-        if (ctx.signal.aborted) throw ctx.signal.reason;
-        if (ctx.now().getTime() >= deadline) {
-          throw new CliError(`this node's apiserver (${api.server}) is not reachable: ${describeError(err)}`, {
-            exitCode: ExitCode.Cluster,
-            hint: 'nothing was changed; fix the apiserver first (crictl ps -a --name kube-apiserver)',
-          });
-        }
-        if (delay === 250) ctx.out.info(`waiting for this node's apiserver (${api.server}) to answer: ${describeError(err)}`);
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-    const cps = await discoverControlPlanes(api);
-    const me = nodeName ? { name: nodeName } : identifyThisNode(cps, parsed.args, opts.nodeName);
+    const probe = await probeVersion(ctx, api, parseTimeoutMs(opts.timeout), how.offline === true);
+    const image = parsed.kubeVersionFromImage;
+    const kubeVersion = probe.version ?? image;
+    if (!kubeVersion) throw usageError('cannot tell the Kubernetes version: the apiserver is unreachable and the manifest image has no version tag');
+    parseKubeVersion(kubeVersion);
+    const kubeVersionSource = probe.version ? '/version' : probe.why === undefined ? "the manifest's image tag" : "the manifest's image tag (apiserver unreachable)";
+    if (probe.why !== undefined) ctx.out.warn(`the apiserver is not reachable (${probe.why}); planning with version ${kubeVersion} from ${kubeVersionSource}`);
+    const found = probe.why === undefined ? await discoverControlPlanes(api, { warn: (m) => ctx.out.warn(m) }) : [];
+    const me = how.nodeName ? { name: how.nodeName, how: 'the journal' } : identifyThisNode(found, parsed.args, opts.nodeName);
+    ctx.out.debug(`this node: ${me.name} (${me.how}); control planes: ${found.map((c) => c.name).join(', ') || 'none found'}`);
     return {
       manifestText,
       flags: parsed.flags,
       args: parsed.args,
       configPath,
       api,
-      kubeVersion: version ?? parsed.kubeVersionFromImage ?? '',
+      reachable: probe.why === undefined,
+      kubeVersion,
+      kubeVersionSource,
       featureGates: parseFeatureGates(parsed.flags.get('feature-gates')),
-      controlPlanes: Math.max(1, cps.length, opts.controlPlanes ?? 0),
+      found,
+      controlPlanes: Math.max(1, found.length, opts.controlPlanes ?? 0),
       nodeName: me.name,
-      hasNode: cps.find((c) => c.name === me.name)?.hasNode ?? false,
+      hasNode: found.find((c) => c.name === me.name)?.hasNode ?? false,
     };
   } catch (err) {
     api.close();
     throw err;
   }
+}
+
+/**
+ * GET /version until it answers: a run interrupted mid-restart leaves the kubelet restarting the
+ * apiserver, so it is given a while (the command's timeout, at most a minute). Then it is exit 3,
+ * or, `offline`, the reason it did not answer.
+ */
+async function probeVersion(ctx: Context, api: ApiClient, timeoutMs: number, offline: boolean): Promise<{ version?: string; why?: string }> {
+  const deadline = ctx.now().getTime() + Math.min(timeoutMs, 60_000);
+  for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+    try {
+      const v = await api.get<{ gitVersion?: string }>('/version', { timeoutMs: 10_000 });
+      const version = /^v?(\d+\.\d+\.\d+)/.exec(v.gitVersion ?? '')?.[1];
+      return version ? { version } : {};
+    } catch (err) {
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      if (ctx.now().getTime() >= deadline) {
+        if (offline) return { why: describeError(err) };
+        throw new CliError(`this node's apiserver (${api.server}) is not reachable: ${describeError(err)}`, {
+          exitCode: ExitCode.Cluster,
+          hint: 'nothing was changed; fix the apiserver first (crictl ps -a --name kube-apiserver)',
+        });
+      }
+      if (delay === 250) ctx.out.info(`waiting for this node's apiserver (${api.server}) to answer: ${describeError(err)}`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+/**
+ * The one lock order of init, rotate-key, disable, rollback and their followers: taken once the
+ * options are checked and the inputs given on the command line are read, before anything that
+ * decides (the journal, the node view, the plan), and held to the end of `fn`. A dry run takes no
+ * lock and creates nothing, but is refused, as a run would be, while another run holds it.
+ */
+export async function underLock<T>(ctx: Context, operation: string, dryRun: boolean | undefined, fn: () => Promise<T>): Promise<T> {
+  const warn = (m: string) => ctx.out.warn(m);
+  if (dryRun) {
+    await assertLockFree(ctx.paths.stateDir, { now: ctx.now, warn });
+    return fn();
+  }
+  return withLock(ctx.paths.stateDir, operation, { now: ctx.now, warn, sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] }, fn);
 }
 
 /**

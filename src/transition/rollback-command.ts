@@ -6,7 +6,7 @@ import { errorsOf, validateEncryptionConfig } from '../config/validate';
 import { unifiedDiff } from '../manifest/patch';
 import { fileExists, readText } from '../state/atomic';
 import { Journal, isFinished } from '../state/journal';
-import { acquireLock, type Lock } from '../state/lock';
+import { assertReadable } from '../config/input';
 import { usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
 import { describeConfigText, STAGES, type StageName } from './plan';
@@ -16,7 +16,7 @@ import { manifestLine, planInstallChange } from './manifest-change';
 import { printableManifestChange } from './plan';
 import { assertNothingUnder, scanLabels } from './etcd-check';
 import { listBackups } from '../state/backups';
-import { readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs } from './front';
+import { readNode, refused, removeBaseCopy, transitionDeps, parseTimeoutMs, underLock } from './front';
 import { resourcesOfBoth } from './follow';
 import type { TransitionJournalInputs, TransitionOptions } from './command';
 // ---------------------------------------------------------------------------------------------
@@ -38,8 +38,12 @@ export interface RollbackOptions {
 export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): Promise<void> {
   const topts: TransitionOptions = { timeout: opts.timeout, keepBackups: opts.keepBackups, kubeadmConfig: true, ...(opts.config ? { config: opts.config } : {}), ...(opts.nodeName ? { nodeName: opts.nodeName } : {}) };
   parseTimeoutMs(opts.timeout);
+  await assertReadable([['read backup', opts.to !== undefined ? resolve(opts.to) : undefined]]);
+  await underLock(ctx, 'rollback', opts.dryRun, () => rollback(ctx, opts, topts));
+}
+
+async function rollback(ctx: Context, opts: RollbackOptions, topts: TransitionOptions): Promise<void> {
   const node = await readNode(ctx, topts);
-  let lock: Lock | undefined;
   try {
     if (!(await fileExists(node.configPath))) {
       throw refused(`there is no config at ${node.configPath} to roll back`, 'after "disable", turn encryption on again with "k8s-encrypt init --from-config BACKUP"');
@@ -89,7 +93,6 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
       return;
     }
     await confirm(ctx, `restore ${source} as ${node.configPath} on ${node.nodeName}? The apiserver restarts.`);
-    lock = await acquireLock(ctx.paths.stateDir, 'rollback', { now: ctx.now, warn: (m) => ctx.out.warn(m), sweepDirs: [ctx.paths.configDir, ctx.paths.manifestsDir, ctx.paths.backupDir] });
     const outcome = await installConfig(deps, new MemoryJournal(), { stage, config: restored, manifest, record: stage !== 'rollback' || node.controlPlanes > 1 });
     if (owner) {
       if (owner.at === 'base') {
@@ -107,7 +110,6 @@ export async function runRollbackCommand(ctx: Context, opts: RollbackOptions): P
     );
   } finally {
     node.api.close();
-    await lock?.release();
   }
 }
 

@@ -13,6 +13,8 @@ export interface ApiserverKnobs {
   crashOnStartIfFlag?: string;
   /** Automatic-reload poll period (real: about 60 s). */
   reloadIntervalMs?: number;
+  /** API paths (prefixes) answered 403 Forbidden, as RBAC would for a user without that right. */
+  forbidPaths?: string[];
 }
 
 /** The bed's reload period when no knob sets one: fast enough for tests. */
@@ -33,6 +35,7 @@ export function knobsEnv(k: ApiserverKnobs, argv: string[]): Record<string, stri
   num('BED_RATE_409', k.rate409);
   num('BED_LATENCY_MS', k.latencyMs);
   num('BED_START_DELAY_MS', k.startDelayMs);
+  if (k.forbidPaths?.length) env.BED_FORBID_PATHS = k.forbidPaths.join(',');
   if (k.crashOnStart || (k.crashOnStartIfFlag && hasFlag(argv, k.crashOnStartIfFlag))) env.BED_CRASH_ON_START = '1';
   return env;
 }

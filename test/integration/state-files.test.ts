@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { backupFile, sweepTempFiles, writeFileAtomic } from '../../src/state/atomic';
 import { listBackups } from '../../src/state/backups';
-import { acquireLock, LOCK_FILE } from '../../src/state/lock';
+import { acquireLock, assertLockFree, LOCK_FILE } from '../../src/state/lock';
 
 let dir: string;
 beforeEach(async () => {
@@ -135,4 +135,69 @@ describe('lock takeover', () => {
       expect(await readdir(state)).toEqual([]);
     }
   }, 60_000);
+});
+
+describe('a lock leaves no state directory it created and found nothing in', () => {
+  it('removes the state dir and the parents it created on release, when nothing else was written', async () => {
+    const state = join(dir, 'var/lib/k8s-encrypt');
+    const lock = await acquireLock(state, 'init');
+    expect(await mode(join(dir, 'var'))).toBe(0o700);
+    expect(await readdir(state)).toEqual([LOCK_FILE]);
+    await lock.release();
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('keeps what a run wrote, and the directories holding it', async () => {
+    const state = join(dir, 'var/lib/k8s-encrypt');
+    const lock = await acquireLock(state, 'init');
+    await writeFileAtomic(join(state, 'journals', 'init.json'), '{}\n');
+    await lock.release();
+    expect(await readdir(state)).toEqual(['journals']);
+    expect(await readFile(join(state, 'journals', 'init.json'), 'utf8')).toBe('{}\n');
+  });
+
+  it('keeps a state dir (and parents) that was there before, empty or not', async () => {
+    await mkdir(join(dir, 'var/lib'), { recursive: true, mode: 0o700 });
+    const l1 = await acquireLock(join(dir, 'var/lib/k8s-encrypt'), 'init');
+    await l1.release();
+    expect(await readdir(join(dir, 'var/lib'))).toEqual([]);
+    await mkdir(join(dir, 'var/lib/k8s-encrypt'), { mode: 0o700 });
+    const l2 = await acquireLock(join(dir, 'var/lib/k8s-encrypt'), 'rollback');
+    await l2.release();
+    expect(await readdir(join(dir, 'var/lib/k8s-encrypt'))).toEqual([]);
+  });
+
+  it('a refused run removes nothing that is not its own', async () => {
+    const state = join(dir, 'state');
+    const holder = await acquireLock(state, 'rotate-key');
+    const err = await acquireLock(state, 'init').catch((e) => e);
+    expect(err.message).toMatch(/another k8s-encrypt run holds the lock: rotate-key/);
+    expect(await readdir(state)).toEqual([LOCK_FILE]);
+    await holder.release();
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
+
+describe('a dry run only looks at the lock', () => {
+  it('creates nothing where there is no state dir', async () => {
+    await assertLockFree(join(dir, 'var/lib/k8s-encrypt'));
+    await writeFile(join(dir, 'file'), '');
+    await assertLockFree(join(dir, 'file', 'state'));
+    expect(await readdir(dir)).toEqual(['file']);
+  });
+
+  it('is refused while a run holds the lock, and warned of a stale one it leaves in place', async () => {
+    const held = await acquireLock(dir, 'rotate-key');
+    const err = await assertLockFree(dir).catch((e) => e);
+    expect(err.exitCode).toBe(6);
+    expect(err.message).toMatch(new RegExp(`another k8s-encrypt run holds the lock: rotate-key \\(pid ${process.pid} `));
+    await held.release();
+    const stale = JSON.stringify({ pid: 999_999_999, host: 'h1', startedAt: '2026-01-01T00:00:00Z', operation: 'init' });
+    await writeFile(join(dir, LOCK_FILE), stale);
+    const warned: string[] = [];
+    await assertLockFree(dir, { host: 'h1', warn: (m) => warned.push(m) });
+    expect(warned).toEqual(['found a stale lock: init (pid 999999999, started 2026-01-01T00:00:00Z) is no longer running: a run would take it over (this dry run leaves it)']);
+    expect(await readFile(join(dir, LOCK_FILE), 'utf8')).toBe(stale);
+    expect((await assertLockFree(join(dir), { host: 'other' }).catch((e) => e)).exitCode).toBe(6);
+  });
 });

@@ -9,6 +9,8 @@ export interface Knobs {
   startDelayMs: number;
   crashOnStart: boolean;
   reloadIntervalMs: number;
+  /** Path prefixes answered 403 Forbidden. */
+  forbidPaths: string[];
 }
 
 function num(env: NodeJS.ProcessEnv, name: string, dflt: number, max = Number.POSITIVE_INFINITY): number {
@@ -28,5 +30,6 @@ export function knobsFromEnv(env: NodeJS.ProcessEnv): Knobs {
     startDelayMs: num(env, 'BED_START_DELAY_MS', 0),
     crashOnStart: env.BED_CRASH_ON_START === '1' || env.BED_CRASH_ON_START === 'true',
     reloadIntervalMs: num(env, 'BED_RELOAD_INTERVAL_MS', 1000) || 1000,
+    forbidPaths: (env.BED_FORBID_PATHS ?? '').split(',').filter(Boolean),
   };
 }

@@ -66,6 +66,9 @@ export function createHandler(deps: ServerDeps): (req: IncomingMessage, res: Ser
     // API requests: fault knobs apply from here on.
     if (deps.knobs.latencyMs > 0) await sleep(deps.knobs.latencyMs);
     if (deps.knobs.rate429 > 0 && random() < deps.knobs.rate429) throw tooManyRequests(deps.knobs.retryAfterSeconds);
+    if (deps.knobs.forbidPaths.some((p) => path.startsWith(p))) {
+      throw new ApiError(403, 'Forbidden', `${path} is forbidden: User "kubernetes-admin" cannot ${method.toLowerCase()} it (BED_FORBID_PATHS)`);
+    }
     if (deps.health.shuttingDown) {
       throw new ApiError(503, 'ServiceUnavailable', 'apiserver is shutting down', { retryAfterSeconds: 1 }, { 'Retry-After': '1' });
     }
