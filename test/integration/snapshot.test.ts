@@ -224,3 +224,36 @@ describe('--snapshot-stall-timeout', () => {
     }
   });
 });
+
+describe('an etcd that goes away in the middle of a snapshot', () => {
+  it('fails as "cannot reach etcd" (UNAVAILABLE, as grpc-js calls a dropped connection), not as a cancel', async () => {
+    const etcd = await startEtcd();
+    const dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-snap-gone-'));
+    const client = await openEtcd({ endpoints: [etcd.endpoint] });
+    try {
+      const big = Buffer.alloc(512 * 1024, 9);
+      for (let i = 0; i < 20; i++) await client.put(`/registry/secrets/default/big-${i}`, big);
+      // etcd shutting down closes its connections: the client sees the session end under an
+      // open stream (nghttp2 reports it as a CANCEL of the stream), or a reset.
+      const leaving: SnapshotSource = {
+        status: () => client.status(),
+        async *snapshot(opts) {
+          let n = 0;
+          for await (const c of client.snapshot(opts)) {
+            if (n++ === 0) process.kill(etcd.pid, 'SIGTERM');
+            yield c;
+          }
+        },
+      };
+      const err = await takeSnapshot(leaving, dir, 'etcd-test-20260101T000020Z.db').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
+      expect((err as CliError).message).toMatch(/^etcd snapshot at http:\/\/127\.0\.0\.1:\d+: cannot reach etcd \(14 UNAVAILABLE: /);
+      expect(await readdir(dir)).toEqual([]);
+    } finally {
+      client.close();
+      await etcd.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
