@@ -213,6 +213,8 @@ export class Channel {
    */
   private call(path: string, request: Buffer, opts: CallOptions, onMessage: (m: Buffer) => void, flow?: (stream: Http2.ClientHttp2Stream) => void): Promise<void> {
     if (this.closed) return Promise.reject(new GrpcError(Code.CANCELLED, 'the channel was closed'));
+    // An 'abort' listener added now would never fire.
+    if (opts.signal?.aborted) return Promise.reject(new GrpcError(Code.CANCELLED, 'Cancelled on client'));
     return new Promise<void>((resolve, reject) => {
       let session: Http2.ClientHttp2Session;
       let stream: Http2.ClientHttp2Stream;

@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as http2 from 'node:http2';
 import { openEtcd, type EtcdClient } from '../../src/etcd/client';
+import { Channel, Code, type GrpcError } from '../../src/etcd/grpc';
+import * as codec from '../../src/etcd/rpc-codec';
 import { assertRoomFor, checkSnapshotFile, pruneSnapshots, sweepPartials, takeSnapshot, type SnapshotSource } from '../../src/snapshot/take';
 import { checkSafetyOptions } from '../../src/snapshot/guard';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -127,6 +130,24 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
       expect(Date.now() - started).toBeLessThan(5000);
     }
     expect((await client.status()).dbSize).toBeGreaterThan(0);
+  });
+
+  it('a call whose signal is already aborted is cancelled at once, never sent', async () => {
+    const channel = new Channel(http2, { target: etcd.endpoint.replace(/^http:\/\//, ''), maxReplyBytes: 1 << 26 });
+    try {
+      const ac = new AbortController();
+      ac.abort(new Error('stopped before'));
+      const unary = await channel.unary(codec.MAINTENANCE_STATUS, codec.encodeEmpty(), { signal: ac.signal }).catch((e: GrpcError) => e);
+      expect((unary as GrpcError).code).toBe(Code.CANCELLED);
+      let chunks = 0;
+      const streamed = await (async () => {
+        for await (const _ of channel.serverStream(codec.MAINTENANCE_SNAPSHOT, codec.encodeEmpty(), { signal: ac.signal })) chunks++;
+      })().catch((e: GrpcError) => e);
+      expect((streamed as GrpcError).code).toBe(Code.CANCELLED);
+      expect(chunks).toBe(0);
+    } finally {
+      channel.close();
+    }
   });
 
   it('refuses with exit 6 when the disk has less than twice the database free', async () => {
