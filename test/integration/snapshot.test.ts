@@ -168,6 +168,22 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
   });
 });
 
+/** Maintenance.Snapshot streams etcd started and has not finished (its gRPC metrics), once that settles. */
+async function snapshotStreamsOpen(endpoint: string): Promise<number> {
+  const count = (text: string, metric: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${metric}{`) && l.includes('grpc_method="Snapshot"'))
+      .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  let open = -1;
+  for (let i = 0; i < 50 && open !== 0; i++) {
+    if (i) await new Promise((r) => setTimeout(r, 100));
+    const text = await (await fetch(`${endpoint}/metrics`)).text();
+    open = count(text, 'grpc_server_started_total') - count(text, 'grpc_server_handled_total');
+  }
+  return open;
+}
+
 describe('a snapshot stream that etcd stops sending', () => {
   let etcd: RunningEtcd;
   let client: EtcdClient;
@@ -219,6 +235,9 @@ describe('a snapshot stream that etcd stops sending', () => {
     } finally {
       resume();
     }
+    // The stall cancelled the stream (RST_STREAM): etcd, resumed, ends its side of it. A stream
+    // left open would keep etcd's Snapshot handler blocked on the flow-control window for good.
+    expect(await snapshotStreamsOpen(etcd.endpoint)).toBe(0);
     // etcd, resumed, serves a whole snapshot under the same short timeout: no false stall.
     const s = await takeSnapshot(client, out, 'etcd-test-20260101T000011Z.db', undefined, 1500);
     expect(await checkSnapshotFile(s.path)).toMatchObject({ hasHash: true, hashOk: true });
