@@ -72,6 +72,8 @@ export async function applyKubeadmChange(
   let again = false;
   for (let attempt = 0; ; attempt++) {
     const { cm, read } = await getConfigMap(api);
+    // Written before an interruption (the step not journaled yet): nothing to write, nothing changed.
+    if (change?.status === 'update' && read.found && sha256Hex(read.text) === change.outputSha256) return { ...change, replanned: again };
     if (!change || !isPlannedFrom(change, read)) {
       if (change) {
         replanned(`${NAME} changed since the plan (${whatChanged(change, read)}): its change is planned again from the ConfigMap as it is`);

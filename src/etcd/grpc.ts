@@ -195,6 +195,12 @@ export class Channel {
     if (cause && (cause as NodeJS.ErrnoException).code !== 'ERR_HTTP2_STREAM_ERROR') return new GrpcError(Code.UNAVAILABLE, cause.message);
     const rst = stream.rstCode;
     const c = this.http2.constants;
+    // The connection ended under the stream (the server closed it, e.g. etcd stopping): Node
+    // reports that as a CANCEL of the stream without an error. grpc-js calls it UNAVAILABLE
+    // ("Connection dropped"), which is also what moves a call on to the next endpoint.
+    if (session.destroyed && (rst === c.NGHTTP2_CANCEL || rst === c.NGHTTP2_NO_ERROR)) {
+      return new GrpcError(Code.UNAVAILABLE, `connection to ${this.opts.target} dropped`);
+    }
     if (rst === c.NGHTTP2_REFUSED_STREAM) return new GrpcError(Code.UNAVAILABLE, 'stream refused by the server');
     if (rst === c.NGHTTP2_CANCEL) return new GrpcError(Code.CANCELLED, 'stream cancelled by the server');
     if (rst === c.NGHTTP2_ENHANCE_YOUR_CALM) return new GrpcError(Code.RESOURCE_EXHAUSTED, 'the server says: enhance your calm');
@@ -207,6 +213,8 @@ export class Channel {
    */
   private call(path: string, request: Buffer, opts: CallOptions, onMessage: (m: Buffer) => void, flow?: (stream: Http2.ClientHttp2Stream) => void): Promise<void> {
     if (this.closed) return Promise.reject(new GrpcError(Code.CANCELLED, 'the channel was closed'));
+    // An 'abort' listener added now would never fire.
+    if (opts.signal?.aborted) return Promise.reject(new GrpcError(Code.CANCELLED, 'Cancelled on client'));
     return new Promise<void>((resolve, reject) => {
       let session: Http2.ClientHttp2Session;
       let stream: Http2.ClientHttp2Stream;

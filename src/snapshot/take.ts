@@ -79,9 +79,6 @@ async function* chunksUntilStall(source: SnapshotSource, stallMs: number, outer?
   const forward = () => ac.abort(outer!.reason);
   if (outer?.aborted) forward();
   outer?.addEventListener('abort', forward, { once: true });
-  // Settles the wait for a chunk even from a source that does not honour its signal.
-  const stopped = new Promise<never>((_, reject) => ac.signal.addEventListener('abort', () => reject(ac.signal.reason), { once: true }));
-  stopped.catch(() => {});
   const it = source.snapshot({ signal: ac.signal })[Symbol.asyncIterator]();
   let bytes = 0;
   const stall = () =>
@@ -93,11 +90,20 @@ async function* chunksUntilStall(source: SnapshotSource, stallMs: number, outer?
   try {
     for (;;) {
       const timer = setTimeout(() => ac.abort(stall()), stallMs);
+      // Settles the wait for a chunk even from a source that does not honour its signal. One
+      // per chunk: every race on one long-lived promise would leave a reaction on it holding that
+      // race's result, i.e. every chunk, until the stream ends (the whole snapshot in memory).
+      let onAbort!: () => void;
+      const stopped = new Promise<never>((_, reject) => (onAbort = () => reject(ac.signal.reason)));
+      stopped.catch(() => {});
+      if (ac.signal.aborted) onAbort();
+      else ac.signal.addEventListener('abort', onAbort, { once: true });
       let r: IteratorResult<Uint8Array>;
       try {
         r = await Promise.race([it.next(), stopped]);
       } finally {
         clearTimeout(timer);
+        ac.signal.removeEventListener('abort', onAbort);
       }
       if (r.done) return;
       bytes += r.value.byteLength;

@@ -66,6 +66,18 @@ describe('applyKubeadmChange', () => {
     expect(await clusterConfiguration()).toBe(planned.newText);
   });
 
+  it('a change already written (interrupted before its step was journaled) is not "changed since the plan"', async () => {
+    const planned = planKubeadmChange(await readKubeadmConfig(api), options('/srv/again'));
+    expect(planned.status).toBe('update');
+    await applyKubeadmChange(api, planned, planned.options, () => undefined);
+    // The resumed run executes the same recorded change against the ConfigMap it already wrote.
+    const lines: string[] = [];
+    const r = await applyKubeadmChange(api, planned, planned.options, (l) => void lines.push(l));
+    expect(lines).toEqual([]);
+    expect(r).toMatchObject({ status: 'update', replanned: false, outputSha256: planned.outputSha256 });
+    expect(await clusterConfiguration()).toBe(planned.newText);
+  });
+
   it('a write between its read and its PUT is a 409 (the plan\'s resourceVersion): planned again, said once, both changes kept', async () => {
     const read = await readKubeadmConfig(api);
     const planned = planKubeadmChange(read, options('/srv/b'));

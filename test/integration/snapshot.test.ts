@@ -1,9 +1,14 @@
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as http2 from 'node:http2';
 import { openEtcd, type EtcdClient } from '../../src/etcd/client';
+import { Channel, Code, type GrpcError } from '../../src/etcd/grpc';
+import * as codec from '../../src/etcd/rpc-codec';
 import { assertRoomFor, checkSnapshotFile, pruneSnapshots, sweepPartials, takeSnapshot, type SnapshotSource } from '../../src/snapshot/take';
 import { checkSafetyOptions } from '../../src/snapshot/guard';
 import { CliError, ExitCode } from '../../src/ui/errors';
@@ -129,6 +134,24 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
     expect((await client.status()).dbSize).toBeGreaterThan(0);
   });
 
+  it('a call whose signal is already aborted is cancelled at once, never sent', async () => {
+    const channel = new Channel(http2, { target: etcd.endpoint.replace(/^http:\/\//, ''), maxReplyBytes: 1 << 26 });
+    try {
+      const ac = new AbortController();
+      ac.abort(new Error('stopped before'));
+      const unary = await channel.unary(codec.MAINTENANCE_STATUS, codec.encodeEmpty(), { signal: ac.signal }).catch((e: GrpcError) => e);
+      expect((unary as GrpcError).code).toBe(Code.CANCELLED);
+      let chunks = 0;
+      const streamed = await (async () => {
+        for await (const _ of channel.serverStream(codec.MAINTENANCE_SNAPSHOT, codec.encodeEmpty(), { signal: ac.signal })) chunks++;
+      })().catch((e: GrpcError) => e);
+      expect((streamed as GrpcError).code).toBe(Code.CANCELLED);
+      expect(chunks).toBe(0);
+    } finally {
+      channel.close();
+    }
+  });
+
   it('refuses with exit 6 when the disk has less than twice the database free', async () => {
     const free = await assertRoomFor(dir, 1024);
     expect(free).toBeGreaterThan(2048);
@@ -146,6 +169,22 @@ describe('etcd snapshots through Maintenance.Snapshot', () => {
     expect((await readdir(out)).sort()).toEqual(['etcd-init-20260102T000000Z.db', 'etcd-init-20260103T000000Z.db']);
   });
 });
+
+/** Maintenance.Snapshot streams etcd started and has not finished (its gRPC metrics), once that settles. */
+async function snapshotStreamsOpen(endpoint: string): Promise<number> {
+  const count = (text: string, metric: string) =>
+    text
+      .split('\n')
+      .filter((l) => l.startsWith(`${metric}{`) && l.includes('grpc_method="Snapshot"'))
+      .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  let open = -1;
+  for (let i = 0; i < 50 && open !== 0; i++) {
+    if (i) await new Promise((r) => setTimeout(r, 100));
+    const text = await (await fetch(`${endpoint}/metrics`)).text();
+    open = count(text, 'grpc_server_started_total') - count(text, 'grpc_server_handled_total');
+  }
+  return open;
+}
 
 describe('a snapshot stream that etcd stops sending', () => {
   let etcd: RunningEtcd;
@@ -171,6 +210,32 @@ describe('a snapshot stream that etcd stops sending', () => {
     await etcd?.stop();
     await rm(dir, { recursive: true, force: true });
   });
+
+  it('holds no chunk it has written: a snapshot larger than memory streams through', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    let first: WeakRef<Buffer> | undefined;
+    let firstKept: boolean | undefined;
+    let n = 0;
+    const watched: SnapshotSource = {
+      status: () => client.status(),
+      async *snapshot(opts) {
+        for await (const c of client.snapshot(opts)) {
+          first ??= new WeakRef(c);
+          if (++n === 300) {
+            gc();
+            firstKept = first.deref() !== undefined;
+          }
+          yield c;
+        }
+      },
+    };
+    const s = await takeSnapshot(watched, join(dir, 'held'), 'etcd-test-20260101T000012Z.db');
+    expect(s.bytes).toBeGreaterThan(40 * 1024 * 1024);
+    expect(n).toBeGreaterThan(300);
+    // 299 chunks (~10 MB) later, the first one is long on disk and hashed: nothing may keep it.
+    expect(firstKept).toBe(false);
+  }, 60_000);
 
   it('with etcd paused (SIGSTOP) after the first chunk: fails within the stall timeout, one line, no file left', async () => {
     const pausing: SnapshotSource = {
@@ -198,6 +263,9 @@ describe('a snapshot stream that etcd stops sending', () => {
     } finally {
       resume();
     }
+    // The stall cancelled the stream (RST_STREAM): etcd, resumed, ends its side of it. A stream
+    // left open would keep etcd's Snapshot handler blocked on the flow-control window for good.
+    expect(await snapshotStreamsOpen(etcd.endpoint)).toBe(0);
     // etcd, resumed, serves a whole snapshot under the same short timeout: no false stall.
     const s = await takeSnapshot(client, out, 'etcd-test-20260101T000011Z.db', undefined, 1500);
     expect(await checkSnapshotFile(s.path)).toMatchObject({ hasHash: true, hashOk: true });
@@ -223,4 +291,37 @@ describe('--snapshot-stall-timeout', () => {
       expect((err as CliError).message).toMatch(/--snapshot-stall-timeout/);
     }
   });
+});
+
+describe('an etcd that goes away in the middle of a snapshot', () => {
+  it('fails as "cannot reach etcd" (UNAVAILABLE, as grpc-js calls a dropped connection), not as a cancel', async () => {
+    const etcd = await startEtcd();
+    const dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-snap-gone-'));
+    const client = await openEtcd({ endpoints: [etcd.endpoint] });
+    try {
+      const big = Buffer.alloc(512 * 1024, 9);
+      for (let i = 0; i < 20; i++) await client.put(`/registry/secrets/default/big-${i}`, big);
+      // etcd shutting down closes its connections: the client sees the session end under an
+      // open stream (nghttp2 reports it as a CANCEL of the stream), or a reset.
+      const leaving: SnapshotSource = {
+        status: () => client.status(),
+        async *snapshot(opts) {
+          let n = 0;
+          for await (const c of client.snapshot(opts)) {
+            if (n++ === 0) process.kill(etcd.pid, 'SIGTERM');
+            yield c;
+          }
+        },
+      };
+      const err = await takeSnapshot(leaving, dir, 'etcd-test-20260101T000020Z.db').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CliError);
+      expect((err as CliError).exitCode).toBe(ExitCode.Cluster);
+      expect((err as CliError).message).toMatch(/^etcd snapshot at http:\/\/127\.0\.0\.1:\d+: cannot reach etcd \(14 UNAVAILABLE: /);
+      expect(await readdir(dir)).toEqual([]);
+    } finally {
+      client.close();
+      await etcd.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
