@@ -210,6 +210,7 @@ interface Measured {
   peakRssMb?: number;
   note?: string;
   settled?: number;
+  meanInFlight?: number;
 }
 
 /** Peak resident memory of a process tree member, polled from /proc (VmHWM is the high-water mark). */
@@ -274,7 +275,7 @@ async function runCliBench(node: BedNode, stateDir: string, n: number, concurren
   const rss = peak.stop();
   if (code !== 0) throw new Error(`re-encrypt-all exited ${code}: ${out}\n${err}`);
   const s = JSON.parse(out);
-  const c = s.concurrency as { mode: string; settled: number; peak: number; cuts: number };
+  const c = s.concurrency as { mode: string; settled: number; peak: number; cuts: number; meanInFlight: number };
   const mem = existsSync(memFile) ? (JSON.parse(readFileSync(memFile, 'utf8')) as MemBreakdown) : undefined;
   return {
     name: `k8s-encrypt re-encrypt-all (${concurrency ? `${concurrency} in flight` : 'no flag'})`,
@@ -283,7 +284,8 @@ async function runCliBench(node: BedNode, stateDir: string, n: number, concurren
     objects: n,
     peakRssMb: rss,
     settled: c.settled,
-    note: `${s.rewritten} rewritten, ${c.mode}: settled at ${c.settled} (peak ${c.peak}, ${c.cuts} cuts)`,
+    meanInFlight: c.meanInFlight,
+    note: `${s.rewritten} rewritten, ${c.mode}: settled at ${c.settled} (peak ${c.peak}, mean in flight ${c.meanInFlight}, ${c.cuts} cuts)`,
     mem,
   };
 }
@@ -510,7 +512,7 @@ async function main(): Promise<void> {
         r.rss.toFixed(0),
         bestRaw ? `${(r.rate / bestRaw.rate).toFixed(2)}` : '-',
         kubectl ? `${(r.rate / kubectl.rate).toFixed(2)}x` : '-',
-        r.kind === 'tool' ? `settled at ${r.settled}` : r.kind === 'raw' ? String(r.level) : '1',
+        r.kind === 'tool' ? `settled at ${r.settled}${r.meanInFlight !== undefined ? `, mean ${r.meanInFlight.toFixed(0)}` : ''}` : r.kind === 'raw' ? String(r.level) : '1',
       ]);
     const out: string[] = [];
     out.push(`\nre-encrypting ${args.objects} stale Secrets on the test bed (${args.rounds} round${args.rounds > 1 ? 's' : ''}; load average ${loads.join(' -> ')})`);
