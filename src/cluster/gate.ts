@@ -71,11 +71,6 @@ export class Gate {
     return this.inFlight;
   }
 
-  /** Recent mean latency of the admitted requests (ms; 0 before the first finished). */
-  get latencyMs(): number {
-    return this.meanLatency;
-  }
-
   acquire(): Promise<void> {
     if (this.inFlight < this.limit && this.waiters.length === 0) {
       this.take();

@@ -63,23 +63,6 @@ export interface RunShared {
 /** The engine retries throttling itself (withRetry), so the client's own 429 retry is off. */
 export const OWN_RETRIES = { throttleRetries: 0 } as const;
 
-/** The largest page the engine asks for when lists are slow next to PUTs (a page lives until dispatched). */
-export const MAX_PAGE_SIZE = 500;
-
-/**
- * Objects to ask for in the next list. Lists follow each other (each continues from the last),
- * so with pages of P the PUTs can never go faster than P per list latency: on an apiserver
- * whose lists queue behind the PUTs (the bed's stand-in on a loaded machine: 99 objects/s with
- * pages of 100, 86 in flight on average of 128 allowed) the budget runs dry at every page. By
- * Little's law PUTs finish at limit / PUT latency; one list must bring what they take while it
- * runs, with half again to spare. Never below `pageSize`, never above MAX_PAGE_SIZE.
- */
-export function nextPageSize(pageSize: number, limit: number, listMs: number | undefined, putMs: number): number {
-  if (!listMs || !putMs) return pageSize;
-  const need = Math.ceil((1.5 * limit * listMs) / putMs);
-  return Math.max(pageSize, Math.min(MAX_PAGE_SIZE, need));
-}
-
 export class ResourceRun {
   readonly wm: Watermark;
   private lastDispatched?: string;
@@ -87,8 +70,6 @@ export class ResourceRun {
   private pending = 0;
   private drained?: () => void;
   private resourceTotal?: number;
-  /** Mean latency of this resource's lists (ms), for the size of the next page. */
-  private listMs?: number;
 
   constructor(
     private readonly sh: RunShared,
@@ -113,17 +94,11 @@ export class ResourceRun {
   }
 
   private list(token: string | undefined): Promise<KubeList> {
-    const { api, withRetry, pageSize, signal, gate, now } = this.sh;
-    const limit = nextPageSize(pageSize, gate.limit, this.listMs, gate.latencyMs);
-    const t0 = now();
-    const p = withRetry(() => api.list<KubeList>(this.res.listPath, { query: { limit, continue: token }, signal, ...OWN_RETRIES }));
-    p.then(
-      () => {
-        const ms = now() - t0;
-        this.listMs = this.listMs === undefined ? ms : this.listMs * 0.5 + ms * 0.5;
-      },
-      () => {}, // awaited (and its error handled) when its turn comes
+    const { api, withRetry, pageSize, signal } = this.sh;
+    const p = withRetry(() =>
+      api.list<KubeList>(this.res.listPath, { query: { limit: pageSize, continue: token }, signal, ...OWN_RETRIES }),
     );
+    p.catch(() => {}); // awaited (and its error handled) when its turn comes
     return p;
   }
 
