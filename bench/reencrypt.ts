@@ -501,6 +501,9 @@ async function main(): Promise<void> {
       rate: mean(rs.map(rate)),
       rss: Math.max(...rs.map((r) => r.peakRssMb ?? 0)),
       runs: rs.length,
+      /** Per round, for the tool: where it settled and its mean in flight. */
+      settledAll: rs.map((r) => r.settled).join('/'),
+      meanAll: rs.map((r) => (r.meanInFlight ?? 0).toFixed(0)).join('/'),
     }));
     const raws = summary.filter((r) => r.kind === 'raw');
     const bestRaw = raws.sort((a, b) => b.rate - a.rate)[0];
@@ -516,7 +519,7 @@ async function main(): Promise<void> {
         r.rss.toFixed(0),
         bestRaw ? `${(r.rate / bestRaw.rate).toFixed(2)}` : '-',
         kubectl ? `${(r.rate / kubectl.rate).toFixed(2)}x` : '-',
-        r.kind === 'tool' ? `settled at ${r.settled}${r.meanInFlight !== undefined ? `, mean ${r.meanInFlight.toFixed(0)}` : ''}` : r.kind === 'raw' ? String(r.level) : '1',
+        r.kind === 'tool' ? `settled at ${r.settledAll}, mean ${r.meanAll}` : r.kind === 'raw' ? String(r.level) : '1',
       ]);
     const out: string[] = [];
     out.push(`\nre-encrypting ${args.objects} stale Secrets on the test bed (${args.rounds} round${args.rounds > 1 ? 's' : ''}; load average ${loads.join(' -> ')})`);
@@ -530,7 +533,7 @@ async function main(): Promise<void> {
       const x = tool.rate / kubectl.rate;
       out.push(`tool / kubectl: ${x.toFixed(2)}x (target >= 4x: ${x >= 4 ? 'met' : 'NOT met'})`);
     }
-    if (tool) out.push(`tool peak RSS: ${tool.rss.toFixed(0)} MB (target <= 100 MB: ${tool.rss <= 100 ? 'met' : 'NOT met'}); level settled on: ${tool.settled}`);
+    if (tool) out.push(`tool peak RSS: ${tool.rss.toFixed(0)} MB (target <= 100 MB: ${tool.rss <= 100 ? 'met' : 'NOT met'}); level settled on: ${tool.settledAll}`);
     for (const r of results.filter((x) => x.mem)) {
       const m = r.mem!.atPeak;
       out.push(
