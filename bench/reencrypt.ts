@@ -1,15 +1,9 @@
 /**
- * `npm run bench:reencrypt -- --objects N [--concurrency C] [--levels 8,32,96,192] [--skip-kubectl]`
- *
- * Brings up a test bed, creates N Secrets of realistic sizes, makes them stale (a new write key
- * first), and measures on the same data, re-staling in between:
- *   1. k8s-encrypt re-encrypt-all (the built CLI as a child process, adaptive unless --concurrency),
- *   2. the documented pipeline `kubectl get secrets -A -o json | kubectl replace -f -` (the real
- *      kubectl binary),
- *   3. a raw loop of concurrent PUTs at each of --levels in flight (everything in memory, no
- *      retries): the practical ceiling of that apiserver is the best of them.
+ * `npm run bench:reencrypt -- --help`: k8s-encrypt re-encrypt-all against the raw PUT ceiling at
+ * several levels in flight and the kubectl pipeline, in one run on the same data (USAGE below).
+ * Peak RSS is VmHWM polled from /proc (summed over a pipeline); the tool also runs with the
+ * bench/mem-sample.ts preload, which says what its memory was at the peak.
  * (kubectl replace runs with --validate=false: the bed serves no OpenAPI document.)
- * Wall time, objects/s, peak RSS (VmHWM polled from /proc, summed over a pipeline) and ratios.
  *
  * The helpers that make a bed's Secrets stale are exported for the rewrite tests.
  */
@@ -17,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg as loadavg1, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
@@ -181,12 +175,44 @@ export async function createSecrets(api: TestApi, n: number, namespaces: string[
 // ---------------------------------------------------------------------------------------------
 // The benchmark
 
+const USAGE = `usage: npm run bench:reencrypt -- [--objects N] [--levels 8,32,96,192] [--sample-namespaces K]
+                                [--rounds R] [--concurrency C] [--page-size P] [--skip-kubectl]
+
+Starts a test bed (the stand-in apiserver on a real etcd 3.4), creates N Secrets of realistic sizes
+in 4 namespaces, and on that same data, re-staling everything (a new write key) before each run:
+  1. k8s-encrypt re-encrypt-all, the built CLI, with no flag (adaptive in flight) unless --concurrency,
+  2. a raw loop of concurrent PUTs at each of --levels in flight (all listed into memory, no retries),
+  3. kubectl get secrets -o json | kubectl replace -f - (the real kubectl, --validate=false).
+Prints objects/s and peak RSS (VmHWM) of each, the tool's ratio to the best raw level (target
+>= 0.95) and to kubectl (target >= 4x), the level it settled on, its memory at its RSS peak (heap,
+external, arrayBuffers) and the load average.
+
+  --objects N            Secrets to create (default 10000)
+  --levels L,...         raw loop levels in flight (default 8,32,96,192)
+  --sample-namespaces K  the raw loops and kubectl rewrite only the first K of the 4 namespaces
+                         (K/4 of the objects; their rate is what is compared); the tool always
+                         rewrites all N. Default 4 up to 20,000 objects, 1 above (keeps 100k short)
+  --rounds R             run the whole sequence R times, alternating its order; rates are averaged
+  --concurrency C        run the tool at a fixed C in flight instead of adaptive
+  --page-size P          pass --page-size to the tool
+  --skip-kubectl         leave kubectl out
+
+  npm run bench:reencrypt -- --objects 10000     # 2-core machine at a load average of 15-20: 17 min
+  npm run bench:reencrypt -- --objects 100000    # the tool on 100k, the others on 25k; at that load
+                                                 # creating the Secrets alone took 15 min and the
+                                                 # tool 10 min: a quiet machine is 3-5x faster
+`;
+
 interface Measured {
   name: string;
+  kind: 'tool' | 'raw' | 'kubectl';
+  level?: number;
   seconds: number;
   objects: number;
   peakRssMb?: number;
   note?: string;
+  settled?: number;
+  meanInFlight?: number;
 }
 
 /** Peak resident memory of a process tree member, polled from /proc (VmHWM is the high-water mark). */
@@ -226,13 +252,21 @@ function repoRoot(): string {
   return d;
 }
 
-async function runCliBench(node: BedNode, stateDir: string, n: number, concurrency: number | undefined, extra: string[] = []): Promise<Measured> {
+interface MemBreakdown {
+  peak: Record<string, number>;
+  atPeak: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; spaces: Record<string, number> };
+}
+
+async function runCliBench(node: BedNode, stateDir: string, n: number, concurrency: number | undefined, extra: string[] = []): Promise<Measured & { mem?: MemBreakdown }> {
   const bin = join(repoRoot(), 'bin/k8s-encrypt.js');
+  const memFile = join(stateDir, `mem-${Date.now()}.json`);
+  const sampler = join(repoRoot(), 'dist/bench/mem-sample.js');
   const t0 = performance.now();
-  const p = spawn(process.execPath, [bin, ...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', ...(concurrency ? ['--concurrency', String(concurrency)] : []), ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', CI: 'true' },
-  });
+  const p = spawn(
+    process.execPath,
+    ['--import', sampler, bin, ...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', ...(concurrency ? ['--concurrency', String(concurrency)] : []), ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', CI: 'true', K8S_ENCRYPT_MEM_SAMPLE: memFile } },
+  );
   const peak = watchPeak(() => (p.pid ? [p.pid] : []));
   let out = '';
   let err = '';
@@ -243,42 +277,51 @@ async function runCliBench(node: BedNode, stateDir: string, n: number, concurren
   const rss = peak.stop();
   if (code !== 0) throw new Error(`re-encrypt-all exited ${code}: ${out}\n${err}`);
   const s = JSON.parse(out);
-  const c = s.concurrency as { mode: string; settled: number; peak: number; cuts: number };
+  const c = s.concurrency as { mode: string; settled: number; peak: number; cuts: number; meanInFlight: number };
+  const mem = existsSync(memFile) ? (JSON.parse(readFileSync(memFile, 'utf8')) as MemBreakdown) : undefined;
   return {
     name: `k8s-encrypt re-encrypt-all (${concurrency ? `${concurrency} in flight` : 'no flag'})`,
+    kind: 'tool',
     seconds,
     objects: n,
     peakRssMb: rss,
-    note: `${s.rewritten} rewritten, ${c.mode}: settled at ${c.settled} (peak ${c.peak}, ${c.cuts} cuts)`,
+    settled: c.settled,
+    meanInFlight: c.meanInFlight,
+    note: `${s.rewritten} rewritten, ${c.mode}: settled at ${c.settled} (peak ${c.peak}, mean in flight ${c.meanInFlight}, ${c.cuts} cuts)`,
+    mem,
   };
 }
 
-async function runKubectlBench(node: BedNode, n: number): Promise<Measured | { skipped: string }> {
+async function runKubectlBench(node: BedNode, namespaces: string[] | undefined, n: number): Promise<Measured | { skipped: string }> {
   const kubectl = ['/usr/bin/kubectl', '/usr/local/bin/kubectl'].find((p) => existsSync(p));
   if (!kubectl) return { skipped: 'kubectl not found: apt-get install kubernetes-client' };
-  const t0 = performance.now();
   const env = { ...process.env, KUBECONFIG: node.kubeconfig };
-  const get = spawn(kubectl, ['get', 'secrets', '-A', '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  const replace = spawn(kubectl, ['replace', '--validate=false', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'], env });
-  get.stdout!.pipe(replace.stdin!);
-  let errText = '';
-  get.stderr!.on('data', (c) => (errText += c));
-  replace.stderr!.on('data', (c) => (errText += c));
-  const peak = watchPeak(() => [get.pid, replace.pid].filter((x): x is number => !!x));
-  const [c1, c2] = await Promise.all([waitExit(get), waitExit(replace)]);
+  const t0 = performance.now();
+  // One pipeline per namespace, one after another (what the documentation's loop does), or -A.
+  let peakMb = 0;
+  for (const ns of namespaces ?? [undefined]) {
+    const get = spawn(kubectl, ['get', 'secrets', ...(ns ? ['-n', ns] : ['-A']), '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const replace = spawn(kubectl, ['replace', '--validate=false', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'], env });
+    get.stdout!.pipe(replace.stdin!);
+    let errText = '';
+    get.stderr!.on('data', (c) => (errText += c));
+    replace.stderr!.on('data', (c) => (errText += c));
+    const peak = watchPeak(() => [get.pid, replace.pid].filter((x): x is number => !!x));
+    const [c1, c2] = await Promise.all([waitExit(get), waitExit(replace)]);
+    peakMb = Math.max(peakMb, peak.stop() ?? 0);
+    if (c1 !== 0 || c2 !== 0) throw new Error(`kubectl pipeline exited ${c1}/${c2}: ${errText.slice(0, 2000)}`);
+  }
   const seconds = (performance.now() - t0) / 1000;
-  const rss = peak.stop();
-  if (c1 !== 0 || c2 !== 0) throw new Error(`kubectl pipeline exited ${c1}/${c2}: ${errText.slice(0, 2000)}`);
-  return { name: 'kubectl get -A -o json | kubectl replace -f -', seconds, objects: n, peakRssMb: rss };
+  return { name: `kubectl get secrets -o json | kubectl replace -f -${namespaces ? ` (${namespaces.length} ns)` : ''}`, kind: 'kubectl', seconds, objects: n, peakRssMb: peakMb };
 }
 
 /**
  * The ceiling in its own process (as the other two run), so it does not share an event loop with
- * the bed's kubelet stand-in: this script re-run with --raw-put-child KUBECONFIG.
+ * the bed's kubelet stand-in: this script re-run with --raw-put-child KUBECONFIG LEVEL [NS,...].
  */
-async function runRawBench(node: BedNode, n: number, level: number): Promise<Measured> {
+async function runRawBench(node: BedNode, namespaces: string[] | undefined, n: number, level: number): Promise<Measured> {
   const t0 = performance.now();
-  const p = spawn(process.execPath, [fileURLToPath(import.meta.url), '--raw-put-child', node.kubeconfig, String(level)], {
+  const p = spawn(process.execPath, [fileURLToPath(import.meta.url), '--raw-put-child', node.kubeconfig, String(level), ...(namespaces ? [namespaces.join(',')] : [])], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, K8S_ENCRYPT_BENCH_COPY: '1' },
   });
@@ -290,25 +333,30 @@ async function runRawBench(node: BedNode, n: number, level: number): Promise<Mea
   const rss = peak.stop();
   if (code !== 0) throw new Error(`raw PUT loop exited ${code}`);
   const r = JSON.parse(out) as { errors: number; objects: number };
+  if (r.objects !== n) throw new Error(`raw PUT loop listed ${r.objects} objects, expected ${n}`);
   return {
     name: `raw PUT loop (${level} in flight, in memory)`,
+    kind: 'raw',
+    level,
     seconds,
-    objects: n,
+    objects: r.objects,
     peakRssMb: rss,
     note: `${r.objects} PUT${r.errors ? `, ${r.errors} errors` : ''}`,
   };
 }
 
 /** The raw loop itself: list everything into memory, then PUT with `level` in flight, no retries. */
-async function rawPutChild(kubeconfig: string, level: number): Promise<void> {
+async function rawPutChild(kubeconfig: string, level: number, namespaces: string[] | undefined): Promise<void> {
   const api = createApiClient(await loadKubeconfig(kubeconfig), { maxSockets: level });
   const all: any[] = [];
-  let cont: string | undefined;
-  do {
-    const page: any = await api.list('/api/v1/secrets', { query: { limit: 500, continue: cont } });
-    for (const it of page.items) all.push({ apiVersion: 'v1', kind: 'Secret', ...it });
-    cont = page.metadata?.continue || undefined;
-  } while (cont);
+  for (const base of namespaces ? namespaces.map((ns) => `/api/v1/namespaces/${ns}/secrets`) : ['/api/v1/secrets']) {
+    let cont: string | undefined;
+    do {
+      const page: any = await api.list(base, { query: { limit: 500, continue: cont } });
+      for (const it of page.items) all.push({ apiVersion: 'v1', kind: 'Secret', ...it });
+      cont = page.metadata?.continue || undefined;
+    } while (cont);
+  }
   let next = 0;
   let errors = 0;
   const worker = async () => {
@@ -323,14 +371,31 @@ async function rawPutChild(kubeconfig: string, level: number): Promise<void> {
 }
 
 function parseArgs(argv: string[]) {
+  const known = new Set(['--objects', '--concurrency', '--levels', '--page-size', '--sample-namespaces', '--rounds', '--skip-kubectl', '--help', '-h']);
+  for (const a of argv) if (a.startsWith('-') && !known.has(a)) throw new Error(`unknown option ${a}\n${USAGE}`);
   const get = (name: string) => {
     const i = argv.indexOf(name);
     return i >= 0 ? argv[i + 1] : undefined;
   };
+  const num = (name: string, dflt: number | undefined, min: number) => {
+    const v = get(name);
+    if (v === undefined) return dflt;
+    const x = Number(v);
+    if (!Number.isInteger(x) || x < min) throw new Error(`${name} must be a whole number >= ${min}, not ${v}`);
+    return x;
+  };
+  const objects = num('--objects', 10_000, 1)!;
+  const levels = (get('--levels') ?? '8,32,96,192').split(',').map(Number);
+  if (levels.some((l) => !Number.isInteger(l) || l < 1)) throw new Error(`--levels must be whole numbers, not ${get('--levels')}`);
+  const sample = num('--sample-namespaces', objects > 20_000 ? 1 : 4, 1)!;
+  if (sample > 4) throw new Error('--sample-namespaces is at most 4');
   return {
-    objects: Number(get('--objects') ?? 10_000),
-    concurrency: get('--concurrency') ? Number(get('--concurrency')) : undefined,
-    levels: (get('--levels') ?? '8,32,96,192').split(',').map(Number),
+    help: argv.includes('--help') || argv.includes('-h'),
+    objects,
+    concurrency: num('--concurrency', undefined, 1),
+    levels,
+    sampleNamespaces: sample,
+    rounds: num('--rounds', 1, 1)!,
     skipKubectl: argv.includes('--skip-kubectl'),
     /** Passed to the CLI run as --page-size (its own default otherwise). */
     pageSize: get('--page-size'),
@@ -360,74 +425,123 @@ async function reexecFromPrivateCopy(): Promise<number | undefined> {
   }
 }
 
+const NAMESPACES = ['bench-a', 'bench-b', 'bench-c', 'bench-d'];
+const loadavg = () => loadavg1().map((x) => x.toFixed(1)).join(' ');
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
 async function main(): Promise<void> {
   const child = process.argv.indexOf('--raw-put-child');
-  if (child >= 0) return rawPutChild(process.argv[child + 1]!, Number(process.argv[child + 2] ?? 32));
+  if (child >= 0) {
+    const ns = process.argv[child + 3];
+    return rawPutChild(process.argv[child + 1]!, Number(process.argv[child + 2] ?? 32), ns ? ns.split(',') : undefined);
+  }
+  const args = parseArgs(process.argv.slice(2));
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   const code = await reexecFromPrivateCopy();
   if (code !== undefined) {
     process.exitCode = code;
     return;
   }
-  const args = parseArgs(process.argv.slice(2));
   const { startBed } = await import('../test/bed/index');
   const log = (m: string) => process.stderr.write(`${m}\n`);
-  log(`starting a bed and creating ${args.objects} Secrets ...`);
+  const loads: string[] = [loadavg()];
+  log(`load average ${loads[0]}; starting a bed and creating ${args.objects} Secrets ...`);
   const bed = await startBed({ secrets: 0, mirrorPods: true });
   const stateDir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-bench-state-'));
   try {
     const node = bed.nodes[0]!;
     const api = await bed.api();
     const t0 = performance.now();
-    await createSecrets(api, args.objects, ['bench-a', 'bench-b', 'bench-c', 'bench-d']);
+    await createSecrets(api, args.objects, NAMESPACES);
     log(`created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    // Secret i is in NAMESPACES[i % 4]: the first K namespaces hold this many.
+    const sampleNs = args.sampleNamespaces < 4 ? NAMESPACES.slice(0, args.sampleNamespaces) : undefined;
+    const sampleN = sampleNs ? sampleNs.reduce((a, _, k) => a + Math.floor((args.objects - k + 3) / 4), 0) : args.objects;
     const keys: WriteKey[] = [];
     const restale = async () => {
       keys.unshift(newKey(`key${keys.length + 1}`));
-      await applyEncryptionConfig(node, aescbcConfig(keys[0]!, keys.slice(1)));
+      // The stand-in reads every object back into its cache on start: at 100,000 on a loaded
+      // machine that took longer than the helper's 30 s.
+      await applyEncryptionConfig(node, aescbcConfig(keys[0]!, keys.slice(1)), Math.max(30_000, args.objects * 3));
     };
-    const results: Measured[] = [];
-    const skipped: string[] = [];
-
-    await restale();
-    log('running k8s-encrypt re-encrypt-all ...');
-    results.push(await runCliBench(node, stateDir, args.objects, args.concurrency, args.pageSize ? ['--page-size', args.pageSize] : []));
-    log(`  ${JSON.stringify(results.at(-1))}`);
-
-    if (!args.skipKubectl) {
-      await restale();
-      log('running the kubectl pipeline ...');
-      const k = await runKubectlBench(node, args.objects);
-      if ('skipped' in k) skipped.push(k.skipped);
-      else results.push(k);
-      log(`  ${JSON.stringify(k)}`);
-    }
-
-    for (const level of args.levels) {
-      await restale();
-      log(`running the raw PUT loop at ${level} in flight ...`);
-      results.push(await runRawBench(node, args.objects, level));
-      log(`  ${JSON.stringify(results.at(-1))}`);
+    type Step = () => Promise<Measured | { skipped: string }>;
+    const sequence: [string, Step][] = [
+      ['k8s-encrypt re-encrypt-all', () => runCliBench(node, stateDir, args.objects, args.concurrency, args.pageSize ? ['--page-size', args.pageSize] : [])],
+      ...args.levels.map((level): [string, Step] => [`the raw PUT loop at ${level} in flight`, () => runRawBench(node, sampleNs, sampleN, level)]),
+      ...(args.skipKubectl ? [] : [['the kubectl pipeline', () => runKubectlBench(node, sampleNs, sampleN)] as [string, Step]]),
+    ];
+    const results: (Measured & { round: number; mem?: MemBreakdown })[] = [];
+    const skipped = new Set<string>();
+    for (let round = 1; round <= args.rounds; round++) {
+      for (const [what, step] of round % 2 ? sequence : [...sequence].reverse()) {
+        await restale();
+        log(`round ${round}: running ${what} (load average ${loadavg()}) ...`);
+        const r = await step();
+        if ('skipped' in r) skipped.add(r.skipped);
+        else results.push({ ...r, round });
+        log(`  ${JSON.stringify(r)}`);
+      }
+      loads.push(loadavg());
     }
 
     const rate = (r: Measured) => r.objects / r.seconds;
-    const raw = results.filter((r) => r.name.startsWith('raw')).sort((a, b) => rate(b) - rate(a))[0]!;
-    const kubectl = results.find((r) => r.name.startsWith('kubectl'));
-    const rows = results.map((r) => [
-      r.name,
-      r.seconds.toFixed(1),
-      rate(r).toFixed(0),
-      r.peakRssMb !== undefined ? r.peakRssMb.toFixed(0) : '-',
-      `${((rate(r) / rate(raw)) * 100).toFixed(0)}%`,
-      kubectl ? `${(rate(r) / rate(kubectl)).toFixed(2)}x` : '-',
-      r.note ?? '',
-    ]);
-    const head = ['run', 'wall s', 'objects/s', 'peak RSS MB', 'of best raw', 'vs kubectl', 'note'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
-    process.stdout.write(`\nre-encrypting ${args.objects} stale Secrets on the test bed\n`);
-    process.stdout.write(`${line(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
-    for (const r of rows) process.stdout.write(`${line(r)}\n`);
-    for (const s of skipped) process.stdout.write(`skipped: ${s}\n`);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const groups = new Map<string, typeof results>();
+    for (const r of results) groups.set(r.name, [...(groups.get(r.name) ?? []), r]);
+    const summary = [...groups.values()].map((rs) => ({
+      ...rs[0]!,
+      rate: mean(rs.map(rate)),
+      rss: Math.max(...rs.map((r) => r.peakRssMb ?? 0)),
+      runs: rs.length,
+      /** Per round, for the tool: where it settled and its mean in flight. */
+      settledAll: rs.map((r) => r.settled).join('/'),
+      meanAll: rs.map((r) => (r.meanInFlight ?? 0).toFixed(0)).join('/'),
+    }));
+    const raws = summary.filter((r) => r.kind === 'raw');
+    const bestRaw = raws.sort((a, b) => b.rate - a.rate)[0];
+    const tool = summary.find((r) => r.kind === 'tool');
+    const kubectl = summary.find((r) => r.kind === 'kubectl');
+    const rows = [tool, ...args.levels.map((l) => raws.find((r) => r.level === l)), kubectl]
+      .filter((r): r is NonNullable<typeof r> => !!r)
+      .map((r) => [
+        r.name,
+        String(r.objects),
+        (r.objects / r.rate).toFixed(1),
+        r.rate.toFixed(0),
+        r.rss.toFixed(0),
+        bestRaw ? `${(r.rate / bestRaw.rate).toFixed(2)}` : '-',
+        kubectl ? `${(r.rate / kubectl.rate).toFixed(2)}x` : '-',
+        r.kind === 'tool' ? `settled at ${r.settledAll}, mean ${r.meanAll}` : r.kind === 'raw' ? String(r.level) : '1',
+      ]);
+    const out: string[] = [];
+    out.push(`\nre-encrypting ${args.objects} stale Secrets on the test bed (${args.rounds} round${args.rounds > 1 ? 's' : ''}; load average ${loads.join(' -> ')})`);
+    if (sampleNs) out.push(`raw loops and kubectl on ${sampleNs.join(', ')} (${sampleN} of the ${args.objects} Secrets); the tool on all`);
+    out.push(table(['run', 'objects', 'wall s', 'objects/s', 'peak RSS MB', 'of best raw', 'vs kubectl', 'in flight'], rows));
+    if (tool && bestRaw) {
+      const ratio = tool.rate / bestRaw.rate;
+      out.push(`\ntool / best raw (${bestRaw.level} in flight): ${ratio.toFixed(2)} (target >= 0.95: ${ratio >= 0.95 ? 'met' : 'NOT met'})`);
+    }
+    if (tool && kubectl) {
+      const x = tool.rate / kubectl.rate;
+      out.push(`tool / kubectl: ${x.toFixed(2)}x (target >= 4x: ${x >= 4 ? 'met' : 'NOT met'})`);
+    }
+    if (tool) out.push(`tool peak RSS: ${tool.rss.toFixed(0)} MB (target <= 100 MB: ${tool.rss <= 100 ? 'met' : 'NOT met'}); level settled on: ${tool.settledAll}`);
+    for (const r of results.filter((x) => x.mem)) {
+      const m = r.mem!.atPeak;
+      out.push(
+        `tool memory at its RSS peak (round ${r.round}): rss ${m.rss} MB = V8 heap ${m.heapTotal} MB (used ${m.heapUsed}; new space ${m.spaces.new_space ?? '?'}, old ${m.spaces.old_space ?? '?'}) + external ${m.external} MB (arrayBuffers ${m.arrayBuffers}) + the rest native`,
+      );
+    }
+    for (const s of skipped) out.push(`skipped: ${s}`);
+    process.stdout.write(`${out.join('\n')}\n`);
     const counts = await etcdPrefixCounts(bed, [`bench-a/${realisticSecret('bench-a', 0).metadata.name}`]);
     log(`sample etcd value after the last run: ${Object.keys(counts).join(', ')}`);
   } finally {

@@ -32,6 +32,9 @@ export interface GateReport {
   max: number;
   /** Times the apiserver's push-back (429, 503, 504, timeouts) cut the limit. */
   cuts: number;
+  /** Requests in flight on average over the run (time-weighted): below `settled` when listing
+   * could not keep the budget full. */
+  meanInFlight: number;
 }
 
 export class Gate {
@@ -49,6 +52,10 @@ export class Gate {
   private lastChange = 0;
   private winOverloads = 0;
   private meanLatency = 0;
+  // The whole run: requests in flight integrated over time, from the first request.
+  private runArea = 0;
+  private runStart?: number;
+  private runLast = 0;
 
   constructor(private readonly o: GateOptions) {
     if (o.fixed !== undefined) this.fixed = Math.max(1, Math.floor(o.fixed));
@@ -126,9 +133,11 @@ export class Gate {
   }
 
   report(): GateReport {
-    if (this.fixed !== undefined) return { mode: 'fixed', settled: this.fixed, peak: this.peak, max: this.fixed, cuts: 0 };
+    const span = this.runStart === undefined ? 0 : this.runLast - this.runStart;
+    const meanInFlight = span > 0 ? Math.round((this.runArea / span) * 10) / 10 : 0;
+    if (this.fixed !== undefined) return { mode: 'fixed', settled: this.fixed, peak: this.peak, max: this.fixed, cuts: 0, meanInFlight };
     const s = this.state!;
-    return { mode: 'adaptive', settled: s.base?.limit ?? s.limit, peak: this.peak, max: s.max, cuts: s.cuts };
+    return { mode: 'adaptive', settled: s.base?.limit ?? s.limit, peak: this.peak, max: s.max, cuts: s.cuts, meanInFlight };
   }
 
   private take(): void {
@@ -148,6 +157,9 @@ export class Gate {
   private account(t: number): void {
     this.winArea += this.inFlight * (t - this.lastChange);
     this.lastChange = t;
+    if (this.runStart === undefined) this.runStart = t;
+    this.runArea += this.inFlight * (t - this.runLast);
+    this.runLast = t;
   }
 
   private resetWindow(t: number): void {

@@ -11,7 +11,10 @@
  * the server is saturated more in flight only adds queueing delay and the rate stops rising. It
  * doubles while a doubling pays (>= 5 % more objects/s), then holds, probing 25 % up (kept when
  * it pays 5 %) and 20 % down (kept when it costs nothing, so it rests at the smallest level that
- * gives the rate: no needless queue on the apiserver). Overload is AIMD: a 429/503/504 or timeout
+ * gives the rate: no needless queue on the apiserver); each probe that does not pay doubles the
+ * hold before the next (3 windows up to 24), so a level that is right is not taxed by a window at
+ * a worse one every few seconds (at --max-concurrency on a rising curve every probe goes down and
+ * costs up to a fifth of that window's rate). Overload is AIMD: a 429/503/504 or timeout
  * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
  * requests cuts once) and the level it happened at becomes a ceiling for a while.
  */
@@ -35,6 +38,8 @@ export interface LimiterState {
   base?: { limit: number; rate: number };
   /** Windows held since the last probe. */
   holds: number;
+  /** Windows to hold before the next probe: doubles after each probe that did not pay. */
+  holdFor: number;
   nextProbe: 'up' | 'down';
   /** The level at which the apiserver last pushed back: no climbing past it for a while. */
   ceiling?: number;
@@ -66,6 +71,8 @@ const PROBE_GAIN = 0.05;
 /** A step down is kept when it costs at most this share of the rate (noise on a loaded host). */
 const PROBE_DOWN_LOSS = 0.01;
 const HOLD_WINDOWS = 3;
+/** The longest hold between probes once they keep failing (about 10 s of windows). */
+const MAX_HOLD_WINDOWS = 24;
 const BACKOFF = 0.7;
 /** Windows without overload after which the ceiling is forgotten. */
 const CEILING_WINDOWS = 8;
@@ -82,7 +89,7 @@ export function initialLimiter(o: LimiterOptions): LimiterState {
   const max = Math.max(1, Math.floor(o.max));
   const min = Math.max(1, Math.min(max, Math.floor(o.min ?? 4)));
   const limit = Math.max(min, Math.min(max, Math.floor(o.initial ?? DEFAULT_INITIAL_CONCURRENCY)));
-  return { limit, min, max, phase: limit === max ? 'hold' : 'climb', holds: 0, nextProbe: 'up', cleanWindows: 0, cooldownUntilMs: 0, cuts: 0 };
+  return { limit, min, max, phase: limit === max ? 'hold' : 'climb', holds: 0, holdFor: HOLD_WINDOWS, nextProbe: 'up', cleanWindows: 0, cooldownUntilMs: 0, cuts: 0 };
 }
 
 /** Whether the window running at this limit has measured enough to decide on. */
@@ -103,6 +110,8 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
   if (w.meanInFlight < DEMAND_LIMITED * s.limit) return next;
   const base = s.base;
   const settle = (limit: number): LimiterState => ({ ...next, limit, phase: 'hold', holds: 0 });
+  // A probe that did not pay costs a window at a worse level: probe half as often after each one.
+  const failed = (limit: number): LimiterState => ({ ...settle(limit), holdFor: Math.min(MAX_HOLD_WINDOWS, s.holdFor * 2) });
   switch (s.phase) {
     case 'climb': {
       if (base && rate < base.rate * (1 + CLIMB_GAIN)) return settle(base.limit);
@@ -112,7 +121,7 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     }
     case 'hold': {
       next.base = base && base.limit === s.limit ? { limit: s.limit, rate: (base.rate + rate) / 2 } : { limit: s.limit, rate };
-      if (++next.holds < HOLD_WINDOWS) return next;
+      if (++next.holds < s.holdFor) return next;
       next.holds = 0;
       const up = clamp(next, s.limit * 1.25);
       const down = clamp(next, s.limit * 0.8);
@@ -123,14 +132,15 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
       return next;
     }
     case 'probe-up': {
-      if (!base || rate < base.rate * (1 + PROBE_GAIN)) return settle(base?.limit ?? s.limit);
+      if (!base || rate < base.rate * (1 + PROBE_GAIN)) return failed(base?.limit ?? s.limit);
       next.base = { limit: s.limit, rate };
+      next.holdFor = HOLD_WINDOWS;
       const up = clamp(next, s.limit * 1.25);
       return up > s.limit ? { ...next, limit: up } : settle(s.limit);
     }
     case 'probe-down': {
-      if (!base || rate >= base.rate * (1 - PROBE_DOWN_LOSS)) return { ...settle(s.limit), base: { limit: s.limit, rate } };
-      return settle(base.limit);
+      if (!base || rate >= base.rate * (1 - PROBE_DOWN_LOSS)) return { ...settle(s.limit), base: { limit: s.limit, rate }, holdFor: HOLD_WINDOWS };
+      return failed(base.limit);
     }
   }
 }
@@ -150,6 +160,7 @@ export function onOverload(s: LimiterState, nowMs: number, meanLatencyMs: number
     phase: 'hold',
     base: undefined,
     holds: 0,
+    holdFor: HOLD_WINDOWS,
     nextProbe: 'up',
     cooldownUntilMs: nowMs + Math.max(MIN_COOLDOWN_MS, 2 * meanLatencyMs, retryAfterMs),
     cuts: s.cuts + 1,

@@ -73,6 +73,26 @@ describe('adaptive limiter', () => {
     expect(s.base).toMatchObject({ limit: 64 });
   });
 
+  it('probes half as often after each probe that does not pay: at --max-concurrency on a rising rate it loses under 2 %', () => {
+    // Every probe at the maximum goes down and costs a fifth of that window's rate; probing every
+    // fourth window would cost 5 %, the whole margin of the 0.95 target.
+    const rising = (l: number) => 5 * l;
+    const { state, limits } = drive(initialLimiter({ initial: 64, max: 256 }), rising, 100);
+    const after = limits.slice(10).map(rising);
+    expect(after.reduce((a, b) => a + b, 0) / after.length).toBeGreaterThanOrEqual(rising(256) * 0.98);
+    expect(state.holdFor).toBe(24);
+    expect(limits.slice(10).filter((l) => l < 256).length).toBeLessThanOrEqual(6);
+  });
+
+  it('a probe that pays resets the hold: a server that got faster is still found, within two long holds', () => {
+    const s = drive(initialLimiter({ initial: 64, max: 256 }), plateauAt(64, 640), 80).state;
+    expect(s.holdFor).toBe(24);
+    const { state, limits } = drive(s, plateauAt(256, 2560), 2 * 25 + 10);
+    expect(Math.max(...limits)).toBeGreaterThanOrEqual(200);
+    expect(state.base?.limit ?? state.limit).toBeGreaterThanOrEqual(200);
+    expect(state.holdFor).toBeLessThan(24);
+  });
+
   it('a window that did not fill the limit changes nothing', () => {
     const s = initialLimiter({ initial: 32, max: 256 });
     expect(onWindow(s, full(s, 500, { meanInFlight: 10 })).limit).toBe(32);

@@ -418,6 +418,9 @@ describe('rewriteAll: one in-flight budget for several resources, adaptive by de
     // Where it settles after its last probe depends on timing: within a probe step below the maximum.
     expect(s.concurrency.settled).toBeGreaterThanOrEqual(16);
     expect(s.concurrency.settled).toBeLessThanOrEqual(24);
+    // Pages of 50 ahead of 24 in flight keep the budget mostly full (the mean counts the ramp).
+    expect(s.concurrency.meanInFlight).toBeGreaterThan(8);
+    expect(s.concurrency.meanInFlight).toBeLessThanOrEqual(24);
   });
 
   it('adaptive: a 429 cuts the limit at once, and the run still finishes', async () => {
