@@ -181,17 +181,11 @@ export interface NodeSection {
   kubeadmConfig: Unavailable | { available: true; present: boolean; flag: string | null; volume: string | null };
   config:
     | Unavailable
-    | {
+    | (Pick<ConfigFacts, 'path' | 'mode' | 'dirMode' | 'sha256' | 'modifiedAt' | 'rules'> & {
         available: true;
-        path: string;
-        mode: string;
-        dirMode: string;
-        sha256: string;
-        modifiedAt: string;
-        rules: RuleSummary[];
         writeKey: { resource: string; label: string; createdAt: string | null; ageDays: number | null } | null;
         problems: string[];
-      };
+      });
 }
 
 export type RunsCurrent = 'yes' | 'no' | 'unknown';
