@@ -249,7 +249,7 @@ export class Channel {
       const readStatus = (h: Http2.IncomingHttpHeaders) => {
         const s = h['grpc-status'];
         if (s === undefined) return;
-        // As grpc-js: a status that is not one of the codes is UNKNOWN.
+        // A status that is not one of the codes (a word, an empty value, 99) is UNKNOWN, not NaN.
         status = typeof s === 'string' && /^\d{1,2}$/.test(s) && Number(s) in NAMES ? Number(s) : Code.UNKNOWN;
         const m = h['grpc-message'];
         if (typeof m === 'string') message = percentDecoded(m);
