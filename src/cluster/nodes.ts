@@ -251,13 +251,15 @@ export function notConvergedError(want: StageRecord, c: Convergence, nextCommand
  * there are (`expected`, e.g. no mirror pods, Nodes or identity leases): nodes that recorded
  * themselves in the state ConfigMap and this node count too, and any still unaccounted for are
  * reported as lagging, so a stage never advances on fewer control planes than there are.
+ * `warn` as discoverControlPlanes's.
  */
 export async function stagesOfAll(
   api: Api,
   self: { name: string; hasNode: boolean },
   expected = 1,
+  warn?: (msg: string) => void,
 ): Promise<NodeStage[]> {
-  const cps = await discoverControlPlanes(api);
+  const cps = await discoverControlPlanes(api, warn ? { warn } : {});
   if (cps.length < expected || !cps.some((c) => c.name === self.name)) {
     const known = new Set(cps.map((c) => c.name));
     const extra = [self.name, ...(await stateConfigMapNodes(api))].filter((n) => !known.has(n) && (known.add(n), true));

@@ -118,7 +118,7 @@ export const kmsCommand: CommandModule = {
           const { loadKmsTemplate, planPluginManifest, renderPluginManifest } = await import('../kms/manifest');
           let counted: string | undefined;
           if (opts.variant === 'deployment' && opts.replicas === undefined) {
-            const found = await countControlPlanes(ctx.paths.kubeconfig);
+            const found = await countControlPlanes(ctx.paths.kubeconfig, (m) => ctx.out.warn(m));
             if (typeof found === 'string') opts.replicasUncounted = found;
             else {
               opts.replicas = found.length;
@@ -148,12 +148,12 @@ export const kmsCommand: CommandModule = {
 };
 
 /** The control planes' names through the kubeconfig, or why they could not be counted. */
-async function countControlPlanes(kubeconfig: string): Promise<string[] | string> {
+async function countControlPlanes(kubeconfig: string, warn: (msg: string) => void): Promise<string[] | string> {
   const [{ loadKubeconfig, createApiClient }, { discoverControlPlanes }] = await Promise.all([import('../cluster/api'), import('../cluster/nodes')]);
   let api: Awaited<ReturnType<typeof createApiClient>> | undefined;
   try {
     api = createApiClient(await loadKubeconfig(kubeconfig), { timeoutMs: 5000 });
-    const names = (await discoverControlPlanes(api)).map((c) => c.name);
+    const names = (await discoverControlPlanes(api, { warn })).map((c) => c.name);
     return names.length ? names : 'none found through the kubeconfig';
   } catch (err) {
     return (err as Error).message;

@@ -249,7 +249,8 @@ export class Channel {
       const readStatus = (h: Http2.IncomingHttpHeaders) => {
         const s = h['grpc-status'];
         if (s === undefined) return;
-        status = Number(s);
+        // A status that is not one of the codes (a word, an empty value, 99) is UNKNOWN, not NaN.
+        status = typeof s === 'string' && /^\d{1,2}$/.test(s) && Number(s) in NAMES ? Number(s) : Code.UNKNOWN;
         const m = h['grpc-message'];
         if (typeof m === 'string') message = percentDecoded(m);
       };
@@ -301,8 +302,9 @@ export class Channel {
   /**
    * A server stream, one message at a time. Reading stops (and with it etcd, through HTTP/2 flow
    * control) while more than a few messages wait for the caller. Breaking out cancels the call.
+   * No Scratch: queued messages would share its memory.
    */
-  async *serverStream(path: string, request: Buffer, opts: CallOptions = {}): AsyncGenerator<Buffer> {
+  async *serverStream(path: string, request: Buffer, opts: CallOptions & { scratch?: never } = {}): AsyncGenerator<Buffer> {
     const queue: Buffer[] = [];
     let wake: (() => void) | undefined;
     let stream: Http2.ClientHttp2Stream | undefined;
@@ -312,10 +314,11 @@ export class Channel {
       wake = undefined;
       w?.();
     };
+    const { scratch: _, ...callOpts } = opts as CallOptions;
     const done = this.call(
       path,
       request,
-      opts,
+      callOpts,
       (m) => {
         queue.push(m);
         if (queue.length >= 4) stream?.pause();

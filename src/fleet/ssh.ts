@@ -7,6 +7,7 @@ import { fileExists, readText, writeFileAtomic } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import { describeNode, type FleetNode } from './inventory';
 import { checkHostKey, fingerprint, knownHostsLine, parseKnownHosts } from './known-hosts';
+import { MAX_LINE, printable } from './relay';
 
 const { Client, utils } = ssh2;
 
@@ -34,6 +35,7 @@ export interface ExecResult {
   code: number | null;
   signal: string | null;
   stdout: Buffer;
+  /** The last 64 KiB of stderr, control characters but tab and newline dropped. */
   stderr: string;
 }
 
@@ -198,7 +200,8 @@ export class SshSession {
         stream.on('data', (c: Buffer) => out.push(c));
         (stream.stderr as Readable).on('data', (c: Buffer) => {
           const t = decoder.write(c);
-          errText += t;
+          // Kept for an error message: its last MAX_LINE characters, printable.
+          errText = (errText + printable(t, true)).slice(-MAX_LINE);
           o.onStderr?.(t);
         });
         stream.on('exit', (c: number | null, sig?: string) => {

@@ -75,7 +75,7 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
     // As a transition's stages: the recorded change runs on a resumed run, not one planned again.
     const [st] = await planToRun(j, deps.out, [{ name: stage, config: plan.config, manifest: plan.install, ...(plan.kubeadmChange ? { kubeadm: plan.kubeadmChange } : {}) }]);
     await installConfig(deps, j, { stage, config: plan.config, ...(st!.manifest ? { manifest: st!.manifest } : {}), ...(st!.kubeadm ? { kubeadm: st!.kubeadm } : {}), enable: true });
-    const all = await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, journal.inputs.controlPlanes);
+    const all = await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, journal.inputs.controlPlanes, (m) => deps.out.warn(m));
     nodes = convergence(all, { stage, sha256: sha }).lagging;
     next =
       stage === 'add-reader'

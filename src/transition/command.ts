@@ -234,7 +234,11 @@ async function transition(ctx: Context, spec: CommandSpec, opts: TransitionOptio
       );
     }
     // A resumed run executes the changes its journal recorded: its dry run shows those.
-    if (opts.dryRun) return printDryRun(ctx, { ...plan, stages: recordedStages(journal!, plan.stages) });
+    if (opts.dryRun) {
+      const notes: string[] = [];
+      const stages = recordedStages(journal!, plan.stages, { path: ctx.paths.manifest, text: node.manifestText, say: (m) => notes.push(m) });
+      return printDryRun(ctx, { ...plan, stages, notes: [...plan.notes, ...notes] });
+    }
     const j = (await Journal.load<TransitionJournalInputs>(stateDir, spec.operation, { now: ctx.now, forbidden: secrets }))!;
     const deps = await transitionDeps(ctx, { ...node, configPath: j.inputs.configPath, nodeName: j.inputs.nodeName, hasNode: j.inputs.hasNode }, opts, follow);
     // Snapshot before the first change; a rotation's new key escrowed before its config is written.

@@ -24,7 +24,7 @@ import { unpatchStage } from './unpatch';
 async function gate(deps: TransitionDeps, j: StepJournal, step: string, stage: string, sha256: string, expected: number): Promise<Convergence | undefined> {
   if (j.done(step)) return undefined;
   // Never advance on fewer control planes than the transition was planned for.
-  const c = convergence(await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, expected), { stage, sha256 });
+  const c = convergence(await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, expected, (m) => deps.out.warn(m)), { stage, sha256 });
   if (c.agreed || deps.force) {
     if (!c.agreed) deps.out.warn(`--force: advancing although ${c.lagging.map((l) => `${l.node} reports ${l.reports}`).join(', ')}`);
     await once(j, 'gate', step, async () => ({ forced: !c.agreed }));

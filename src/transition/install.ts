@@ -13,7 +13,7 @@ import { backupConfig, newestBackupSince } from '../state/backups';
 import { fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import { checkAbort, progressOf, type StageOutcome, type StepJournal, type TransitionDeps } from './engine';
-import { checkPlanned, planInstallChange, type ManifestChange } from './manifest-change';
+import { checkPlanned, planInstallChange, replannedLine, type ManifestChange } from './manifest-change';
 import type { StageConfig } from './plan';
 import { restorePrevious } from './rollback';
 import { once, type StepOutput } from './steps';
@@ -132,7 +132,7 @@ async function applyManifest(deps: TransitionDeps, o: InstallOptions, begun: Ste
   const text = await readText(deps.manifestPath, 'read manifest');
   const turnOn = begun.flag === false;
   const { change, replanned, alreadyApplied } = checkPlanned(o.manifest, text, (t) => planInstallChange(t, { manifestPath: deps.manifestPath, configPath: deps.configPath, config: o.config, turnOn }));
-  if (replanned) deps.out.info(`${deps.manifestPath} changed since the plan (sha256 ${o.manifest!.inputSha256.slice(0, 12)}… is now ${change.inputSha256.slice(0, 12)}…): its change is planned again from the file as it is`);
+  if (replanned) deps.out.info(replannedLine(deps.manifestPath, o.manifest!, change.inputSha256));
   const kubeadm = change.turnsOn && change.kubeadm ? { kubeadm: change.kubeadm } : {};
   if (change.mode === 'reload') return { mode: 'reload', since: written.at, mirrorHashBefore: null, backup: null, manifestSha256: change.inputSha256 };
   if (!change.changed) {

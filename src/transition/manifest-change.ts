@@ -135,6 +135,12 @@ export function checkPlanned(planned: ManifestChange | undefined, text: string, 
   return { change: replan(text), replanned: planned !== undefined, alreadyApplied: false };
 }
 
+/** What a run says when `planned` met a manifest that changed since (now hashing `nowSha256`). */
+export function replannedLine(path: string, planned: ManifestChange, nowSha256: string): string {
+  if (planned.turnsOff) return `${path} changed since the plan: the unpatch is planned again from the file as it is`;
+  return `${path} changed since the plan (sha256 ${planned.inputSha256.slice(0, 12)}… is now ${nowSha256.slice(0, 12)}…): its change is planned again from the file as it is`;
+}
+
 /** One line (and the diff) for a dry run: what the manifest step will do. Pure. */
 export function manifestLine(c: ManifestChange, path: string): string {
   if (c.mode === 'reload') return `${path}: unchanged (the apiserver reloads the file by itself)`;

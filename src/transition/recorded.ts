@@ -1,6 +1,7 @@
+import { sha256Hex } from '../config/parse';
 import type { KubeadmChange } from '../manifest/kubeadm-config';
 import type { StepJournal, TransitionReporter } from './engine';
-import type { ManifestChange } from './manifest-change';
+import { checkPlanned, replannedLine, type ManifestChange } from './manifest-change';
 import { outputOf, record, type StepOutput } from './steps';
 
 /**
@@ -40,10 +41,28 @@ function recordedFor(j: Pick<StepJournal, 'done' | 'output'>, fresh: StepOutput<
 const withChanges = <S extends StageChanges>(stages: readonly S[], recorded: StepOutput<'plan'>): S[] =>
   stages.map((st, i) => ({ ...st, manifest: recorded.stages[i]!.manifest, kubeadm: recorded.stages[i]!.kubeadm }));
 
-/** What a resumed run will execute, read-only (for its --dry-run): the recorded changes, else `stages`. */
-export function recordedStages<S extends StageChanges>(j: Pick<StepJournal, 'done' | 'output'>, stages: readonly S[]): S[] {
+/**
+ * What a resumed run will execute, read-only (for its --dry-run): the recorded changes, else
+ * `stages`. Given the manifest as it is, each recorded manifest change still to apply is checked
+ * as the executor checks it: one whose input the file (as the stages before leave it) no longer
+ * is, nor already its output, is shown as `stages` plans it from the file, and `say` is told
+ * "would re-plan: " and what the run would say.
+ */
+export function recordedStages<S extends StageChanges>(j: Pick<StepJournal, 'done' | 'output'>, stages: readonly S[], manifest?: { path: string; text: string; say: (msg: string) => void }): S[] {
   const recorded = recordedFor(j, changesOf(stages));
-  return recorded ? withChanges(stages, recorded) : [...stages];
+  if (!recorded) return [...stages];
+  const run = withChanges(stages, recorded);
+  if (!manifest) return run;
+  let text = manifest.text;
+  return run.map((st, i) => {
+    const planned = st.manifest;
+    // A manifest step the journal has done is not checked again.
+    if (!planned || j.done(`${st.name}:apply`) || j.done(`${st.name}:unpatch`)) return st;
+    const { change, replanned } = checkPlanned(planned, text, () => stages[i]!.manifest ?? planned);
+    if (replanned) manifest.say(`would re-plan: ${replannedLine(manifest.path, planned, sha256Hex(text))}`);
+    if (change.changed) text = change.newText;
+    return replanned ? { ...st, manifest: change } : st;
+  });
 }
 
 /**

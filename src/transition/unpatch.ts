@@ -10,7 +10,7 @@ import { fileExists, readText } from '../state/atomic';
 import type { KubeadmChange } from '../manifest/kubeadm-config';
 import { CliError, ExitCode } from '../ui/errors';
 import { progressOf, type StageOutcome, type StepJournal, type TransitionDeps } from './engine';
-import { checkPlanned, planUnpatchChange, unpatchKubeadmOptions, type ManifestChange } from './manifest-change';
+import { checkPlanned, planUnpatchChange, replannedLine, unpatchKubeadmOptions, type ManifestChange } from './manifest-change';
 import { kubeadmConfigStep } from './install';
 import { restoreEncryptedManifest } from './rollback';
 import { once } from './steps';
@@ -23,7 +23,7 @@ export async function unpatchStage(deps: TransitionDeps, j: StepJournal, cfg: En
   const unpatched = await once(j, 'unpatch', 'prune:unpatch', async () => {
     const text = await readText(deps.manifestPath, 'read manifest');
     const { change, replanned, alreadyApplied } = checkPlanned(planned, text, (t) => planUnpatchChange(t, deps.manifestPath, deps.configPath, cfg));
-    if (replanned) deps.out.info(`${deps.manifestPath} changed since the plan: the unpatch is planned again from the file as it is`);
+    if (replanned) deps.out.info(replannedLine(deps.manifestPath, planned!, change.inputSha256));
     if (alreadyApplied) deps.out.info(`${deps.manifestPath} already holds the planned unpatch`);
     const inPod = change.kubeadm?.configPath ?? deps.configPath;
     if (!change.changed) return { since: (await stat(deps.manifestPath)).mtime.toISOString(), mirrorHashBefore: null, configPathInPod: inPod, volumeName: change.kubeadm?.volumeName ?? null, changed: false, backup: null };

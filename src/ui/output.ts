@@ -25,6 +25,7 @@ export class Output {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
   private readonly warnings: string[] = [];
+  private readonly said = new Set<string>();
   /** A command whose result is itself a failure verdict (validate-config, status --exit-code)
    * sets this; src/cli.ts turns it into the process exit code. */
   exitCode = 0;
@@ -56,8 +57,14 @@ export class Output {
     if (this.verbose && !this.json) this.stderr.write(`${this.c.dim(msg)}\n`);
   }
 
-  /** Warnings go to stderr and are also collected into the --json result. */
+  /**
+   * Warnings go to stderr and are also collected into the --json result. One already said in
+   * this run is not said again (each stage gate re-discovers the control planes, and meets the
+   * same 403 as the first discovery).
+   */
   warn(msg: string): void {
+    if (this.said.has(msg)) return;
+    this.said.add(msg);
     this.warnings.push(msg);
     if (!this.json) this.stderr.write(`${this.c.yellow('warning:')} ${msg}\n`);
   }

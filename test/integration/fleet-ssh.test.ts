@@ -47,6 +47,17 @@ describe('fleet SSH', () => {
     }
   });
 
+  it('keeps only the last 64 KiB of stderr, control characters but tab and newline dropped', async () => {
+    const s = await SshSession.open(node(), settings());
+    try {
+      const r = await s.exec("head -c 200000 /dev/zero | tr '\\0' x >&2; printf '\\n\\033[2Klast\\tline\\n' >&2");
+      expect(r.stderr.length).toBe(64 * 1024);
+      expect(r.stderr.endsWith('x\n[2Klast\tline\n')).toBe(true);
+    } finally {
+      s.close();
+    }
+  });
+
   it('accepts a hashed known_hosts entry as OpenSSH writes it', async () => {
     const salt = randomBytes(20);
     const name = `[127.0.0.1]:${sshd.port}`;

@@ -122,6 +122,39 @@ describe('a resumed run executes the plan its journal recorded', () => {
   });
 });
 
+describe('a resumed --dry-run checks the recorded changes against the manifest as the run does', () => {
+  const rotateFrom = (text: string) =>
+    planTransition({
+      kind: 'rotate', baseText, configPath: CONFIG, element: { aescbc: { keys: [{ name: 'k2', secret: K2 }] } },
+      controlPlanes: 1, kubeVersion: '1.32.6', manifest: { text, path: MANIFEST },
+    });
+
+  it('says "would re-plan: FILE changed since the plan" in the run\'s words, and shows the change planned from the file', async () => {
+    const j = new MemoryJournal();
+    const first = rotateFrom(encrypted);
+    await planToRun(j, { info: () => undefined }, first.stages);
+    const recorded = j.output(PLAN_STEP);
+    const said: string[] = [];
+    const say = (m: string) => void said.push(m);
+    // The manifest as planned: the recorded changes, nothing said.
+    expect(recordedStages(j, first.stages, { path: MANIFEST, text: encrypted, say })).toEqual(first.stages);
+    expect(said).toEqual([]);
+
+    const edited = `${encrypted}# an operator's edit\n`;
+    const again = rotateFrom(edited);
+    const shown = recordedStages(j, again.stages, { path: MANIFEST, text: edited, say });
+    const i = first.stages.findIndex((st) => st.manifest);
+    expect(said[0]).toBe(
+      `would re-plan: ${MANIFEST} changed since the plan (sha256 ${sha256Hex(encrypted).slice(0, 12)}… is now ${sha256Hex(edited).slice(0, 12)}…): its change is planned again from the file as it is`,
+    );
+    expect(said.every((m) => m.startsWith(`would re-plan: ${MANIFEST} changed since the plan (`))).toBe(true);
+    expect(shown[i]!.manifest).toEqual(again.stages[i]!.manifest);
+    expect(shown[i]!.manifest!.newText).toContain("# an operator's edit");
+    // Read-only: the journal's plan is kept.
+    expect(j.output(PLAN_STEP)).toBe(recorded);
+  });
+});
+
 describe('checkPlanned: the executor applies a change only while its input hashes as planned', () => {
   const planned = rotate(1).stages.find((s) => s.manifest)!.manifest!;
   const replan = (t: string) => ({ ...planned, inputSha256: sha256Hex(t), newText: `${t}# replanned\n` });

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { Code, GrpcError, grpcTimeout, MessageReader, Scratch } from '../../src/etcd/grpc';
+import { Channel, Code, GrpcError, grpcTimeout, MessageReader, Scratch } from '../../src/etcd/grpc';
 
 /** gRPC length-prefixed messages, as a server sends them in DATA frames. */
 const framed = (...messages: Buffer[]) =>
@@ -76,5 +78,65 @@ describe('grpcTimeout', () => {
     [Number.MAX_SAFE_INTEGER, '99999999S'],
   ])('%i ms -> %s', (ms, header) => {
     expect(grpcTimeout(ms)).toBe(header);
+  });
+});
+
+describe('Channel against a loopback HTTP/2 server', () => {
+  /** A server that answers every call with `messages`, then the trailer grpc-status `status`. */
+  async function server(status: string, messages: Buffer[]) {
+    const srv = http2.createServer();
+    srv.on('stream', (stream) => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': status }));
+      stream.on('data', () => undefined);
+      stream.end(framed(...messages));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as AddressInfo).port;
+    const channel = new Channel(http2, { target: `127.0.0.1:${port}`, maxReplyBytes: 1 << 20 });
+    return {
+      channel,
+      close: async () => {
+        channel.close();
+        await new Promise((r) => srv.close(r));
+      },
+    };
+  }
+
+  it.each(['abc', '', '1.5', '99', '-1'])('a grpc-status that is not a code (%j) is UNKNOWN, not NaN', async (status) => {
+    const s = await server(status, [Buffer.from('x')]);
+    try {
+      const err = await s.channel.unary('/x.Y/Z', Buffer.alloc(0)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(GrpcError);
+      expect((err as GrpcError).code).toBe(Code.UNKNOWN);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a numeric grpc-status is kept', async () => {
+    const s = await server('5', []);
+    try {
+      await expect(s.channel.unary('/x.Y/Z', Buffer.alloc(0))).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a server stream gives every message its own memory, even if handed a Scratch', async () => {
+    const messages = [randomBytes(100), randomBytes(100), randomBytes(100)];
+    const s = await server('0', messages);
+    try {
+      // @ts-expect-error a Scratch is refused for a stream: queued messages would share it
+      const stream = s.channel.serverStream('/x.Y/Z', Buffer.alloc(0), { scratch: new Scratch() });
+      const got: Buffer[] = [];
+      for await (const m of stream) got.push(m);
+      expect(got).toEqual(messages);
+    } finally {
+      await s.close();
+    }
   });
 });

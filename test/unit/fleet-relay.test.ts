@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Progress } from '../../src/cluster/rewrite';
-import { stderrRelay } from '../../src/fleet/relay';
+import { CUT_MARK, MAX_LINE, printable, stderrRelay } from '../../src/fleet/relay';
 import { Output } from '../../src/ui/output';
 import { createProgressReporter, parseProgressLine, progressJsonLine, PROGRESS_JSON_PREFIX } from '../../src/ui/progress';
 
@@ -89,5 +89,33 @@ describe('the relay of a node\'s stderr', () => {
     for (let i = 0; i < 30; i++) r.push(`line ${i}\n${progressJsonLine(p({ done: i }))}\n`);
     r.end();
     expect(r.tail()).toBe(['line 25', 'line 26', 'line 27', 'line 28', 'line 29'].join('\n'));
+  });
+});
+
+describe('what a node\'s stderr may do to the operator\'s terminal and memory', () => {
+  it('drops C0/C1 control characters but tab from relayed text and from the tail', () => {
+    const got: string[] = [];
+    const r = stderrRelay({ text: (t) => got.push(t) });
+    r.push('\x1b[2J\x1b[Hwarning:\tclear\x07ed\x9b1A\rup\r\n\x00\x1b\n');
+    r.end();
+    expect(got).toEqual(['[2J[Hwarning:\tcleared1Aup']);
+    expect(r.tail()).toBe('[2J[Hwarning:\tcleared1Aup');
+  });
+
+  it('hands on a line without a newline cut every MAX_LINE characters, marked, instead of holding it', () => {
+    const got: string[] = [];
+    const r = stderrRelay({ text: (t) => got.push(t) });
+    for (let i = 0; i < 2 * MAX_LINE + 10; i += 1000) r.push('x'.repeat(1000));
+    expect(got).toEqual(['x'.repeat(MAX_LINE) + CUT_MARK, 'x'.repeat(MAX_LINE) + CUT_MARK]);
+    r.push('y\n');
+    expect(got.length).toBe(3);
+    expect(got[2]).toMatch(/^x+y$/);
+    expect(got[2]!.length).toBeLessThanOrEqual(MAX_LINE + 1);
+    r.end();
+  });
+
+  it('printable keeps newlines only when asked', () => {
+    expect(printable('a\x1b]0;title\x07\nb\t\x85c')).toBe('a]0;titleb\tc');
+    expect(printable('a\x1b]0;title\x07\nb\t\x85c', true)).toBe('a]0;title\nb\tc');
   });
 });

@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { convergence, formatStage, identifyThisNode, notConvergedError, parseStage, type ControlPlane, type NodeStage } from '../../src/cluster/nodes';
+import { PassThrough } from 'node:stream';
+import { ApiError } from '../../src/cluster/errors';
 import { ExitCode } from '../../src/ui/errors';
+import { Output } from '../../src/ui/output';
 
 const A = 'a'.repeat(64);
 const B = 'b'.repeat(64);
@@ -100,5 +103,39 @@ describe('discoverControlPlanes', () => {
       { name: 'a', hasNode: true, hasMirrorPod: true, command: ['kube-apiserver', '--x=1'], configHash: 'h' },
       { name: 'b', hasNode: true, hasMirrorPod: false },
     ]);
+  });
+});
+
+describe('identity leases behind a 403 while a run re-discovers the control planes', () => {
+  const api = {
+    list: async (path: string) => {
+      if (path.startsWith('/apis/coordination.k8s.io/')) throw new ApiError({ status: 403, reason: 'Forbidden', method: 'GET', path, url: `https://127.0.0.1:6443${path}`, message: 'leases.coordination.k8s.io is forbidden' });
+      return { items: [] };
+    },
+    get: async () => ({ data: { 'cp-0': 'x', 'cp-1': 'y' } }),
+    patch: async () => ({}),
+    post: async () => ({}),
+  };
+
+  it('the stage gates say it (stagesOfAll passes warn on), and a run says it once', async () => {
+    const { discoverControlPlanes, stagesOfAll } = await import('../../src/cluster/nodes');
+    const stderr = new PassThrough();
+    let text = '';
+    stderr.on('data', (c) => (text += c));
+    const out = new Output({ json: false, verbose: false, color: false, interactive: false, stderr, stdout: new PassThrough() });
+    const warned: string[] = [];
+    const warn = (m: string) => {
+      warned.push(m);
+      out.warn(m);
+    };
+    // The front's discovery, then two gates.
+    await discoverControlPlanes(api as never, { warn });
+    for (let i = 0; i < 2; i++) expect((await stagesOfAll(api as never, { name: 'cp-0', hasNode: false }, 2, warn)).map((s) => s.node)).toEqual(['cp-0', 'cp-1']);
+    expect(warned).toHaveLength(3);
+    expect(warned.every((w) => /^cannot list the apiserver identity leases in kube-system: 403 Forbidden/.test(w))).toBe(true);
+    expect(text.split('\n').filter((l) => l.startsWith('warning: cannot list the apiserver identity leases'))).toHaveLength(1);
+    expect(out.takeWarnings()).toHaveLength(1);
+    out.warn('another cause');
+    expect(out.takeWarnings()).toEqual(['another cause']);
   });
 });
