@@ -11,12 +11,16 @@
  * the server is saturated more in flight only adds queueing delay and the rate stops rising. It
  * doubles while a doubling pays (>= 5 % more objects/s), then holds, probing 25 % up (kept when
  * it pays 5 %) and 20 % down (kept when it costs nothing, so it rests at the smallest level that
- * gives the rate: no needless queue on the apiserver); each probe that does not pay doubles the
+ * gives the rate: no needless queue on the apiserver; the next probe after a kept step down goes
+ * down again, at once when the step paid 5 %); each probe that does not pay doubles the
  * hold before the next (3 windows up to 24), so a level that is right is not taxed by a window at
  * a worse one every few seconds (at --max-concurrency on a rising curve every probe goes down and
  * costs up to a fifth of that window's rate). Overload is AIMD: a 429/503/504 or timeout
  * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
- * requests cuts once) and the level it happened at becomes a ceiling for a while.
+ * requests cuts once) and the level it happened at becomes a ceiling for a while. A window in
+ * which the source could not fill the limit (under 75 % in flight: listing behind) is
+ * app-limited, as in TCP's congestion window validation (RFC 7661): it never raises the limit
+ * and brings it down to the level that window would have filled.
  */
 
 export interface LimiterOptions {
@@ -78,6 +82,8 @@ const BACKOFF = 0.7;
 const CEILING_WINDOWS = 8;
 /** Below this share of the limit in flight, a window says nothing about the limit. */
 const DEMAND_LIMITED = 0.75;
+/** An app-limited window takes the limit down by at most this factor. */
+const APP_LIMITED_DECAY = 0.5;
 const MIN_WINDOW_MS = 500;
 const MIN_WINDOW_COMPLETIONS = 20;
 const MIN_COOLDOWN_MS = 1000;
@@ -106,12 +112,24 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     next.ceiling = undefined;
     next.cleanWindows = 0;
   }
-  // Not enough work to fill the limit (listing behind, the end of a resource): no evidence.
-  if (w.meanInFlight < DEMAND_LIMITED * s.limit) return next;
   const base = s.base;
   const settle = (limit: number): LimiterState => ({ ...next, limit, phase: 'hold', holds: 0 });
   // A probe that did not pay costs a window at a worse level: probe half as often after each one.
   const failed = (limit: number): LimiterState => ({ ...settle(limit), holdFor: Math.min(MAX_HOLD_WINDOWS, s.holdFor * 2) });
+  // Not enough work to fill the limit (listing behind, the end of a resource): app-limited, so no
+  // evidence about the limit and no growth (RFC 7661's rule for an unvalidated window). The limit
+  // comes down to the largest level at which this window would have filled it (4/3 of the mean in
+  // flight, at most halving per window, never below the minimum): the peak in flight, the sockets
+  // and their memory stay near what is used, and the limit binds again so the decisions below can
+  // measure levels and probe down. The peak is no measure of use: one burst of a page reaches the
+  // limit whatever it is.
+  if (w.meanInFlight < DEMAND_LIMITED * s.limit) {
+    // A step up the source could not fill is a probe that did not pay.
+    if (s.phase === 'probe-up' && base) return failed(base.limit);
+    const used = clamp(next, Math.max(Math.floor(w.meanInFlight / DEMAND_LIMITED), s.limit * APP_LIMITED_DECAY));
+    if (used >= s.limit) return next;
+    return { ...next, limit: used, phase: 'hold', base: undefined, holds: 0, holdFor: HOLD_WINDOWS };
+  }
   switch (s.phase) {
     case 'climb': {
       if (base && rate < base.rate * (1 + CLIMB_GAIN)) return settle(base.limit);
@@ -139,8 +157,13 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
       return up > s.limit ? { ...next, limit: up } : settle(s.limit);
     }
     case 'probe-down': {
-      if (!base || rate >= base.rate * (1 - PROBE_DOWN_LOSS)) return { ...settle(s.limit), base: { limit: s.limit, rate }, holdFor: HOLD_WINDOWS };
-      return failed(base.limit);
+      if (base && rate < base.rate * (1 - PROBE_DOWN_LOSS)) return failed(base.limit);
+      // Kept: the next probe goes down again (as a probe up that pays goes on up), so a server that
+      // is faster with fewer in flight is followed down in steps of one probe each, not two.
+      const kept: LimiterState = { ...settle(s.limit), base: { limit: s.limit, rate }, holdFor: HOLD_WINDOWS, nextProbe: 'down' };
+      // Faster with fewer in flight (a server thrashing): keep stepping down while it pays.
+      const down = clamp(next, s.limit * 0.8);
+      return base && rate >= base.rate * (1 + PROBE_GAIN) && down < s.limit ? { ...kept, limit: down, phase: 'probe-down' } : kept;
     }
   }
 }

@@ -93,9 +93,70 @@ describe('adaptive limiter', () => {
     expect(state.holdFor).toBeLessThan(24);
   });
 
-  it('a window that did not fill the limit changes nothing', () => {
+  it('a window that did not fill the limit never raises it, and brings it down to what was used', () => {
     const s = initialLimiter({ initial: 32, max: 256 });
-    expect(onWindow(s, full(s, 500, { meanInFlight: 10 })).limit).toBe(32);
+    // 30 of 32 used (>= 75 %): a measurement, not app-limited.
+    expect(onWindow(s, full(s, 500, { meanInFlight: 30 })).limit).toBe(64);
+    // 20 of 32: app-limited; the limit goes to the largest level 20 would have filled (4/3 of it).
+    const d = onWindow(s, full(s, 500, { meanInFlight: 20 }));
+    expect(d.limit).toBe(26);
+    expect(d).toMatchObject({ phase: 'hold', base: undefined });
+    // At most halving per window (a listing stall is not a verdict), never below the minimum.
+    expect(onWindow(s, full(s, 500, { meanInFlight: 1 })).limit).toBe(16);
+    const low = initialLimiter({ initial: 6, min: 4, max: 256 });
+    expect(onWindow(low, full(low, 500, { meanInFlight: 1 })).limit).toBe(4);
+  });
+
+  /**
+   * The rewrite lists pages of 100 one after another: it keeps about `demand` requests in flight
+   * on average whatever the limit above that, and fills the limit (work queues) when the limit is
+   * below it. The server's rate is that of the requests actually in flight.
+   */
+  function driveAppLimited(s: LimiterState, curve: (inFlight: number) => number, demand: (window: number) => number, windows: number) {
+    const limits = [s.limit];
+    const rates: number[] = [];
+    for (let i = 0; i < windows; i++) {
+      const inFlight = Math.min(0.95 * s.limit, demand(i));
+      const rate = curve(inFlight);
+      rates.push(rate);
+      s = onWindow(s, full(s, rate, { meanInFlight: inFlight }));
+      limits.push(s.limit);
+    }
+    return { state: s, limits, rates };
+  }
+
+  it('app-limited: a source that fills the limit only at the start does not leave it at --max-concurrency', () => {
+    // Two full windows (the first pages arrive together) climb it to 256 on a rising rate; then
+    // the listing keeps 80 in flight. The old limiter stayed at 256 for the rest of the run.
+    const { limits } = driveAppLimited(initialLimiter({ initial: 64, max: 256 }), risingTo96, (i) => (i < 2 ? 256 : 80), 40);
+    expect(limits.slice(0, 3)).toEqual([64, 128, 256]);
+    const rest = limits.slice(5);
+    const fill = Math.ceil(80 / 0.75);
+    expect(Math.max(...rest)).toBeLessThanOrEqual(Math.round(fill * 1.25));
+    expect(rest.filter((l) => l > fill).length).toBeLessThanOrEqual(4);
+    expect(Math.min(...rest)).toBeGreaterThanOrEqual(80 * 0.8 - 1);
+  });
+
+  it('app-limited: it never grows past what the source can fill, on a rate that keeps rising', () => {
+    const { limits } = driveAppLimited(initialLimiter({ initial: 64, max: 256 }), (l) => 10 * l, () => 40, 60);
+    const fill = Math.ceil(40 / 0.75);
+    // A probe 25 % up that the source cannot fill goes back at once, and counts as one that did not pay.
+    expect(Math.max(...limits.slice(1))).toBeLessThanOrEqual(Math.round(fill * 1.25));
+    expect(limits.slice(1).filter((l) => l > fill).length).toBeLessThanOrEqual(4);
+  });
+
+  it('app-limited: on a server that is fastest at 8 in flight it comes down near 8 although the listing fills only 80', () => {
+    // The bed's stand-in on 2 cores, measured with raw PUT loops: 588/s at 8, 508 at 32, 363 at 96.
+    const falling = measured([[8, 588], [32, 508], [96, 363], [192, 345], [256, 340]]);
+    let s = initialLimiter({ initial: 64, max: 256 });
+    // The old limiter: one full window at 64 (the first page), then the listing keeps 80 in flight.
+    s = onWindow(s, full(s, falling(64)));
+    expect(s.limit).toBe(128);
+    const { state, limits, rates } = driveAppLimited(s, falling, () => 80, 60);
+    expect(state.limit).toBeLessThanOrEqual(16);
+    expect(Math.max(...limits.slice(1))).toBeLessThanOrEqual(Math.round(Math.ceil(80 / 0.75) * 1.25));
+    const late = rates.slice(-15);
+    expect(late.reduce((a, b) => a + b, 0) / late.length).toBeGreaterThanOrEqual(588 * 0.9);
   });
 
   it('429/503: cuts by 30 % at once, once per cool-down, then climbs no higher than where it broke', () => {
