@@ -14,7 +14,7 @@ import { confirm } from '../ui/prompt';
 import { planInit, type InitInput, type InitPlan, type KmsOptions } from './plan';
 import { initReporter, printDryRun, printResult, resumeNotice } from './print';
 import { checkSafetyOptions, runSafetyNet, safetyNetPreview } from '../snapshot/guard';
-import { runInit, type InitJournalInputs, type InitResult } from './run';
+import { recordedInitPlan, runInit, type InitJournalInputs, type InitResult } from './run';
 import { assertFollowerReads, checkKmsPlugin, engineDeps, keyHolders, parseTimeoutMs, readManifest, readNode, underLock, type NodeView } from '../transition/front';
 import { parseResources } from '../config/model';
 import { assertReadable, configSourcePath, readConfigSource, readKey, STDIN, type ConfigSource } from '../config/input';
@@ -244,7 +244,10 @@ async function init(ctx: Context, opts: Opts, given: { timeoutMs: number; provid
 
     if (opts.dryRun) {
       if (plan.mode !== 'from-config') for (const l of safetyNetPreview(ctx, opts, plan.keyName)) ctx.out.info(l);
-      await printDryRun(ctx, plan);
+      // A resumed run executes the changes its journal recorded: its dry run shows those.
+      const notes: string[] = [];
+      const shown = resuming ? recordedInitPlan(journal!, plan, { path: manifestPath, text: manifest.manifestText, say: (m) => notes.push(m) }) : plan;
+      await printDryRun(ctx, { ...shown, notes: [...shown.notes, ...notes] });
       return;
     }
 

@@ -159,6 +159,23 @@ function describeElement(el: ProviderConfig): { provider: string; keyName: strin
   return { provider: kind!, keyName: k.name };
 }
 
+/**
+ * What a plan shows of its first install: the flag and mounts it adds, or (the flag already there)
+ * the restart annotation, and why kubeadm-config is left alone. The kubeadm-config change is
+ * recorded with the change that turns the flag on (the executor skips it otherwise).
+ */
+export function shownInstall(
+  install: ManifestChange,
+  o: { manifestText: string; notes: string[]; restartShown: boolean; kubeadmConfig: boolean },
+): Pick<InitPlan, 'manifest' | 'restart' | 'kubeadmSkipped'> {
+  const manifest = install.turnsOn
+    ? { changed: install.changed, newText: install.newText, diff: install.diff, actions: install.actions, notes: install.notes }
+    : { changed: false, newText: o.manifestText, diff: '', actions: [], notes: o.notes };
+  const restart = !install.turnsOn && install.mode === 'restart' && o.restartShown ? { changed: install.changed, newText: install.newText, diff: install.diff } : undefined;
+  const kubeadmSkipped = !o.kubeadmConfig ? '--no-kubeadm-config' : !install.turnsOn ? 'the flag is already there' : undefined;
+  return { manifest, ...(restart ? { restart } : {}), ...(kubeadmSkipped ? { kubeadmSkipped } : {}) };
+}
+
 export function planInit(input: InitInput): InitPlan {
   const o = input.options;
   const warnings: string[] = [];
@@ -227,13 +244,7 @@ export function planInit(input: InitInput): InitPlan {
   const extraMounts = kmsSocketDirs(given ?? { apiVersion: 'apiserver.config.k8s.io/v1', kind: 'EncryptionConfiguration', resources: [{ resources: o.resources, providers: [element] }] }).map((dir) => ({ dir, type: 'Directory' as const }));
   const manifestPatch = planManifestPatch(input.manifestText, o.manifestPath, { configPath: o.configPath, extraMounts });
   const install = transition?.stages.find((st) => st.manifest)?.manifest ?? planInstallChange(input.manifestText, { manifestPath: o.manifestPath, configPath: o.configPath, config });
-  const manifest = install.turnsOn
-    ? { changed: install.changed, newText: install.newText, diff: install.diff, actions: install.actions, notes: install.notes }
-    : { changed: false, newText: input.manifestText, diff: '', actions: [], notes: manifestPatch.notes };
-  const restart = !install.turnsOn && install.mode === 'restart' && (mode === 'from-config' || replacesConfig) ? { changed: install.changed, newText: install.newText, diff: install.diff } : undefined;
-
-  // Recorded with the change that turns the flag on (the executor skips it otherwise).
-  const kubeadmSkipped = !o.kubeadmConfig ? '--no-kubeadm-config' : !install.turnsOn ? 'the flag is already there' : undefined;
+  const { manifest, restart, kubeadmSkipped } = shownInstall(install, { manifestText: input.manifestText, notes: manifestPatch.notes, restartShown: mode === 'from-config' || replacesConfig, kubeadmConfig: o.kubeadmConfig });
   const kubeadmChange =
     transition?.stages.find((st) => st.kubeadm)?.kubeadm ??
     (!kubeadmSkipped && input.kubeadm && install.kubeadm ? planKubeadmChange(input.kubeadm, install.kubeadm) : undefined);

@@ -1,11 +1,11 @@
 import { convergence, stagesOfAll } from '../cluster/nodes';
 import type { Journal, JsonObject } from '../state/journal';
-import type { TransitionDeps } from '../transition/engine';
+import type { StepJournal, TransitionDeps } from '../transition/engine';
 import { runTransition } from '../transition/executor';
 import { installConfig } from '../transition/install';
-import { planToRun } from '../transition/recorded';
+import { planToRun, recordedStages } from '../transition/recorded';
 import { outputOf, type StepOutput } from '../transition/steps';
-import type { InitMode, InitPlan } from './plan';
+import { shownInstall, type InitMode, type InitPlan } from './plan';
 
 /**
  * Runs an InitPlan on the transition engine: the first control plane runs the enable transition
@@ -62,6 +62,29 @@ export interface InitResult {
   };
 }
 
+/** A from-config install as the one stage the engine records and runs. */
+const fromConfigStages = (plan: InitPlan) => [{ name: plan.config.stage, config: plan.config, manifest: plan.install, ...(plan.kubeadmChange ? { kubeadm: plan.kubeadmChange } : {}) }];
+
+/**
+ * What a resumed init will execute, for its --dry-run: the plan with the changes its journal
+ * recorded (each checked against the manifest as it is, as the run checks it; `say` gets the
+ * "would re-plan: ..." lines), not the changes planned again from files it already changed.
+ */
+export function recordedInitPlan(j: Pick<StepJournal, 'done' | 'output'>, plan: InitPlan, manifest: { path: string; text: string; say: (msg: string) => void }): InitPlan {
+  const stages = plan.transition ? recordedStages(j, plan.transition.stages, manifest) : recordedStages(j, fromConfigStages(plan), manifest);
+  const install = stages.find((st) => st.manifest)?.manifest ?? plan.install;
+  const shown = shownInstall(install, { manifestText: manifest.text, notes: plan.manifest.notes, restartShown: plan.mode === 'from-config' || plan.replacesConfig, kubeadmConfig: plan.kubeadmConfig });
+  return {
+    ...plan,
+    ...(plan.transition ? { transition: { ...plan.transition, stages: stages as typeof plan.transition.stages } } : {}),
+    install,
+    manifest: shown.manifest,
+    restart: shown.restart,
+    kubeadmSkipped: shown.kubeadmSkipped,
+    kubeadmChange: stages.find((st) => st.kubeadm)?.kubeadm,
+  };
+}
+
 export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Journal<InitJournalInputs>): Promise<InitResult> {
   const j = journal;
   let state: InitResult['state'] = 'done';
@@ -73,7 +96,7 @@ export async function runInit(deps: TransitionDeps, plan: InitPlan, journal: Jou
     stage = plan.config.stage;
     sha = plan.config.sha256;
     // As a transition's stages: the recorded change runs on a resumed run, not one planned again.
-    const [st] = await planToRun(j, deps.out, [{ name: stage, config: plan.config, manifest: plan.install, ...(plan.kubeadmChange ? { kubeadm: plan.kubeadmChange } : {}) }]);
+    const [st] = await planToRun(j, deps.out, fromConfigStages(plan));
     await installConfig(deps, j, { stage, config: plan.config, ...(st!.manifest ? { manifest: st!.manifest } : {}), ...(st!.kubeadm ? { kubeadm: st!.kubeadm } : {}), enable: true });
     const all = await stagesOfAll(deps.api, { name: deps.nodeName, hasNode: deps.hasNode }, journal.inputs.controlPlanes, (m) => deps.out.warn(m));
     nodes = convergence(all, { stage, sha256: sha }).lagging;

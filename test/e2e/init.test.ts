@@ -277,6 +277,17 @@ describe('kill -9 after the manifest patch, before its journal entry', () => {
     full.steps = full.steps.filter((s: { name: string }) => s.name !== 'promote:apply');
     await writeFile(journal, JSON.stringify(full, null, 2));
 
+    // The resumed run's dry run shows the recorded changes it then executes (not a plan made again
+    // from the manifest it already patched), and changes nothing.
+    const h0 = await hashTree(n.root);
+    const rd = await runCli([...n.cliArgs, '--json', 'init', '--dry-run']);
+    expect(rd.exitCode, String(rd.stderr)).toBe(0);
+    const resumedDry = jsonOf(rd);
+    expect(await hashTree(n.root)).toBe(h0);
+    expect(resumedDry.manifest).toMatchObject({ changed: true, inputSha256: dry.manifest.inputSha256, outputSha256: dry.manifest.outputSha256, diff: dry.manifest.diff });
+    expect(resumedDry.kubeadmConfig.outputSha256).toBe(dry.kubeadmConfig.outputSha256);
+    expect(JSON.stringify(resumedDry.notes ?? [])).not.toMatch(/would re-plan/);
+
     // Without --json: the lines on stderr say what the re-run does.
     const r = await runCli([...n.cliArgs, '--yes', 'init']);
     expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
@@ -295,6 +306,11 @@ describe('kill -9 after the manifest patch, before its journal entry', () => {
     const done = JSON.parse(await readFile(journal, 'utf8'));
     expect(done.status).toBe('done');
     expect(done.steps.find((s: { name: string }) => s.name === 'promote:kubeadm-config').output).toMatchObject({ status: 'updated', sha256: dry.kubeadmConfig.outputSha256, replanned: false });
+    // What the resumed dry run showed is what the run wrote and journaled.
+    expect(sha256(manifest)).toBe(resumedDry.manifest.outputSha256);
+    const recorded = done.steps.find((s: { name: string }) => s.name === 'plan').output.stages.find((s: { manifest?: unknown }) => s.manifest).manifest;
+    expect(recorded).toMatchObject({ inputSha256: resumedDry.manifest.inputSha256, outputSha256: resumedDry.manifest.outputSha256, diff: resumedDry.manifest.diff });
+    expect(sha256(cc)).toBe(resumedDry.kubeadmConfig.outputSha256);
     expect(await etcdPrefixCounts(bed, [...before.keys()])).toEqual({ 'k8s:enc:aescbc:v1:key-resume': before.size });
     expect(await secretHashes(api)).toEqual(before);
   }, 120_000);
