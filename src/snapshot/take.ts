@@ -131,19 +131,23 @@ export async function takeSnapshot(
   await ensurePrivateDir(dir, 'snapshot directory');
   const path = join(dir, name);
   const tmp = join(dir, `${TEMP_MARK}${name}`);
-  const fh = await open(tmp, 'wx', SECRET_FILE_MODE).catch((err) => {
-    throw fsError('write', tmp, err);
-  });
+  // A disk that fills (or goes read-only) mid-stream is one line naming the file, not an
+  // internal error; the temp file is removed below either way.
+  const onDisk = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((err) => {
+      throw fsError('write', tmp, err);
+    });
+  const fh = await onDisk(open(tmp, 'wx', SECRET_FILE_MODE));
   const data = createHash('sha256');
   const whole = createHash('sha256');
   let tail = Buffer.alloc(0);
   let bytes = 0;
   let ok = false;
   try {
-    await fh.chmod(SECRET_FILE_MODE);
+    await onDisk(fh.chmod(SECRET_FILE_MODE));
     for await (const raw of chunksUntilStall(source, stallTimeoutMs, signal)) {
       const chunk = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-      await fh.write(chunk);
+      await onDisk(fh.write(chunk));
       whole.update(chunk);
       bytes += chunk.length;
       // Everything but the last 32 bytes seen so far belongs to the database.
@@ -159,9 +163,11 @@ export async function takeSnapshot(
         hint: 'nothing was changed; retry, and check etcd\'s log and disk',
       });
     }
-    await fh.sync();
-    await fh.close();
-    await rename(tmp, path);
+    await onDisk(fh.sync());
+    await onDisk(fh.close());
+    await rename(tmp, path).catch((err) => {
+      throw fsError('rename a snapshot to', path, err);
+    });
     const dh = await open(dir, 'r');
     await dh.sync().catch(() => {});
     await dh.close();
