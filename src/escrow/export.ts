@@ -11,7 +11,7 @@ import { readText, SECRET_FILE_MODE, writeFileAtomic, fileExists } from '../stat
 import type { JsonObject } from '../state/journal';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 import { bundleFingerprint, buildBundle, checkRecipients, escrowedKeyNames, sealBundle, type KeyBundle, type Seal } from './bundle';
-import { addEscrowRecord } from './records';
+import { escrowRecorder } from './records';
 
 interface WrittenBundle extends JsonObject {
   path: string;
@@ -22,10 +22,11 @@ interface WrittenBundle extends JsonObject {
 }
 
 export async function writeBundle(bundle: KeyBundle, seal: Seal, out: string, by: string, stateDir: string): Promise<WrittenBundle> {
+  const addRecord = await escrowRecorder(stateDir);
   const sealed = await sealBundle(bundle, seal);
   await writeFileAtomic(out, sealed, { mode: SECRET_FILE_MODE });
   const fingerprint = bundleFingerprint(sealed);
-  await addEscrowRecord(stateDir, {
+  await addRecord({
     bundle: out,
     fingerprint,
     createdAt: bundle.createdAt,

@@ -49,11 +49,17 @@ async function loadEscrowRecords(stateDir: string): Promise<EscrowRecord[]> {
   return r.data.records;
 }
 
-export async function addEscrowRecord(stateDir: string, rec: EscrowRecord): Promise<void> {
+/**
+ * Reads the records now, so that a damaged file refuses before the bundle is written (not after,
+ * leaving a bundle no record names that a re-run refuses to overwrite); returns what adds one.
+ */
+export async function escrowRecorder(stateDir: string): Promise<(rec: EscrowRecord) => Promise<void>> {
   const records = await loadEscrowRecords(stateDir);
-  // A bundle written again at the same path (a resumed run) replaces its record.
-  const next = [...records.filter((r) => r.bundle !== rec.bundle), rec];
-  await writeFileAtomic(escrowRecordsPath(stateDir), `${JSON.stringify({ version: 1, records: next }, null, 2)}\n`, { mode: SECRET_FILE_MODE });
+  return async (rec) => {
+    // A bundle written again at the same path (a resumed run) replaces its record.
+    const next = [...records.filter((r) => r.bundle !== rec.bundle), rec];
+    await writeFileAtomic(escrowRecordsPath(stateDir), `${JSON.stringify({ version: 1, records: next }, null, 2)}\n`, { mode: SECRET_FILE_MODE });
+  };
 }
 
 /** The local keys of a config (name and provider), in config order. */
