@@ -75,8 +75,9 @@ async function snapshotBeforeChange(
   try {
     etcd = await openSource(conn);
     const { dbSize } = await etcd.status();
-    const free = await assertRoomFor(dir, dbSize);
+    // First: what a killed run left may be as large as the database, and is not a reason to refuse.
     for (const p of await sweepPartials(dir)) ctx.out.info(`removed ${p}, left by an interrupted snapshot`);
+    const free = await assertRoomFor(dir, dbSize);
     ctx.out.step(`taking an etcd snapshot (${(dbSize / 1048576).toFixed(1)} MiB database) into ${dir}`);
     const taken = await takeSnapshot(etcd, dir, snapshotName(operation, ctx.now()), ctx.signal, stallTimeoutOf(opts));
     // What is on disk, read back: the file etcd's restore would check.
