@@ -5,6 +5,7 @@
  * Keys are sorted by revision, so the newest record of a key is its last one; a key whose newest
  * record is a tombstone was deleted.
  */
+import { readFields } from '../etcd/protobuf';
 import { BoltDb, BoltFormatError } from './reader';
 
 const KEY_BUCKET = 'key';
@@ -31,42 +32,21 @@ function parseRevision(k: Buffer): Revision {
   return { main: k.readBigUInt64BE(0), sub: k.readBigUInt64BE(9), tombstone: k.length === REVISION_BYTES + 1 };
 }
 
-/**
- * The fields of an mvccpb.KeyValue that matter here. Its own small decoder: lease IDs (field 6)
- * are int64 values beyond 2^53 that a number-based varint reader refuses, so varints are skipped
- * or read as bigint.
- */
+/** The fields of an mvccpb.KeyValue that matter here; a malformed one is a format error. */
 function decodeKeyValue(b: Buffer): { key: Buffer; value: Buffer; modRevision: bigint } {
+  let fields;
+  try {
+    fields = readFields(b);
+  } catch (err) {
+    throw new BoltFormatError(`a malformed mvccpb.KeyValue (${(err as Error).message})`);
+  }
   let key: Buffer | undefined;
   let value: Buffer = Buffer.alloc(0);
   let modRevision = 0n;
-  let pos = 0;
-  const varint = (): bigint => {
-    let r = 0n;
-    for (let shift = 0n; shift < 70n; shift += 7n) {
-      if (pos >= b.length) throw new BoltFormatError('a truncated mvccpb.KeyValue');
-      const byte = b[pos++]!;
-      r |= BigInt(byte & 0x7f) << shift;
-      if (byte < 0x80) return r;
-    }
-    throw new BoltFormatError('a malformed varint in an mvccpb.KeyValue');
-  };
-  while (pos < b.length) {
-    const tag = Number(varint());
-    const field = tag >>> 3;
-    const wire = tag & 7;
-    if (wire === 0) {
-      const v = varint();
-      if (field === 3) modRevision = v;
-    } else if (wire === 2) {
-      const len = Number(varint());
-      if (pos + len > b.length) throw new BoltFormatError('a truncated mvccpb.KeyValue field');
-      if (field === 1) key = b.subarray(pos, pos + len);
-      else if (field === 5) value = b.subarray(pos, pos + len);
-      pos += len;
-    } else if (wire === 1) pos += 8;
-    else if (wire === 5) pos += 4;
-    else throw new BoltFormatError(`unsupported wire type ${wire} in an mvccpb.KeyValue`);
+  for (const f of fields) {
+    if (f.field === 1 && f.bytes) key = f.bytes;
+    else if (f.field === 3 && f.int !== undefined) modRevision = f.int;
+    else if (f.field === 5 && f.bytes) value = f.bytes;
   }
   if (!key) throw new BoltFormatError('an mvccpb.KeyValue without a key');
   return { key, value, modRevision };
