@@ -71,6 +71,8 @@ export async function drillSnapshot(path: string, cfg: EncryptionConfiguration, 
     unreadable: [],
   }));
   const transformers = new Map(resources.map((r) => [r, transformersForResource(cfg, r)]));
+  // Longest prefix first, so a key goes to the most specific resource that matches it.
+  const byPrefix = [...drills].sort((a, b) => b.etcdPrefix.length - a.etcdPrefix.length);
   let db: BoltDb;
   try {
     db = await BoltDb.open(path);
@@ -81,8 +83,7 @@ export async function drillSnapshot(path: string, cfg: EncryptionConfiguration, 
   const summary: SnapshotSummary = { revision: 0n, records: 0 };
   try {
     for await (const kv of liveKeyValues(db, { prefixes: drills.map((d) => d.etcdPrefix) }, summary)) {
-      // The longest matching prefix: /registry/secrets/ must not take /registry/secrets-x/ keys.
-      const d = drills.filter((x) => kv.key.startsWith(x.etcdPrefix)).sort((a, b) => b.etcdPrefix.length - a.etcdPrefix.length)[0];
+      const d = byPrefix.find((x) => kv.key.startsWith(x.etcdPrefix));
       if (!d) continue;
       d.total++;
       const cls = classifyValue(kv.value);
