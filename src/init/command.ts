@@ -150,8 +150,6 @@ async function init(ctx: Context, opts: Opts, given: { timeoutMs: number; provid
         'no control plane found (no kube-apiserver mirror pods, control-plane Nodes or apiserver identity leases): treating this node as the only one. With several control planes, pass --control-planes N (and --node-name on each)',
       );
     }
-    const me = { name: node.nodeName };
-    const hasNode = node.hasNode;
 
     const existingConfigText = (await fileExists(configPath)) ? await readText(configPath, 'read config') : undefined;
     const kubeadmOn = resuming ? journal!.inputs.kubeadmConfig : opts.kubeadmConfig;
@@ -255,10 +253,10 @@ async function init(ctx: Context, opts: Opts, given: { timeoutMs: number; provid
 
     for (const w of plan.warnings) ctx.out.warn(w);
     if (!resuming) {
-      await confirm(ctx, `turn on encryption at rest on ${me.name} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'add-reader' ? 'add-reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
+      await confirm(ctx, `turn on encryption at rest on ${node.nodeName} (${plan.mode}; ${plan.provider}, ${plan.config.stage === 'add-reader' ? 'add-reader stage first' : `key ${plan.keyName}`})? The apiserver restarts.`);
     }
     if (!resuming) {
-      journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, me.name, hasNode, keySource!, opts), {
+      journal = await Journal.start<InitJournalInputs>(paths.stateDir, INIT_OPERATION, journalInputs(plan, input, node.nodeName, node.hasNode, keySource!, opts), {
         now: ctx.now,
         forbidden: secrets,
       });

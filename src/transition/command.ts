@@ -12,7 +12,7 @@ import { buildProviderElement, keyCreatedAt, newKeyName } from '../config/render
 import { providerKinds, type ProviderConfig } from '../config/schema';
 import { parseGoDuration } from '../config/validate';
 import { CONFIG_FLAG } from '../manifest/patch';
-import { ensurePrivateDir, fileExists, PRIVATE_DIR_MODE, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
+import { ensurePrivateDir, fileExists, readText, SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
 import { Journal, isFinished, type JsonObject } from '../state/journal';
 import { CliError, ExitCode, usageError } from '../ui/errors';
 import { confirm } from '../ui/prompt';
