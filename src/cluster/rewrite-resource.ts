@@ -26,10 +26,10 @@ export interface ResourceSummary {
   alreadyComplete?: boolean;
 }
 
-export type Outcome = 'rewritten' | 'unchanged' | 'deleted' | typeof Aborted | { error: unknown };
+type Outcome = 'rewritten' | 'unchanged' | 'deleted' | typeof Aborted | { error: unknown };
 export const Aborted = Symbol('aborted');
 
-export interface KubeObject {
+interface KubeObject {
   apiVersion?: string;
   kind?: string;
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -61,7 +61,7 @@ export interface RunShared {
 }
 
 /** The engine retries throttling itself (withRetry), so the client's own 429 retry is off. */
-export const OWN_RETRIES = { throttleRetries: 0 } as const;
+const OWN_RETRIES = { throttleRetries: 0 } as const;
 
 export class ResourceRun {
   readonly wm: Watermark;

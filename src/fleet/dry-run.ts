@@ -9,7 +9,7 @@ import type { PlannedUpload } from './preflight';
  * nodes' own dry runs made.
  */
 
-export interface DryRunFacts {
+interface DryRunFacts {
   bins: Map<FleetNode, string>;
   checks: Map<FleetNode, { checks: string[]; upload?: PlannedUpload }>;
   plans: Record<string, unknown>;

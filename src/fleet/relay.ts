@@ -10,7 +10,7 @@ import { parseProgressLine } from '../ui/progress';
  * could move the cursor or rewrite lines) are dropped, and a line that never ends is handed on
  * cut every `MAX_LINE` characters rather than held without bound.
  */
-export interface StderrRelay {
+interface StderrRelay {
   push(chunk: string): void;
   /** Flushes a last line without a newline. */
   end(): void;

@@ -8,7 +8,7 @@
 import { stat as fsStat } from 'node:fs/promises';
 import { dirname, posix } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import type { ApiClient } from '../cluster/api';
+import type { ApiClient, ApiTarget } from '../cluster/api';
 import type { LoadedConfig } from '../config/parse';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { EtcdConnection, EtcdReader } from '../etcd/client';
@@ -342,7 +342,10 @@ export async function gatherStatus(deps: GatherDeps, o: GatherOptions): Promise<
 
 /** The real dependencies: files, kubeconfig, etcd and KMS plugins of this machine. */
 export function defaultGatherDeps(kubeconfig: string, now: () => Date): GatherDeps {
-  let serverCache: string | undefined;
+  // Read once per run: the cluster client, each control plane's /metrics client and the server
+  // name all come from the same kubeconfig (an exec plugin would otherwise run once per client).
+  let loaded: Promise<ApiTarget> | undefined;
+  const target = () => (loaded ??= import('../cluster/api').then((a) => a.loadKubeconfig(kubeconfig)));
   return {
     stat: (p) => fsStat(p),
     async readManifest(path) {
@@ -358,17 +361,13 @@ export function defaultGatherDeps(kubeconfig: string, now: () => Date): GatherDe
       return openEtcd(conn, { callTimeoutMs: 30_000 });
     },
     async apiClient(server) {
-      const { loadKubeconfig, createApiClient } = await import('../cluster/api');
-      const target = await loadKubeconfig(kubeconfig, server ? { server: server.url } : {});
-      if (server?.tlsServerName) target.tlsServerName = server.tlsServerName;
-      return createApiClient(target, { timeoutMs: 10_000, maxSockets: 4 });
+      const { createApiClient } = await import('../cluster/api');
+      const t: ApiTarget = { ...(await target()), ...(server ? { server: server.url } : {}) };
+      if (server?.tlsServerName) t.tlsServerName = server.tlsServerName;
+      return createApiClient(t, { timeoutMs: 10_000, maxSockets: 4 });
     },
     async kubeconfigServer() {
-      if (serverCache === undefined) {
-        const { loadKubeconfig } = await import('../cluster/api');
-        serverCache = (await loadKubeconfig(kubeconfig)).server;
-      }
-      return serverCache;
+      return (await target()).server;
     },
     async checkKms(endpoint, opts) {
       const { checkKmsHealth } = await import('../kms/health');

@@ -99,7 +99,7 @@ function scrub(v: unknown, secrets: readonly string[]): unknown {
   return v;
 }
 
-export type RedactedConfig = { ok: true; text: string } | { ok: false; text: string };
+type RedactedConfig = { ok: true; text: string } | { ok: false; text: string };
 
 /**
  * An EncryptionConfiguration text (YAML or JSON, any style) made printable: parsed as the

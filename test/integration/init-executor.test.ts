@@ -6,19 +6,17 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiClient } from '../../src/cluster/api';
-import { resolveResources } from '../../src/cluster/discovery';
 import { proveEncryption, removeLeftoverCanaries } from '../../src/cluster/proof';
-import { rewriteAll } from '../../src/cluster/rewrite';
 import { localApiserverClient } from '../../src/cluster/wait';
 import { sha256Hex } from '../../src/config/parse';
-import { etcdConnectionFromFlags, openEtcd } from '../../src/etcd/client';
+import { openEtcd } from '../../src/etcd/client';
 import { planInit, type InitPlan } from '../../src/init/plan';
-import { runInit, type InitJournalInputs } from '../../src/init/run';
+import { runInit } from '../../src/init/run';
 import type { TransitionDeps } from '../../src/transition/engine';
-import { readApiserverFlags } from '../../src/manifest/manifest';
 import { Journal } from '../../src/state/journal';
 import { CliError, ExitCode } from '../../src/ui/errors';
 import { startBed, type Bed, type BedNode } from '../bed/index';
+import { initDeps, startInitJournal } from '../helpers/init-run';
 
 let bed: Bed;
 let node: BedNode;
@@ -53,29 +51,7 @@ async function planFor(timeoutMs: number): Promise<InitPlan> {
   });
 }
 
-async function deps(timeoutMs = 60_000): Promise<TransitionDeps> {
-  const lines: string[] = [];
-  const sink = (m: string) => void lines.push(m);
-  return {
-    api,
-    now: () => new Date(),
-    out: { step: sink, info: sink, warn: sink, success: sink },
-    manifestPath: node.manifest,
-    manifestsDir: join(node.manifest, '..'),
-    configPath: paths().config,
-    backupDir: paths().backupDir,
-    keepBackups: 10,
-    nodeName: node.name,
-    hasNode: true,
-    timeoutMs,
-    force: false,
-    kubeadmConfig: true,
-    etcd: etcdConnectionFromFlags(readApiserverFlags(await readFile(node.manifest, 'utf8'), node.manifest).flags),
-    openEtcd: (c) => openEtcd(c),
-    rewrite: async (resources) => rewriteAll({ api, now: () => new Date() }, { resources: await resolveResources(api, resources) }),
-    followCommand: '"k8s-encrypt init --from-config FILE"',
-  };
-}
+const deps = (timeoutMs = 60_000): Promise<TransitionDeps> => initDeps(node, api, { configPath: paths().config, timeoutMs });
 
 /** Swaps the config the plan installs first for `text` (only the apiserver judges it). */
 function installInstead(plan: InitPlan, text: string): void {
@@ -84,18 +60,7 @@ function installInstead(plan: InitPlan, text: string): void {
   if (st) st.config = { ...st.config!, text, sha256: sha256Hex(text) };
 }
 
-async function journalFor(plan: InitPlan, timeoutMs: number): Promise<Journal<InitJournalInputs>> {
-  return Journal.start<InitJournalInputs>(
-    paths().stateDir,
-    'init',
-    {
-      mode: plan.mode, provider: plan.provider, keyName: plan.keyName, expectedPrefix: plan.expectedPrefix, resources: plan.resources,
-      configPath: plan.configPath, manifestPath: node.manifest, timeoutMs, kubeadmConfig: true, configSha256: plan.config.sha256,
-      writeConfigSha256: null, nodeName: node.name, hasNode: true, controlPlanes: 1, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
-    },
-    { forbidden: [KEY] },
-  );
-}
+const journalFor = (plan: InitPlan, timeoutMs: number) => startInitJournal(node, plan, { timeoutMs, key: KEY });
 
 describe('runInit', () => {
   it('rolls back a config the apiserver rejects: old manifest, config removed (kept as a 0600 backup), apiserver healthy', async () => {

@@ -9,11 +9,11 @@ import { observedPrefix } from '../../src/cluster/proof';
 import { localApiserverClient } from '../../src/cluster/wait';
 import { openEtcd } from '../../src/etcd/client';
 import { planInit } from '../../src/init/plan';
-import { runInit, type InitJournalInputs } from '../../src/init/run';
+import { runInit } from '../../src/init/run';
 import { readApiserverFlags } from '../../src/manifest/manifest';
-import { Journal } from '../../src/state/journal';
 import type { TransitionDeps } from '../../src/transition/engine';
 import { startBed, type Bed, type BedNode } from '../bed/index';
+import { initDeps, startInitJournal } from '../helpers/init-run';
 
 let bed: Bed;
 let node: BedNode;
@@ -33,7 +33,6 @@ afterAll(async () => {
 describe('init add-reader without etcd', () => {
   it('proves plaintext writes from the metrics (weaker), records the stage and waits for the other control plane', async () => {
     const config = join(node.root, 'etc/kubernetes/encryption/config.yaml');
-    const stateDir = join(node.root, 'var/lib/k8s-encrypt');
     const plan = planInit({
       manifestText: await readFile(node.manifest, 'utf8'),
       kubeVersion: bed.kubeVersion,
@@ -44,39 +43,16 @@ describe('init add-reader without etcd', () => {
       options: { provider: 'aescbc', resources: ['secrets'], configPath: config, manifestPath: node.manifest, timeoutMs: 60_000, kubeadmConfig: true, force: false },
     });
     expect(plan.config.stage).toBe('add-reader');
-    const journal = await Journal.start<InitJournalInputs>(
-      stateDir,
-      'init',
-      {
-        mode: plan.mode, provider: plan.provider, keyName: plan.keyName, expectedPrefix: plan.expectedPrefix, resources: plan.resources,
-        configPath: config, manifestPath: node.manifest, timeoutMs: 60_000, kubeadmConfig: true, configSha256: plan.config.sha256,
-        writeConfigSha256: plan.writeConfig?.sha256 ?? null, nodeName: node.name, hasNode: true, controlPlanes: 2, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
-      },
-      { forbidden: [KEY] },
-    );
+    const journal = await startInitJournal(node, plan, { timeoutMs: 60_000, key: KEY });
     const lines: string[] = [];
-    const sink = (m: string) => void lines.push(m);
     // etcd out of reach for the tool (not for the apiserver).
     const deps: TransitionDeps = {
-      api,
-      now: () => new Date(),
-      out: { step: sink, info: sink, warn: sink, success: sink },
-      manifestPath: node.manifest,
-      manifestsDir: join(node.manifest, '..'),
-      configPath: config,
-      backupDir: join(stateDir, 'backups'),
-      keepBackups: 10,
-      nodeName: node.name,
-      hasNode: true,
-      timeoutMs: 60_000,
-      force: false,
-      kubeadmConfig: true,
+      ...(await initDeps(node, api, { configPath: config, lines })),
       etcd: { endpoints: ['https://127.0.0.1:1'] },
       openEtcd: (c) => openEtcd(c, { callTimeoutMs: 1500 }),
       rewrite: async () => {
         throw new Error('no rewrite at add-reader');
       },
-      followCommand: '"k8s-encrypt init --from-config FILE"',
     };
     const r = await runInit(deps, plan, journal);
     expect(r).toMatchObject({ state: 'waiting', multiNode: { stage: 'add-reader' }, proof: { method: 'metrics', weaker: true, observed: 'plaintext (metrics)' } });

@@ -7,19 +7,14 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ApiClient } from '../../src/cluster/api';
-import { resolveResources } from '../../src/cluster/discovery';
 import { applyKubeadmChange, readKubeadmConfig } from '../../src/cluster/kubeadm-config';
-import { rewriteAll } from '../../src/cluster/rewrite';
 import { localApiserverClient } from '../../src/cluster/wait';
 import { sha256Hex } from '../../src/config/parse';
-import { etcdConnectionFromFlags, openEtcd } from '../../src/etcd/client';
 import { planInit } from '../../src/init/plan';
-import { runInit, type InitJournalInputs } from '../../src/init/run';
+import { runInit } from '../../src/init/run';
 import { planKubeadmChange } from '../../src/manifest/kubeadm-config';
-import { readApiserverFlags } from '../../src/manifest/manifest';
-import { Journal } from '../../src/state/journal';
-import type { TransitionDeps } from '../../src/transition/engine';
 import { startBed, type Bed, type BedNode, type TestApi } from '../bed/index';
+import { initDeps, startInitJournal } from '../helpers/init-run';
 
 const CM = '/api/v1/namespaces/kube-system/configmaps/kubeadm-config';
 const KEY = Buffer.alloc(32, 5).toString('base64');
@@ -120,7 +115,6 @@ describe('applyKubeadmChange', () => {
 describe('init: kubeadm-config changed by someone between the plan and its execution', () => {
   it('the executor plans its change again, says so on one line, and both changes are in the ConfigMap', async () => {
     const config = join(node.root, 'etc/kubernetes/encryption/config.yaml');
-    const stateDir = join(node.root, 'var/lib/k8s-encrypt');
     const before = await clusterConfiguration();
     const plan = planInit({
       manifestText: await readFile(node.manifest, 'utf8'),
@@ -136,37 +130,9 @@ describe('init: kubeadm-config changed by someone between the plan and its execu
     // After the plan (a dry run, a confirmation), before the executor reaches kubeadm-config.
     await someoneEdits({ cc: (t) => t.replace('clusterName: kubernetes', 'clusterName: renamed-meanwhile') });
 
-    const journal = await Journal.start<InitJournalInputs>(
-      stateDir,
-      'init',
-      {
-        mode: plan.mode, provider: plan.provider, keyName: plan.keyName, expectedPrefix: plan.expectedPrefix, resources: plan.resources,
-        configPath: config, manifestPath: node.manifest, timeoutMs: 60_000, kubeadmConfig: true, configSha256: plan.config.sha256,
-        writeConfigSha256: null, nodeName: node.name, hasNode: true, controlPlanes: 1, keySource: 'generated', keyFile: null, fromConfig: null, kms: null,
-      },
-      { forbidden: [KEY] },
-    );
+    const journal = await startInitJournal(node, plan, { timeoutMs: 60_000, key: KEY });
     const lines: string[] = [];
-    const sink = (m: string) => void lines.push(m);
-    const deps: TransitionDeps = {
-      api,
-      now: () => new Date(),
-      out: { step: sink, info: sink, warn: sink, success: sink },
-      manifestPath: node.manifest,
-      manifestsDir: join(node.manifest, '..'),
-      configPath: config,
-      backupDir: join(stateDir, 'backups'),
-      keepBackups: 10,
-      nodeName: node.name,
-      hasNode: true,
-      timeoutMs: 60_000,
-      force: false,
-      kubeadmConfig: true,
-      etcd: etcdConnectionFromFlags(readApiserverFlags(await readFile(node.manifest, 'utf8'), node.manifest).flags),
-      openEtcd: (c) => openEtcd(c),
-      rewrite: async (resources) => rewriteAll({ api, now: () => new Date() }, { resources: await resolveResources(api, resources) }),
-      followCommand: '"k8s-encrypt init --from-config FILE"',
-    };
+    const deps = await initDeps(node, api, { configPath: config, lines });
     const r = await runInit(deps, plan, journal);
     expect(r.state).toBe('done');
     const replans = lines.filter((l) => /kubeadm-config changed since the plan/.test(l));
