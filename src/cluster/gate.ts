@@ -67,6 +67,11 @@ export class Gate {
     return this.fixed ?? this.state!.limit;
   }
 
+  /** Recent latency of one request (ms, smoothed), 0 before the first finished. */
+  get latencyMs(): number {
+    return this.meanLatency;
+  }
+
   get active(): number {
     return this.inFlight;
   }

@@ -3,13 +3,16 @@ import { ApiError, toCliError } from './errors';
 import type { ApiClient } from './api';
 import type { ResolvedResource } from './discovery';
 import type { Gate } from './gate';
-import { objectKey, keyAfter, Watermark } from './watermark';
+import { itemKey, nextPageSize, putBody, toRecord, type KubeObject, type PageRecord } from './page';
+import { keyAfter, Watermark } from './watermark';
 
 /**
  * One resource of a rewrite: lists it page by page (the next page is fetched while the current
  * one is dispatched, so the budget does not drain at every page boundary) and PUTs each object
- * back through the shared gate. Everything a run shares (totals, failures, the checkpoint) comes
- * in through `RunShared`.
+ * back through the shared gate. Each page is turned into compact records as soon as it is parsed
+ * (src/cluster/page.ts), and unless --page-size fixes it, each page is sized to keep the gate's
+ * limit filled. Everything a run shares (totals, failures, the checkpoint) comes in through
+ * `RunShared`.
  */
 
 export interface ResourceSummary {
@@ -29,12 +32,6 @@ export interface ResourceSummary {
 type Outcome = 'rewritten' | 'unchanged' | 'deleted' | typeof Aborted | { error: unknown };
 export const Aborted = Symbol('aborted');
 
-interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
-  [k: string]: unknown;
-}
 interface KubeList {
   metadata?: { continue?: string; remainingItemCount?: number; resourceVersion?: string };
   items?: KubeObject[];
@@ -44,7 +41,8 @@ export interface RunShared {
   api: ApiClient;
   gate: Gate;
   now: () => number;
-  pageSize: number;
+  /** Objects per list page when fixed (--page-size); without it pages follow the budget. */
+  pageSize?: number;
   dryRun: boolean;
   maxConflicts: number;
   /** Set when the run must stop dispatching (interrupt, or another resource failed). */
@@ -52,7 +50,7 @@ export interface RunShared {
   signal?: AbortSignal;
   withRetry: <T>(fn: () => Promise<T>) => Promise<T>;
   /** An object finished (or, in a dry run, was counted). */
-  finished: (res: ResolvedResource, obj: KubeObject, outcome: Exclude<Outcome, typeof Aborted> | 'listed') => void;
+  finished: (res: ResolvedResource, obj: Pick<PageRecord, 'namespace' | 'name'>, outcome: Exclude<Outcome, typeof Aborted> | 'listed') => void;
   /** The estimated objects of this resource for this run became known or changed. */
   total: (resource: string, n: number | undefined) => void;
   /** Progress moved: time to think about saving the checkpoint. */
@@ -70,6 +68,11 @@ export class ResourceRun {
   private pending = 0;
   private drained?: () => void;
   private resourceTotal?: number;
+  /** Recent list latency (ms, smoothed), for the size of the next page. */
+  private listLatencyMs = 0;
+  /** The sizes of the pages asked for, smallest and largest (for tests and --verbose). */
+  readonly pageSizes = { min: Infinity, max: 0 };
+  private readonly apiVersion: string;
 
   constructor(
     private readonly sh: RunShared,
@@ -80,6 +83,7 @@ export class ResourceRun {
     this.wm = new Watermark(state.doneThrough, state.pageContinue);
     this.lastDispatched = state.doneThrough;
     this.token = state.pageContinue;
+    this.apiVersion = res.group ? `${res.group}/${res.version}` : res.version;
   }
 
   /** Copies the watermark into the checkpoint state. */
@@ -94,10 +98,19 @@ export class ResourceRun {
   }
 
   private list(token: string | undefined): Promise<KubeList> {
-    const { api, withRetry, pageSize, signal } = this.sh;
+    const { api, withRetry, signal, gate, now } = this.sh;
+    const limit =
+      this.sh.pageSize ?? nextPageSize({ limit: gate.limit, listLatencyMs: this.listLatencyMs, putLatencyMs: gate.latencyMs });
+    if (limit < this.pageSizes.min) this.pageSizes.min = limit;
+    if (limit > this.pageSizes.max) this.pageSizes.max = limit;
+    const t0 = now();
     const p = withRetry(() =>
-      api.list<KubeList>(this.res.listPath, { query: { limit: pageSize, continue: token }, signal, ...OWN_RETRIES }),
-    );
+      api.list<KubeList>(this.res.listPath, { query: { limit, continue: token }, signal, ...OWN_RETRIES }),
+    ).then((page) => {
+      const ms = Math.max(1, now() - t0);
+      this.listLatencyMs = this.listLatencyMs === 0 ? ms : (this.listLatencyMs + ms) / 2;
+      return page;
+    });
     p.catch(() => {}); // awaited (and its error handled) when its turn comes
     return p;
   }
@@ -140,29 +153,45 @@ export class ResourceRun {
         if (typeof remaining === 'number') this.resourceTotal = items.length + remaining;
         sh.total(this.res.resource, this.resourceTotal);
       }
-      page = {}; // the page is not held while the last of its objects are in flight
-      if ((await this.dispatchPage(items, pageToken)) === 'stopped') return 'stopped';
+      page = {};
+      // The parsed tree is not held while the page's objects wait for the budget: one flat string
+      // each, and the tree is garbage before the first PUT.
+      const records = this.compact(items);
+      if ((await this.dispatchPage(records, pageToken)) === 'stopped') return 'stopped';
     }
     return 'listed';
   }
 
-  private async dispatchPage(items: KubeObject[], pageToken: string | undefined): Promise<'ok' | 'stopped'> {
-    const sh = this.sh;
+  /** The page's records, without the objects a resumed run has done (counted as skipped). */
+  private compact(items: KubeObject[]): PageRecord[] {
+    const records: PageRecord[] = [];
     for (let i = 0; i < items.length; i++) {
       const obj = items[i]!;
-      items[i] = undefined as never; // collectable once its PUT is done
-      const name = obj.metadata?.name;
-      if (!name) continue;
-      const key = objectKey(obj.metadata?.namespace, name);
-      if (this.lastDispatched !== undefined && !keyAfter(key, this.lastDispatched)) {
+      items[i] = undefined as never;
+      const id = itemKey(obj);
+      if (!id) continue;
+      // Keys rise through a list, and nothing of this page is dispatched yet, so what a resume
+      // (or a list restarted after a 410) has done is what is not after the last key dispatched.
+      if (this.lastDispatched !== undefined && !keyAfter(id.key, this.lastDispatched)) {
         this.rs.skipped++;
-        if (this.resourceTotal !== undefined) sh.total(this.res.resource, --this.resourceTotal);
+        if (this.resourceTotal !== undefined) this.sh.total(this.res.resource, --this.resourceTotal);
         continue;
       }
+      records.push(toRecord(obj, id, this.apiVersion, this.res.kind));
+    }
+    return records;
+  }
+
+  private async dispatchPage(records: PageRecord[], pageToken: string | undefined): Promise<'ok' | 'stopped'> {
+    const sh = this.sh;
+    for (let i = 0; i < records.length; i++) {
+      const rec = records[i]!;
+      records[i] = undefined as never; // collectable once its PUT is done
+      const key = rec.key;
       if (sh.dryRun) {
         if (sh.stopped()) return 'stopped';
         this.lastDispatched = key;
-        sh.finished(this.res, obj, 'listed');
+        sh.finished(this.res, rec, 'listed');
         continue;
       }
       await sh.gate.acquire();
@@ -175,12 +204,13 @@ export class ResourceRun {
       this.wm.dispatched(key, pageToken);
       this.pending++;
       const t0 = sh.now();
-      void this.rewriteOne(obj)
+      const who = { namespace: rec.namespace, name: rec.name };
+      void this.rewriteOne(rec)
         .catch((err: unknown): Outcome => ({ error: err }))
         .then((outcome) => {
           sh.gate.release(sh.now() - t0);
           if (outcome !== Aborted) {
-            sh.finished(this.res, obj, outcome);
+            sh.finished(this.res, who, outcome);
             this.wm.done(key);
             sh.record();
           }
@@ -190,16 +220,13 @@ export class ResourceRun {
     return 'ok';
   }
 
-  private async rewriteOne(obj: KubeObject): Promise<Outcome> {
+  private async rewriteOne(rec: PageRecord): Promise<Outcome> {
     const { api, withRetry, signal } = this.sh;
-    const res = this.res;
-    const path = res.itemPath(obj.metadata?.namespace, obj.metadata!.name!);
-    const apiVersion = res.group ? `${res.group}/${res.version}` : res.version;
-    let body = obj;
+    const path = this.res.itemPath(rec.namespace, rec.name);
+    // The first PUT sends the listed object's string; after a 409, the object read back.
+    let body: string | KubeObject = rec.body;
+    let sent = rec.resourceVersion;
     for (let conflicts = 0; ; ) {
-      body.apiVersion ??= apiVersion;
-      body.kind ??= res.kind;
-      const sent = body.metadata?.resourceVersion;
       try {
         const out = await withRetry(() => api.put<KubeObject>(path, body, OWN_RETRIES));
         return out?.metadata?.resourceVersion !== sent ? 'rewritten' : 'unchanged';
@@ -211,7 +238,9 @@ export class ResourceRun {
         this.rs.conflictsRetried++;
         // Someone wrote the object after we listed it: PUT what is there now, never our copy.
         try {
-          body = await withRetry(() => api.get<KubeObject>(path, OWN_RETRIES));
+          const fresh = putBody(await withRetry(() => api.get<KubeObject>(path, OWN_RETRIES)), this.apiVersion, this.res.kind);
+          body = fresh;
+          sent = fresh.metadata?.resourceVersion;
         } catch (gerr) {
           if (signal?.aborted && !(gerr instanceof ApiError)) return Aborted;
           if (gerr instanceof ApiError && gerr.status === 404) return 'deleted';

@@ -1,6 +1,6 @@
 import type { ChalkInstance } from 'chalk';
 import { z } from 'zod';
-import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
+import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
 import { parseResources } from '../config/resources';
 import type { EncryptionConfiguration } from '../config/schema';
 import type { Context } from '../context';
@@ -13,7 +13,7 @@ const ReEncryptAllOptions = z.object({
   resources: z.string(),
   concurrency: z.number().int().min(1).optional(),
   maxConcurrency: z.number().int().min(1),
-  pageSize: z.number().int().min(1),
+  pageSize: z.number().int().min(1).optional(),
   resume: z.boolean(),
   dryRun: z.boolean(),
   verify: z.boolean(),
@@ -129,7 +129,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
     }
     const verifier = opts.verify && !opts.dryRun ? await openEtcdVerifier(ctx) : undefined;
     ctx.out.step(
-      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency !== undefined ? `${opts.concurrency} in flight` : `in flight: adaptive, up to ${opts.maxConcurrency}`}, pages of ${opts.pageSize})`,
+      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency !== undefined ? `${opts.concurrency} in flight` : `in flight: adaptive, up to ${opts.maxConcurrency}`}, ${opts.pageSize !== undefined ? `pages of ${opts.pageSize}` : `pages of ${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}, sized to the budget`})`,
     );
     let summary: ReEncryptResult;
     try {
@@ -244,7 +244,7 @@ export const reEncryptAllCommand: CommandModule = {
       .option('--resources <list>', 'secrets, a comma-separated list (configmaps, plural.group), or from-config', 'secrets')
       .option('--concurrency <n>', 'a fixed number of requests in flight (default: adaptive, from the rate the apiserver sustains)', intOption('--concurrency'))
       .option('--max-concurrency <n>', 'the most requests in flight the adaptive limit may reach', intOption('--max-concurrency'), DEFAULT_MAX_CONCURRENCY)
-      .option('--page-size <n>', 'objects per list page', intOption('--page-size'), DEFAULT_PAGE_SIZE)
+      .option('--page-size <n>', `objects per list page, fixed (default: ${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}, sized to keep the requests in flight fed)`, intOption('--page-size'))
       .option('--resume', 'continue the interrupted run from its checkpoint', false)
       .option('--dry-run', 'list and count the objects, write nothing', false)
       .option('--verify', 'afterwards, read etcd and fail if objects remain under another key or in plaintext', false)
