@@ -143,7 +143,7 @@ describe('the engine with pages that follow the budget', () => {
 
   it('interrupted and resumed across pages of changing size: each object is done once, none lost', async () => {
     const f = fakeApi(2500, { listMs: 40, putMs: 5 });
-    const store = new FileCheckpointStore({ stateDir, runId: rewriteRunId(['secrets'], 'k1'), everyObjects: 50, everyMs: 0 });
+    const store = new FileCheckpointStore({ stateDir, runId: rewriteRunId(['secrets'], 'k1'), everyObjects: 200, everyMs: 60_000 });
     const ac = new AbortController();
     const realPut = f.api.put.bind(f.api);
     (f.api as { put: ApiClient['put'] }).put = ((path: string, body: unknown, opts?: object) => {
