@@ -7,6 +7,7 @@ import { ApiConnectionError, ApiError, describeError, isTransient } from './erro
 import { Gate, type GateReport } from './gate';
 import { DEFAULT_INITIAL_CONCURRENCY, DEFAULT_MAX_CONCURRENCY } from './limiter';
 import { ResourceRun, type ResourceSummary, type RunShared } from './rewrite-resource';
+import { DEFAULT_PAGE_SIZE } from './page';
 
 export { compareKeys, objectKey, Watermark } from './watermark';
 export type { ResourceSummary } from './rewrite-resource';
@@ -91,9 +92,11 @@ export interface RewriteOptions {
   maxConcurrency?: number;
   /** Where the adaptive limit starts (default 64). */
   initialConcurrency?: number;
-  /** Objects per list page, fixed; without it each page is sized to keep the budget filled
-   * (100..500 objects, src/cluster/page.ts). */
-  pageSize?: number;
+  /** Objects per list page (default 100). 'auto' sizes each page to keep the budget filled
+   * (100..500 objects, src/cluster/page.ts): faster when listing is what holds the rewrite back,
+   * but on the bed it let the adaptive limit climb to ~200 in flight and peak RSS from 121 to
+   * ~200 MB, so it is not the default while memory is the target furthest off. */
+  pageSize?: number | 'auto';
   /** Continue from the checkpoint of the same run, when there is one. */
   resume?: boolean;
   /** List and count only; nothing is written (not even the checkpoint). */
@@ -210,7 +213,7 @@ export async function rewriteAll(deps: RewriteDeps, opts: RewriteOptions): Promi
     api,
     gate,
     now: clock,
-    pageSize: opts.pageSize === undefined ? undefined : Math.max(1, Math.floor(opts.pageSize)),
+    pageSize: opts.pageSize === 'auto' ? undefined : Math.max(1, Math.floor(opts.pageSize ?? DEFAULT_PAGE_SIZE)),
     dryRun,
     maxConflicts: opts.maxConflictRetries ?? 8,
     stopped: () => Boolean(signal?.aborted) || failedWith !== undefined,

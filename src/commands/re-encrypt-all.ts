@@ -9,11 +9,13 @@ import { CliError, ExitCode } from '../ui/errors';
 import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
+const pageSizeOption = (v: string): number | 'auto' => (v === 'auto' ? 'auto' : intOption('--page-size')(v));
+
 const ReEncryptAllOptions = z.object({
   resources: z.string(),
   concurrency: z.number().int().min(1).optional(),
   maxConcurrency: z.number().int().min(1),
-  pageSize: z.number().int().min(1).optional(),
+  pageSize: z.union([z.number().int().min(1), z.literal('auto')]),
   resume: z.boolean(),
   dryRun: z.boolean(),
   verify: z.boolean(),
@@ -129,7 +131,7 @@ async function run(ctx: Context, opts: Opts): Promise<void> {
     }
     const verifier = opts.verify && !opts.dryRun ? await openEtcdVerifier(ctx) : undefined;
     ctx.out.step(
-      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency !== undefined ? `${opts.concurrency} in flight` : `in flight: adaptive, up to ${opts.maxConcurrency}`}, ${opts.pageSize !== undefined ? `pages of ${opts.pageSize}` : `pages of ${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}, sized to the budget`})`,
+      `${opts.dryRun ? 'counting' : 'rewriting'} ${resources.map((r) => r.resource).join(', ')} through ${api.server} (${opts.concurrency !== undefined ? `${opts.concurrency} in flight` : `in flight: adaptive, up to ${opts.maxConcurrency}`}, ${opts.pageSize !== 'auto' ? `pages of ${opts.pageSize}` : `pages of ${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}, sized to the budget`})`,
     );
     let summary: ReEncryptResult;
     try {
@@ -244,7 +246,7 @@ export const reEncryptAllCommand: CommandModule = {
       .option('--resources <list>', 'secrets, a comma-separated list (configmaps, plural.group), or from-config', 'secrets')
       .option('--concurrency <n>', 'a fixed number of requests in flight (default: adaptive, from the rate the apiserver sustains)', intOption('--concurrency'))
       .option('--max-concurrency <n>', 'the most requests in flight the adaptive limit may reach', intOption('--max-concurrency'), DEFAULT_MAX_CONCURRENCY)
-      .option('--page-size <n>', `objects per list page, fixed (default: ${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}, sized to keep the requests in flight fed)`, intOption('--page-size'))
+      .option('--page-size <n|auto>', `objects per list page; auto sizes pages (${DEFAULT_PAGE_SIZE}-${MAX_PAGE_SIZE}) to keep the requests in flight fed, at a cost in memory`, pageSizeOption, DEFAULT_PAGE_SIZE)
       .option('--resume', 'continue the interrupted run from its checkpoint', false)
       .option('--dry-run', 'list and count the objects, write nothing', false)
       .option('--verify', 'afterwards, read etcd and fail if objects remain under another key or in plaintext', false)

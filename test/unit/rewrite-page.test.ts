@@ -109,7 +109,7 @@ function fakeApi(n: number, o: { listMs: number; putMs: number }) {
 
 const secrets = resolvedResource('', 'v1', { name: 'secrets', namespaced: true, kind: 'Secret' });
 
-describe('the engine with pages that follow the budget', () => {
+describe('the engine with --page-size auto', () => {
   let stateDir: string;
   beforeEach(async () => {
     stateDir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-pages-'));
@@ -121,7 +121,7 @@ describe('the engine with pages that follow the budget', () => {
   it('asks for larger pages when lists are slow against the PUTs, and PUTs each listed string', async () => {
     // 32 in flight at 10 ms a PUT take 3,200 objects/s; a list every 50 ms must bring 160, x1.5 = 240.
     const f = fakeApi(3000, { listMs: 50, putMs: 10 });
-    const s = await rewriteAll({ api: f.api, now: () => new Date() }, { resources: [secrets], concurrency: 32 });
+    const s = await rewriteAll({ api: f.api, now: () => new Date() }, { resources: [secrets], concurrency: 32, pageSize: 'auto' });
     expect(s.rewritten).toBe(3000);
     expect(f.limits[0]).toBe(DEFAULT_PAGE_SIZE);
     expect(Math.max(...f.limits)).toBeGreaterThan(DEFAULT_PAGE_SIZE);
@@ -133,6 +133,12 @@ describe('the engine with pages that follow the budget', () => {
       metadata: { namespace: 'default', name: 's-00000', resourceVersion: '1' },
       data: { v: 'v0' },
     });
+  });
+
+  it('without --page-size pages stay at the default 100', async () => {
+    const f = fakeApi(600, { listMs: 50, putMs: 10 });
+    await rewriteAll({ api: f.api, now: () => new Date() }, { resources: [secrets], concurrency: 32 });
+    expect(new Set(f.limits)).toEqual(new Set([DEFAULT_PAGE_SIZE]));
   });
 
   it('a fixed --page-size stays fixed', async () => {
@@ -150,11 +156,11 @@ describe('the engine with pages that follow the budget', () => {
       if (f.puts.length === 1500) ac.abort();
       return realPut(path, body, opts);
     }) as ApiClient['put'];
-    await expect(rewriteAll({ api: f.api, now: () => new Date(), checkpoint: store, signal: ac.signal }, { resources: [secrets], concurrency: 16 })).rejects.toThrow(/interrupted/);
+    await expect(rewriteAll({ api: f.api, now: () => new Date(), checkpoint: store, signal: ac.signal }, { resources: [secrets], concurrency: 16, pageSize: 'auto' })).rejects.toThrow(/interrupted/);
     expect(Math.max(...f.limits)).toBeGreaterThan(DEFAULT_PAGE_SIZE);
     const first = new Set(f.puts);
     f.puts.length = 0;
-    const s = await rewriteAll({ api: f.api, now: () => new Date(), checkpoint: store }, { resources: [secrets], resume: true, concurrency: 16 });
+    const s = await rewriteAll({ api: f.api, now: () => new Date(), checkpoint: store }, { resources: [secrets], resume: true, concurrency: 16, pageSize: 'auto' });
     expect(s.resumed).toBe(true);
     expect(s.failed).toBe(0);
     // Everything is written, nothing twice but the few in flight at the interrupt (at most 16).
