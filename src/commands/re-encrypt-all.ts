@@ -1,5 +1,5 @@
 import type { ChalkInstance } from 'chalk';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
 import { parseResources } from '../config/resources';
 import type { EncryptionConfiguration } from '../config/schema';
@@ -9,20 +9,20 @@ import { CliError, ExitCode } from '../ui/errors';
 import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
-const ReEncryptAllOptions = z.object({
-  resources: z.string(),
-  concurrency: z.number().int().min(1).optional(),
-  maxConcurrency: z.number().int().min(1),
-  pageSize: z.number().int().min(1),
-  resume: z.boolean(),
-  dryRun: z.boolean(),
-  verify: z.boolean(),
-  server: z.string().optional(),
-  context: z.string().optional(),
-  config: z.string().optional(),
-  manifest: z.string().optional(),
-});
-type Opts = z.infer<typeof ReEncryptAllOptions>;
+const ReEncryptAllOptions = {
+  resources: o.str(),
+  concurrency: o.int(1).optional(),
+  maxConcurrency: o.int(1),
+  pageSize: o.int(1),
+  resume: o.bool(),
+  dryRun: o.bool(),
+  verify: o.bool(),
+  server: o.str().optional(),
+  context: o.str().optional(),
+  config: o.str().optional(),
+  manifest: o.str().optional(),
+};
+type Opts = o.OptionsOf<typeof ReEncryptAllOptions>;
 
 /** What `--verify` found in etcd for one resource. */
 interface VerifyResult {
