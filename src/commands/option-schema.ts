@@ -1,3 +1,5 @@
+import { receivedType } from '../ui/type-names';
+
 /**
  * The shape of a command's options, checked at the edge so that its run function receives exactly
  * the typed object it declares. Commander's parsers have already turned numbers into numbers and
@@ -24,15 +26,7 @@ export type OptionsOf<S extends OptionShape> = {
 /** A shape that yields T (for option types declared elsewhere). */
 export type ShapeOf<T> = { [K in keyof T]: Opt<T[K]> };
 
-/** How the value was received, as the messages name it. */
-function received(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'array';
-  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
-  return typeof v;
-}
-
-const expected = (type: string, v: unknown) => `Invalid input: expected ${type}, received ${received(v)}`;
+const expected = (type: string, v: unknown) => `Invalid input: expected ${type}, received ${receivedType(v)}`;
 
 function opt<T>(check: (v: unknown) => string | undefined): Opt<T> {
   return {
