@@ -1,9 +1,9 @@
-import { z } from 'zod';
+import * as o from './option-schema';
 import { addNodeFlags, addStagedFlags, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import type { CommandModule } from './types';
 import { addSnapshotOptions } from './safety';
 
-const DisableOptions = z.object({ ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: z.boolean() });
+const DisableOptions = { ...nodeOptions, ...stagedOptions, ...snapshotOptions, kubeadmConfig: o.bool() };
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**

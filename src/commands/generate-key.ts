@@ -1,10 +1,10 @@
 import { Option } from 'commander';
 import { DEFAULT_KEY_BYTES, generateKey, LOCAL_PROVIDERS, parseProvider, type LocalProvider } from '../config/keys';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
-const GenerateKeyOptions = z.object({ provider: z.string(), bytes: z.number().int().min(1) });
+const GenerateKeyOptions = { provider: o.str(), bytes: o.int(1) };
 
 export const generateKeyCommand: CommandModule = {
   register(program, wrap) {

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import { intOption, type CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
@@ -15,18 +15,18 @@ import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
  * refused (exit 6, "already encrypted": see status / rotate-key).
  */
 
-export const InitOptions = z.object({
+export const InitOptions = {
   ...nodeOptions,
   ...keyOptions,
   ...stagedOptions,
   ...snapshotOptions,
   ...escrowOptions,
-  provider: z.string(),
-  resources: z.string(),
-  timeout: z.string().optional(),
-  kubeadmConfig: z.boolean(),
-});
-export type Opts = z.infer<typeof InitOptions>;
+  provider: o.str(),
+  resources: o.str(),
+  timeout: o.str().optional(),
+  kubeadmConfig: o.bool(),
+};
+export type Opts = o.OptionsOf<typeof InitOptions>;
 
 export const initCommand: CommandModule = {
   register(program, wrap) {

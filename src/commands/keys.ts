@@ -1,23 +1,23 @@
-import { z } from 'zod';
+import * as o from './option-schema';
 import type { ExportOpts, ImportOpts } from '../escrow/command';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 import { collect } from './safety';
 
-const passphrase = { passphraseFile: z.string().optional(), passphraseStdin: z.boolean().optional() };
-const ExportOptions = z.object({
+const passphrase = { passphraseFile: o.str().optional(), passphraseStdin: o.bool().optional() };
+const ExportOptions = {
   ...passphrase,
-  recipient: z.array(z.string()).optional(),
-  out: z.string().optional(),
-  force: z.boolean().optional(),
-}) satisfies z.ZodType<ExportOpts>;
-const ImportOptions = z.object({
+  recipient: o.strList().optional(),
+  out: o.str().optional(),
+  force: o.bool().optional(),
+} satisfies o.ShapeOf<ExportOpts>;
+const ImportOptions = {
   ...passphrase,
-  identity: z.string().optional(),
-  out: z.string(),
-  force: z.boolean().optional(),
-  kubeVersion: z.string().optional(),
-}) satisfies z.ZodType<ImportOpts>;
+  identity: o.str().optional(),
+  out: o.str(),
+  force: o.bool().optional(),
+  kubeVersion: o.str().optional(),
+} satisfies o.ShapeOf<ImportOpts>;
 
 /**
  * `k8s-encrypt keys export|import`: escrow the keys of a config as an age-encrypted bundle, and

@@ -1,15 +1,15 @@
 import { Option } from 'commander';
 import { CliError, ExitCode } from '../ui/errors';
 import type { PluginManifestInput } from '../kms/manifest';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-const HealthOptions = z.object({ endpoint: z.string(), kmsApiVersion: z.enum(['v1', 'v2']), timeout: z.string() });
+const HealthOptions = { endpoint: o.str(), kmsApiVersion: o.oneOf(['v1', 'v2']), timeout: o.str() };
 
-const str = z.string().optional();
+const str = o.str().optional();
 /** Numbers stay text here: planPluginManifest checks them and names the flag. */
-const PluginManifestOptions = z.object({
+const PluginManifestOptions = {
   plugin: str,
   variant: str,
   region: str,
@@ -22,10 +22,10 @@ const PluginManifestOptions = z.object({
   replicas: str,
   credentialsSecret: str,
   credentialsFile: str,
-  instanceRole: z.boolean().optional(),
+  instanceRole: o.bool().optional(),
   healthPort: str,
-  enableKmsV1: z.boolean().optional(),
-}) satisfies z.ZodType<PluginManifestInput>;
+  enableKmsV1: o.bool().optional(),
+} satisfies o.ShapeOf<PluginManifestInput>;
 
 const KMS_PLUGINS = ['ack-kms-plugin', 'aws-encryption-provider'];
 

@@ -1,29 +1,28 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
 import { usageError } from '../ui/errors';
+import { bool, checkOptions, int, oneOf, str as string, strList, type OptionsOf, type OptionShape } from './option-schema';
 import { intOption } from './types';
 
 /**
- * Options are checked with a schema at the edge, so a command's run function receives exactly
- * the typed object it declares (commander's parsers have already turned the numbers into numbers).
+ * Options are checked against their shape at the edge (src/commands/option-schema.ts), so a
+ * command's run function receives exactly the typed object it declares.
  */
-export function parseOptions<S extends z.ZodType>(schema: S, raw: unknown, command: string): z.infer<S> {
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const flag = issue?.path.length ? `--${String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'an option';
-  throw usageError(`${command}: ${flag}: ${issue?.message ?? 'invalid'}`, `see "k8s-encrypt ${command} --help"`);
+export function parseOptions<S extends OptionShape>(shape: S, raw: unknown, command: string): OptionsOf<S> {
+  const r = checkOptions(shape, raw as Record<string, unknown>);
+  if (r.ok) return r.value;
+  const flag = `--${r.key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  throw usageError(`${command}: ${flag}: ${r.message}`, `see "k8s-encrypt ${command} --help"`);
 }
 
-const str = z.string().optional();
-const flag = z.boolean().optional();
+const str = string().optional();
+const flag = bool().optional();
 
 /** What every transition command (init, rotate-key, disable, rollback) shares. */
 export const nodeOptions = {
   config: str,
   nodeName: str,
   dryRun: flag,
-  keepBackups: z.number().int().min(1),
+  keepBackups: int(1),
 };
 
 export const keyOptions = {
@@ -32,7 +31,7 @@ export const keyOptions = {
   keyStdin: flag,
   kmsName: str,
   kmsEndpoint: str,
-  kmsApiVersion: z.enum(['v1', 'v2']),
+  kmsApiVersion: oneOf(['v1', 'v2']),
   kmsTimeout: str,
 };
 
@@ -40,21 +39,21 @@ export const stagedOptions = {
   stage: str,
   fromConfig: str,
   force: flag,
-  controlPlanes: z.number().int().min(1).optional(),
-  timeout: z.string(),
+  controlPlanes: int(1).optional(),
+  timeout: string(),
 };
 
 /** The safety net's flags (src/commands/safety.ts): a snapshot before the first change. */
 export const snapshotOptions = {
   snapshot: flag,
   snapshotDir: str,
-  keepSnapshots: z.number().int().min(1).optional(),
+  keepSnapshots: int(1).optional(),
   snapshotStallTimeout: str,
 };
 
 /** ... and the new key escrowed before it encrypts anything (init, rotate-key). */
 export const escrowOptions = {
-  escrowRecipient: z.array(z.string()).optional(),
+  escrowRecipient: strList().optional(),
   escrowDir: str,
 };
 

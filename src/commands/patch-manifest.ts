@@ -2,17 +2,17 @@ import { posix } from 'node:path';
 import { fileExists, readText } from '../state/atomic';
 import { CliError, ExitCode } from '../ui/errors';
 import { confirm } from '../ui/prompt';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-const PatchManifestOptions = z.object({
-  manifest: z.string().optional(),
-  configPath: z.string().optional(),
-  dryRun: z.boolean(),
-  replace: z.boolean(),
-  automaticReload: z.boolean(),
-});
+const PatchManifestOptions = {
+  manifest: o.str().optional(),
+  configPath: o.str().optional(),
+  dryRun: o.bool(),
+  replace: o.bool(),
+  automaticReload: o.bool(),
+};
 
 /** --encryption-provider-config-automatic-reload exists since 1.26; older apiservers crash-loop on it. */
 const RELOAD_SINCE: [number, number] = [1, 26];

@@ -1,5 +1,5 @@
 import type { ChalkInstance } from 'chalk';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { DEFAULT_MAX_CONCURRENCY, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type RewriteSummary } from '../cluster/rewrite';
 import { parseResources } from '../config/resources';
 import type { EncryptionConfiguration } from '../config/schema';
@@ -11,20 +11,20 @@ import { intOption, type CommandModule } from './types';
 
 const pageSizeOption = (v: string): number | 'auto' => (v === 'auto' ? 'auto' : intOption('--page-size')(v));
 
-const ReEncryptAllOptions = z.object({
-  resources: z.string(),
-  concurrency: z.number().int().min(1).optional(),
-  maxConcurrency: z.number().int().min(1),
-  pageSize: z.union([z.number().int().min(1), z.literal('auto')]),
-  resume: z.boolean(),
-  dryRun: z.boolean(),
-  verify: z.boolean(),
-  server: z.string().optional(),
-  context: z.string().optional(),
-  config: z.string().optional(),
-  manifest: z.string().optional(),
-});
-type Opts = z.infer<typeof ReEncryptAllOptions>;
+const ReEncryptAllOptions = {
+  resources: o.str(),
+  concurrency: o.int(1).optional(),
+  maxConcurrency: o.int(1),
+  pageSize: o.intOr('auto', 1),
+  resume: o.bool(),
+  dryRun: o.bool(),
+  verify: o.bool(),
+  server: o.str().optional(),
+  context: o.str().optional(),
+  config: o.str().optional(),
+  manifest: o.str().optional(),
+};
+type Opts = o.OptionsOf<typeof ReEncryptAllOptions>;
 
 /** What `--verify` found in etcd for one resource. */
 interface VerifyResult {

@@ -1,9 +1,9 @@
-import { z } from 'zod';
+import * as o from './option-schema';
 import { addNodeFlags, nodeOptions, parseOptions } from './options';
 import type { CommandModule } from './types';
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
-export const RollbackOptions = z.object({ ...nodeOptions, to: z.string().optional(), timeout: z.string() });
+export const RollbackOptions = { ...nodeOptions, to: o.str().optional(), timeout: o.str() };
 
 /**
  * `k8s-encrypt rollback`: restores the previous config on this node (the newest backup that differs

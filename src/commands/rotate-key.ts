@@ -1,10 +1,10 @@
 import { Option } from 'commander';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { addNodeFlags, addStagedFlags, escrowOptions, keyOptions, nodeOptions, parseOptions, snapshotOptions, stagedOptions } from './options';
 import type { CommandModule } from './types';
 import { addEscrowOptions, addSnapshotOptions } from './safety';
 
-const RotateKeyOptions = z.object({ ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: z.string().optional(), ifOlderThan: z.string().optional() });
+const RotateKeyOptions = { ...nodeOptions, ...keyOptions, ...stagedOptions, ...snapshotOptions, ...escrowOptions, provider: o.str().optional(), ifOlderThan: o.str().optional() };
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
 /**

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as o from './option-schema';
 import type { Context } from '../context';
 import { ExitCode } from '../ui/errors';
 import { resourceList } from '../config/resources';
@@ -6,19 +6,19 @@ import { parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 import { addFleetOptions, runFleetIfAsked } from '../fleet/options';
 
-const str = z.string().optional();
-const StatusOptions = z.object({
-  decryptCheck: z.boolean(),
-  exitCode: z.boolean(),
-  etcd: z.boolean(),
-  cluster: z.boolean(),
+const str = o.str().optional();
+const StatusOptions = {
+  decryptCheck: o.bool(),
+  exitCode: o.bool(),
+  etcd: o.bool(),
+  cluster: o.bool(),
   resources: str,
-  listLimit: z.number().int().min(1),
+  listLimit: o.int(1),
   nodeName: str,
   manifest: str,
   config: str,
-});
-type Opts = z.infer<typeof StatusOptions>;
+};
+type Opts = o.OptionsOf<typeof StatusOptions>;
 
 /** Status's `--resources`: the resources to scan; none given (or an empty list) means the default. */
 export function scanResources(v: string | undefined): string[] | undefined {

@@ -1,10 +1,10 @@
 import { NEWEST_KUBE_VERSION } from '../config/versions';
-import { z } from 'zod';
+import * as o from './option-schema';
 import type { Opts } from '../config/check';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-const ValidateConfigOptions = z.object({ kubeVersion: z.string().optional(), featureGates: z.string().optional() }) satisfies z.ZodType<Opts>;
+const ValidateConfigOptions = { kubeVersion: o.str().optional(), featureGates: o.str().optional() } satisfies o.ShapeOf<Opts>;
 
 export const validateConfigCommand: CommandModule = {
   register(program, wrap) {

@@ -1,16 +1,16 @@
-import { z } from 'zod';
+import * as o from './option-schema';
 import type { VerifySnapshotOpts } from '../snapshot/command';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-const VerifySnapshotOptions = z.object({
-  config: z.string().optional(),
-  bundle: z.string().optional(),
-  identity: z.string().optional(),
-  passphraseFile: z.string().optional(),
-  passphraseStdin: z.boolean().optional(),
-  etcdPrefix: z.string(),
-}) satisfies z.ZodType<VerifySnapshotOpts>;
+const VerifySnapshotOptions = {
+  config: o.str().optional(),
+  bundle: o.str().optional(),
+  identity: o.str().optional(),
+  passphraseFile: o.str().optional(),
+  passphraseStdin: o.bool().optional(),
+  etcdPrefix: o.str(),
+} satisfies o.ShapeOf<VerifySnapshotOpts>;
 
 /**
  * `k8s-encrypt verify-snapshot SNAPSHOT`: the restore drill. Reads an etcd snapshot offline and

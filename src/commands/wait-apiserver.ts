@@ -1,20 +1,20 @@
 import { Option } from 'commander';
 import type { Context } from '../context';
 import { usageError } from '../ui/errors';
-import { z } from 'zod';
+import * as o from './option-schema';
 import { parseOptions } from './options';
 import type { CommandModule } from './types';
 
-const WaitApiserverOptions = z.object({
-  since: z.string().optional(),
-  sinceFile: z.string().optional(),
-  timeout: z.string(),
-  config: z.string().optional(),
-  manifest: z.string().optional(),
-  nodeName: z.string().optional(),
-  mode: z.enum(['auto', 'restart', 'reload']),
-});
-type Opts = z.infer<typeof WaitApiserverOptions>;
+const WaitApiserverOptions = {
+  since: o.str().optional(),
+  sinceFile: o.str().optional(),
+  timeout: o.str(),
+  config: o.str().optional(),
+  manifest: o.str().optional(),
+  nodeName: o.str().optional(),
+  mode: o.oneOf(['auto', 'restart', 'reload']),
+};
+type Opts = o.OptionsOf<typeof WaitApiserverOptions>;
 
 /**
  * `k8s-encrypt wait-apiserver`: for scripts that change the manifest or the config themselves.

@@ -1,21 +1,21 @@
 import { Option } from 'commander';
 import { PROVIDERS } from '../config/keys';
 import { NEWEST_KUBE_VERSION } from '../config/versions';
-import { z } from 'zod';
+import * as o from './option-schema';
 import type { Opts } from '../config/write';
 import { keyOptions, parseOptions } from './options';
 import { intOption, type CommandModule } from './types';
 
-const WriteConfigOptions = z.object({
+const WriteConfigOptions = {
   ...keyOptions,
-  out: z.string().optional(),
-  provider: z.string(),
-  resources: z.string(),
-  kmsCachesize: z.number().int().optional(),
-  kubeVersion: z.string().optional(),
-  force: z.boolean().optional(),
-  dryRun: z.boolean().optional(),
-}) satisfies z.ZodType<Opts>;
+  out: o.str().optional(),
+  provider: o.str(),
+  resources: o.str(),
+  kmsCachesize: o.int().optional(),
+  kubeVersion: o.str().optional(),
+  force: o.bool().optional(),
+  dryRun: o.bool().optional(),
+} satisfies o.ShapeOf<Opts>;
 
 export const writeConfigCommand: CommandModule = {
   register(program, wrap) {

@@ -1,15 +1,15 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
-import type { z } from 'zod';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { REDACTED, secretsOfConfigText } from '../ui/redact';
 import {
   API_VERSION,
-  EncryptionConfigurationSchema,
+  decodeEncryptionConfiguration,
   KIND,
   LEGACY_API_VERSION,
   LEGACY_KIND,
+  type DecodeIssue,
   type EncryptionConfiguration,
 } from './schema';
 
@@ -82,7 +82,7 @@ function valueAt(doc: unknown, path: readonly PropertyKey[]): unknown {
   return v;
 }
 
-function typeProblem(issue: z.core.$ZodIssue, doc: unknown): Finding {
+function typeProblem(issue: DecodeIssue, doc: unknown): Finding {
   const path = formatPath(issue.path);
   const found = goTypeOf(valueAt(doc, issue.path));
   let want = /expected (\w+)/.exec(issue.message)?.[1];
@@ -141,12 +141,12 @@ function decode(js: unknown, duplicates: Finding[]): ParseResult {
   const current = { ...doc, apiVersion: API_VERSION, kind: KIND };
   const strict = [...duplicates];
   for (;;) {
-    const parsed = EncryptionConfigurationSchema.safeParse(current);
+    const parsed = decodeEncryptionConfiguration(current);
     if (parsed.success) return { ok: true, config: parsed.data, problems: [], strict, warnings };
-    const unknown = parsed.error.issues.filter((i) => i.code === 'unrecognized_keys');
-    if (unknown.length === 0) return { ok: false, problems: parsed.error.issues.map((i) => typeProblem(i, current)) };
+    const unknown = parsed.issues.filter((i) => i.code === 'unrecognized_keys');
+    if (unknown.length === 0) return { ok: false, problems: parsed.issues.map((i) => typeProblem(i, current)) };
     for (const issue of unknown) {
-      for (const key of issue.keys) {
+      for (const key of issue.keys!) {
         strict.push({ level: 'error', path: formatPath([...issue.path, key]), message: 'unknown field' });
         deleteAt(current, [...issue.path, key]);
       }

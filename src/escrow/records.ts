@@ -6,7 +6,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { LOCAL_PROVIDERS } from '../config/keys';
 import type { EncryptionConfiguration } from '../config/schema';
 import { SECRET_FILE_MODE, writeFileAtomic } from '../state/atomic';
@@ -14,18 +14,22 @@ import { CliError, ExitCode, fsError } from '../ui/errors';
 
 const ESCROW_RECORDS_FILE = 'escrow.json';
 
-const RecordSchema = z.object({
-  bundle: z.string(),
-  fingerprint: z.string(),
-  createdAt: z.string(),
-  configSha256: z.string(),
-  keys: z.array(z.object({ provider: z.string(), name: z.string() })),
-  sealedTo: z.union([z.array(z.string()), z.literal('passphrase')]),
-  by: z.string(),
-});
-const FileSchema = z.object({ version: z.literal(1), records: z.array(RecordSchema) });
+// zod is loaded only when a records file exists: status reads this on every run, most often to
+// find no file, and zod's modules cost 10-14 MB of RSS.
+const recordSchemas = (z: typeof import('zod').z) => {
+  const RecordSchema = z.object({
+    bundle: z.string(),
+    fingerprint: z.string(),
+    createdAt: z.string(),
+    configSha256: z.string(),
+    keys: z.array(z.object({ provider: z.string(), name: z.string() })),
+    sealedTo: z.union([z.array(z.string()), z.literal('passphrase')]),
+    by: z.string(),
+  });
+  return { RecordSchema, FileSchema: z.object({ version: z.literal(1), records: z.array(RecordSchema) }) };
+};
 
-type EscrowRecord = z.infer<typeof RecordSchema>;
+type EscrowRecord = z.infer<ReturnType<typeof recordSchemas>['RecordSchema']>;
 
 const escrowRecordsPath = (stateDir: string) => join(stateDir, ESCROW_RECORDS_FILE);
 
@@ -44,7 +48,7 @@ async function loadEscrowRecords(stateDir: string): Promise<EscrowRecord[]> {
   } catch {
     parsed = undefined;
   }
-  const r = FileSchema.safeParse(parsed);
+  const r = recordSchemas((await import('zod')).z).FileSchema.safeParse(parsed);
   if (!r.success) throw new CliError(`${path} is not a k8s-encrypt escrow record file`, { exitCode: ExitCode.Usage, hint: 'move it away; "k8s-encrypt keys export" writes a new one' });
   return r.data.records;
 }
