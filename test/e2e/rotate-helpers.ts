@@ -130,7 +130,10 @@ export async function killAtEachBoundary(o: {
     }
     const r = await child;
     if ((await o.journal()).status === 'done') {
-      expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+      // A kill sent at the last boundary can land after the run has finished its work (the
+      // journal already says done): that run is over, not interrupted. Any other end must be 0.
+      const killedAfterDone = r.signal === 'SIGKILL' && killedAt.at(-1) === boundary;
+      if (!killedAfterDone) expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
       break;
     }
     expect(r.signal).toBe('SIGKILL');
