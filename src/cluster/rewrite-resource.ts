@@ -10,8 +10,8 @@ import { keyAfter, Watermark } from './watermark';
  * One resource of a rewrite: lists it page by page (the next page is fetched while the current
  * one is dispatched, so the budget does not drain at every page boundary) and PUTs each object
  * back through the shared gate. Each page is turned into compact records as soon as it is parsed
- * (src/cluster/page.ts), and unless --page-size fixes it, each page is sized to keep the gate's
- * limit filled. Everything a run shares (totals, failures, the checkpoint) comes in through
+ * (src/cluster/page.ts); pages are of a fixed size (default 100) or, with --page-size auto,
+ * sized to keep the gate's limit filled. Everything a run shares (totals, failures, the checkpoint) comes in through
  * `RunShared`.
  */
 
@@ -41,7 +41,7 @@ export interface RunShared {
   api: ApiClient;
   gate: Gate;
   now: () => number;
-  /** Objects per list page when fixed (--page-size); without it pages follow the budget. */
+  /** Objects per list page; undefined (--page-size auto) sizes each page to the budget. */
   pageSize?: number;
   dryRun: boolean;
   maxConflicts: number;
@@ -70,8 +70,6 @@ export class ResourceRun {
   private resourceTotal?: number;
   /** Recent list latency (ms, smoothed), for the size of the next page. */
   private listLatencyMs = 0;
-  /** The sizes of the pages asked for, smallest and largest (for tests and --verbose). */
-  readonly pageSizes = { min: Infinity, max: 0 };
   private readonly apiVersion: string;
 
   constructor(
@@ -101,8 +99,6 @@ export class ResourceRun {
     const { api, withRetry, signal, gate, now } = this.sh;
     const limit =
       this.sh.pageSize ?? nextPageSize({ limit: gate.limit, listLatencyMs: this.listLatencyMs, putLatencyMs: gate.latencyMs });
-    if (limit < this.pageSizes.min) this.pageSizes.min = limit;
-    if (limit > this.pageSizes.max) this.pageSizes.max = limit;
     const t0 = now();
     const p = withRetry(() =>
       api.list<KubeList>(this.res.listPath, { query: { limit, continue: token }, signal, ...OWN_RETRIES }),
