@@ -1,9 +1,16 @@
 import { Agent, request as httpsRequest } from 'node:https';
+import { createRequire } from 'node:module';
 import { setTimeout as delay } from 'node:timers/promises';
-import { request as httpRequest, Agent as HttpAgent } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { ApiConnectionError, ApiError, statusFields } from './errors';
+
+// Not `import ... from 'node:http'`: an ES module import of node:http builds its namespace, which
+// reads its lazy WebSocket export and so loads Node's bundled undici and web streams (about 10 MB
+// of resident memory at start-up, for code the tool never runs).
+// (process.getBuiltinModule arrived in Node 22.3; require is the same module without the namespace.)
+const http: typeof import('node:http') = process.getBuiltinModule?.('node:http') ?? createRequire(`${process.cwd()}/`)('node:http');
+const { request: httpRequest, Agent: HttpAgent } = http;
 
 /**
  * Where and how to talk to one apiserver: the server URL plus TLS material and auth headers.
