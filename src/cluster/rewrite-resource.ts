@@ -197,7 +197,7 @@ export class ResourceRun {
       }
       this.lastDispatched = key;
       this.rs.listed++;
-      this.wm.dispatched(key, pageToken);
+      const ticket = this.wm.dispatched(key, pageToken);
       this.pending++;
       const t0 = sh.now();
       const who = { namespace: rec.namespace, name: rec.name };
@@ -207,7 +207,7 @@ export class ResourceRun {
           sh.gate.release(sh.now() - t0);
           if (outcome !== Aborted) {
             sh.finished(this.res, who, outcome);
-            this.wm.done(key);
+            this.wm.done(ticket);
             sh.record();
           }
           if (--this.pending === 0) this.drained?.();

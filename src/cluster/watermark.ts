@@ -27,11 +27,20 @@ export function keyAfter(a: string, b: string): boolean {
 /**
  * Tracks, for PUTs finishing out of order, the highest key below which every dispatched object
  * is done. Dispatch happens in key order, so it is the end of the finished prefix of the queue.
+ *
+ * The queue is a ring of parallel arrays indexed by a ticket (the dispatch sequence number), not
+ * a Map of per-object entries: an object in flight outlives a young-generation GC or two, so
+ * every entry object and Map bucket allocated per PUT was promoted and became old-space garbage
+ * (measured: about a quarter of what re-encrypt-all promoted). Here a PUT allocates nothing; the
+ * arrays grow (doubling) to the most ever in flight and are reused.
  */
 export class Watermark {
-  private queue: { key: string; page?: string; done: boolean }[] = [];
+  private keys: (string | undefined)[] = new Array(64);
+  private pages: (string | undefined)[] = new Array(64);
+  private finished: Uint8Array = new Uint8Array(64);
+  /** Ticket of the oldest unfinished dispatch, and the next ticket to hand out. */
   private head = 0;
-  private index = new Map<string, { key: string; page?: string; done: boolean }>();
+  private tail = 0;
   doneThrough?: string;
   pageContinue?: string;
 
@@ -40,29 +49,48 @@ export class Watermark {
     this.pageContinue = pageContinue;
   }
 
-  dispatched(key: string, page: string | undefined): void {
-    const e = { key, page, done: false };
-    this.queue.push(e);
-    this.index.set(key, e);
+  /** Records a dispatch (in key order) and returns its ticket, for done(). */
+  dispatched(key: string, page: string | undefined): number {
+    if (this.tail - this.head === this.keys.length) this.grow();
+    const i = this.tail & (this.keys.length - 1);
+    this.keys[i] = key;
+    this.pages[i] = page;
+    this.finished[i] = 0;
+    return this.tail++;
   }
 
-  done(key: string): void {
-    const e = this.index.get(key);
-    if (!e) return;
-    e.done = true;
-    this.index.delete(key);
-    while (this.head < this.queue.length && this.queue[this.head]!.done) {
-      const h = this.queue[this.head++]!;
-      this.doneThrough = h.key;
-      this.pageContinue = h.page;
-    }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
+  /** The dispatch with this ticket finished (in any order); a ticket not pending is ignored. */
+  done(ticket: number): void {
+    if (ticket < this.head || ticket >= this.tail) return;
+    const mask = this.keys.length - 1;
+    this.finished[ticket & mask] = 1;
+    while (this.head < this.tail && this.finished[this.head & mask] === 1) {
+      const i = this.head & mask;
+      this.doneThrough = this.keys[i];
+      this.pageContinue = this.pages[i];
+      this.keys[i] = undefined;
+      this.pages[i] = undefined;
+      this.finished[i] = 0;
+      this.head++;
     }
   }
 
   get pending(): number {
-    return this.queue.length - this.head;
+    return this.tail - this.head;
+  }
+
+  private grow(): void {
+    const n = this.keys.length;
+    const keys: (string | undefined)[] = new Array(n * 2);
+    const pages: (string | undefined)[] = new Array(n * 2);
+    const finished = new Uint8Array(n * 2);
+    for (let t = this.head; t < this.tail; t++) {
+      keys[t & (n * 2 - 1)] = this.keys[t & (n - 1)];
+      pages[t & (n * 2 - 1)] = this.pages[t & (n - 1)];
+      finished[t & (n * 2 - 1)] = this.finished[t & (n - 1)]!;
+    }
+    this.keys = keys;
+    this.pages = pages;
+    this.finished = finished;
   }
 }

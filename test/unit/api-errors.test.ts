@@ -61,15 +61,48 @@ describe('keys and the watermark', () => {
 
   it('advances only over a finished prefix', () => {
     const w = new Watermark('a/0', 'tok0');
-    w.dispatched('a/1', 'tok1');
-    w.dispatched('a/2', 'tok1');
-    w.dispatched('a/3', 'tok2');
-    w.done('a/2');
+    const t1 = w.dispatched('a/1', 'tok1');
+    const t2 = w.dispatched('a/2', 'tok1');
+    const t3 = w.dispatched('a/3', 'tok2');
+    w.done(t2);
     expect(w.doneThrough).toBe('a/0');
-    w.done('a/1');
-    expect([w.doneThrough, w.pageContinue]).toEqual(['a/2', 'tok1']);
-    w.done('a/3');
+    w.done(t2); // a repeat changes nothing
+    w.done(t1);
+    expect([w.doneThrough, w.pageContinue, w.pending]).toEqual(['a/2', 'tok1', 1]);
+    w.done(t1); // no longer pending: ignored
+    w.done(t3);
     expect([w.doneThrough, w.pageContinue, w.pending]).toEqual(['a/3', 'tok2', 0]);
+  });
+
+  it('keeps order across ring growth and wrap-around, against a plain model', () => {
+    // Deterministic pseudo-random finishing order, thousands in flight at the peak.
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const w = new Watermark();
+    const model: { key: string; page: string; done: boolean }[] = [];
+    const open: number[] = [];
+    let n = 0;
+    let head = 0;
+    let through: string | undefined;
+    let page: string | undefined;
+    for (let step = 0; step < 20_000; step++) {
+      const burst = step < 10_000 ? rnd() < 0.6 : rnd() < 0.4;
+      if (burst || open.length === 0) {
+        const key = `ns/${String(n).padStart(6, '0')}`;
+        const pg = `p${Math.floor(n / 100)}`;
+        const t = w.dispatched(key, pg);
+        expect(t).toBe(n);
+        model.push({ key, page: pg, done: false });
+        open.push(t);
+        n++;
+      } else {
+        const t = open.splice(Math.floor(rnd() * open.length), 1)[0]!;
+        w.done(t);
+        model[t]!.done = true;
+        while (head < model.length && model[head]!.done) [through, page] = [model[head]!.key, model[head++]!.page];
+        expect([w.doneThrough, w.pageContinue, w.pending]).toEqual([through, page, model.length - head]);
+      }
+    }
   });
 });
 
