@@ -4,6 +4,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { ApiConnectionError, ApiError, statusFields } from './errors';
+import { Malformed, metadataString } from './json-member';
 
 // Not `import ... from 'node:http'`: an ES module import of node:http builds its namespace, which
 // reads its lazy WebSocket export and so loads Node's bundled undici and web streams (about 10 MB
@@ -211,6 +212,12 @@ export interface RequestOptions {
   accept?: string;
   /** How many times a 429 is retried after its Retry-After (default 5; 0 = surface it). */
   throttleRetries?: number;
+  /**
+   * A successful JSON answer is read for this one field only and comes back as
+   * `{ metadata: { resourceVersion } }` (./json-member): for a PUT whose answer is the whole
+   * object, when only its new resourceVersion matters. Errors are parsed in full as always.
+   */
+  only?: 'metadata.resourceVersion';
 }
 
 export interface ApiResponse<T> {
@@ -326,14 +333,18 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
             const status = res.statusCode ?? 0;
             const isJson = /json/.test(String(res.headers['content-type'] ?? ''));
             let body: unknown = text;
-            if (isJson && text) {
+            const ok = status >= 200 && status < 300;
+            if (ok && isJson && o.only === 'metadata.resourceVersion') {
+              const rv = metadataString(text, 'resourceVersion');
+              if (rv !== Malformed) body = { metadata: { resourceVersion: rv } };
+            } else if (isJson && text) {
               try {
                 body = JSON.parse(text);
               } catch {
                 body = text;
               }
             }
-            if (status >= 200 && status < 300) {
+            if (ok) {
               resolve({ status, headers: res.headers, body: body as T });
               return;
             }

@@ -37,6 +37,16 @@ interface KubeList {
   items?: KubeObject[];
 }
 
+/** A list page as the engine keeps it. */
+interface CompactPage {
+  records: PageRecord[];
+  /** Items the page had, and those of them a resume had done already. */
+  listed: number;
+  skipped: number;
+  continue?: string;
+  remaining?: number;
+}
+
 export interface RunShared {
   api: ApiClient;
   gate: Gate;
@@ -60,6 +70,8 @@ export interface RunShared {
 
 /** The engine retries throttling itself (withRetry), so the client's own 429 retry is off. */
 const OWN_RETRIES = { throttleRetries: 0 } as const;
+/** A rewrite's PUT needs only the answer's resourceVersion (unchanged: nothing was written). */
+const PUT_OPTIONS = { ...OWN_RETRIES, only: 'metadata.resourceVersion' } as const;
 
 export class ResourceRun {
   readonly wm: Watermark;
@@ -95,17 +107,22 @@ export class ResourceRun {
     return this.pending === 0 ? Promise.resolve() : new Promise((r) => (this.drained = r));
   }
 
-  private list(token: string | undefined): Promise<KubeList> {
+  /**
+   * One list page, already compact: the records are made when the answer arrives, not when its
+   * turn comes, so the page fetched ahead waits as flat strings rather than as a parsed tree.
+   */
+  private list(token: string | undefined): Promise<CompactPage> {
     const { api, withRetry, signal, gate, now } = this.sh;
     const limit =
       this.sh.pageSize ?? nextPageSize({ limit: gate.limit, listLatencyMs: this.listLatencyMs, putLatencyMs: gate.latencyMs });
     const t0 = now();
     const p = withRetry(() =>
       api.list<KubeList>(this.res.listPath, { query: { limit, continue: token }, signal, ...OWN_RETRIES }),
-    ).then((page) => {
+    ).then((page): CompactPage => {
       const ms = Math.max(1, now() - t0);
       this.listLatencyMs = this.listLatencyMs === 0 ? ms : (this.listLatencyMs + ms) / 2;
-      return page;
+      const items = page.items ?? [];
+      return { ...this.compact(items), listed: items.length, continue: page.metadata?.continue || undefined, remaining: page.metadata?.remainingItemCount };
     });
     p.catch(() => {}); // awaited (and its error handled) when its turn comes
     return p;
@@ -116,10 +133,10 @@ export class ResourceRun {
     const sh = this.sh;
     let expiredInARow = 0;
     let firstPage = true;
-    let next: Promise<KubeList> | undefined = this.list(this.token);
+    let next: Promise<CompactPage> | undefined = this.list(this.token);
     while (next) {
       if (sh.stopped()) return 'stopped';
-      let page: KubeList;
+      let page: CompactPage;
       const pageToken = this.token;
       try {
         page = await next;
@@ -140,42 +157,43 @@ export class ResourceRun {
         throw toCliError(err, `list ${this.res.resource}`);
       }
       expiredInARow = 0;
-      this.token = page.metadata?.continue || undefined;
+      this.token = page.continue;
       next = this.token ? this.list(this.token) : undefined;
-      const items = page.items ?? [];
+      this.rs.skipped += page.skipped;
       if (firstPage) {
         firstPage = false;
-        const remaining = page.metadata?.remainingItemCount;
-        if (typeof remaining === 'number') this.resourceTotal = items.length + remaining;
+        if (typeof page.remaining === 'number') this.resourceTotal = page.listed + page.remaining - page.skipped;
         sh.total(this.res.resource, this.resourceTotal);
+      } else if (page.skipped > 0 && this.resourceTotal !== undefined) {
+        sh.total(this.res.resource, (this.resourceTotal -= page.skipped));
       }
-      page = {};
-      // The parsed tree is not held while the page's objects wait for the budget: one flat string
-      // each, and the tree is garbage before the first PUT.
-      const records = this.compact(items);
-      if ((await this.dispatchPage(records, pageToken)) === 'stopped') return 'stopped';
+      if ((await this.dispatchPage(page.records, pageToken)) === 'stopped') return 'stopped';
     }
     return 'listed';
   }
 
-  /** The page's records, without the objects a resumed run has done (counted as skipped). */
-  private compact(items: KubeObject[]): PageRecord[] {
+  /**
+   * The page's records, without the objects a resumed run has done (counted as skipped). Each
+   * parsed item is dropped as soon as its record is made.
+   */
+  private compact(items: KubeObject[]): { records: PageRecord[]; skipped: number } {
     const records: PageRecord[] = [];
+    let skipped = 0;
     for (let i = 0; i < items.length; i++) {
       const obj = items[i]!;
       items[i] = undefined as never;
       const id = itemKey(obj);
       if (!id) continue;
-      // Keys rise through a list, and nothing of this page is dispatched yet, so what a resume
-      // (or a list restarted after a 410) has done is what is not after the last key dispatched.
+      // Keys rise through a list, and this page comes after every key dispatched so far, so
+      // what a resume (or a list restarted after a 410) has done is what is not after the last
+      // key dispatched.
       if (this.lastDispatched !== undefined && !keyAfter(id.key, this.lastDispatched)) {
-        this.rs.skipped++;
-        if (this.resourceTotal !== undefined) this.sh.total(this.res.resource, --this.resourceTotal);
+        skipped++;
         continue;
       }
       records.push(toRecord(obj, id, this.apiVersion, this.res.kind));
     }
-    return records;
+    return { records, skipped };
   }
 
   private async dispatchPage(records: PageRecord[], pageToken: string | undefined): Promise<'ok' | 'stopped'> {
@@ -224,7 +242,7 @@ export class ResourceRun {
     let sent = rec.resourceVersion;
     for (let conflicts = 0; ; ) {
       try {
-        const out = await withRetry(() => api.put<KubeObject>(path, body, OWN_RETRIES));
+        const out = await withRetry(() => api.put<KubeObject>(path, body, PUT_OPTIONS));
         return out?.metadata?.resourceVersion !== sent ? 'rewritten' : 'unchanged';
       } catch (err) {
         if (signal?.aborted && !(err instanceof ApiError)) return Aborted;
