@@ -10,7 +10,7 @@ import { Malformed, metadataString } from './json-member';
 // reads its lazy WebSocket export and so loads Node's bundled undici and web streams (about 10 MB
 // of resident memory at start-up, for code the tool never runs).
 // (process.getBuiltinModule arrived in Node 22.3; require is the same module without the namespace.)
-const http: typeof import('node:http') = process.getBuiltinModule?.('node:http') ?? createRequire(`${process.cwd()}/`)('node:http');
+const http: typeof import('node:http') = process.getBuiltinModule?.('node:http') ?? createRequire(process.execPath)('node:http');
 const { request: httpRequest, Agent: HttpAgent } = http;
 
 /**
@@ -215,7 +215,8 @@ export interface RequestOptions {
   /**
    * A successful JSON answer is read for this one field only and comes back as
    * `{ metadata: { resourceVersion } }` (./json-member): for a PUT whose answer is the whole
-   * object, when only its new resourceVersion matters. Errors are parsed in full as always.
+   * object, when only its new resourceVersion matters. An answer that is not JSON comes back as
+   * its text, as without this option. Errors are parsed in full as always.
    */
   only?: 'metadata.resourceVersion';
 }

@@ -242,8 +242,10 @@ export class ResourceRun {
     let sent = rec.resourceVersion;
     for (let conflicts = 0; ; ) {
       try {
-        const out = await withRetry(() => api.put<KubeObject>(path, body, PUT_OPTIONS));
-        return out?.metadata?.resourceVersion !== sent ? 'rewritten' : 'unchanged';
+        const out = await withRetry(() => api.put<Pick<KubeObject, 'metadata'> | string>(path, body, PUT_OPTIONS));
+        // An answer that is not JSON (text) carries no version: counted as rewritten.
+        const rv = typeof out === 'string' ? undefined : out?.metadata?.resourceVersion;
+        return rv !== sent ? 'rewritten' : 'unchanged';
       } catch (err) {
         if (signal?.aborted && !(err instanceof ApiError)) return Aborted;
         if (err instanceof ApiError && err.status === 404) return 'deleted';

@@ -45,8 +45,7 @@ describe('start-up modules', () => {
     const line = String(r.stderr).split('\n').find((l) => l.startsWith('LOADED '));
     expect(line, String(r.stderr)).toBeDefined();
     const loaded = JSON.parse(line!.slice('LOADED '.length)) as string[];
-    // It did load the HTTP client and try to connect.
-    expect(loaded).toContain('NativeModule _http_client');
+    // It got as far as connecting.
     expect(String(r.stdout) + String(r.stderr)).toMatch(/127\.0\.0\.1:1/);
     expect(loaded.filter((m) => /undici|webstreams/.test(m))).toEqual([]);
   });
