@@ -104,8 +104,8 @@ function memberAt(s: string, i: number, name: string): number | typeof Malformed
 export function metadataString(doc: string, field: string): string | undefined | typeof Malformed {
   try {
     const m = memberAt(doc, 0, 'metadata');
-    if (m === Malformed || m < 0) return m === Malformed ? Malformed : undefined;
-    if (doc.charCodeAt(m) !== LB) return undefined;
+    if (m === Malformed) return Malformed;
+    if (m < 0 || doc.charCodeAt(m) !== LB) return undefined;
     const v = memberAt(doc, m, field);
     if (v === Malformed) return Malformed;
     if (v < 0 || doc.charCodeAt(v) !== Q) return undefined;

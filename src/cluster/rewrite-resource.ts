@@ -70,7 +70,7 @@ export interface RunShared {
 
 /** The engine retries throttling itself (withRetry), so the client's own 429 retry is off. */
 const OWN_RETRIES = { throttleRetries: 0 } as const;
-/** A rewrite's PUT needs only the answer's resourceVersion (unchanged: nothing was written). */
+/** A rewrite's PUT needs only the answer's resourceVersion (the one it sent: nothing was written). */
 const PUT_OPTIONS = { ...OWN_RETRIES, only: 'metadata.resourceVersion' } as const;
 
 export class ResourceRun {
