@@ -80,6 +80,10 @@ export class ResourceRun {
   private pending = 0;
   private drained?: () => void;
   private resourceTotal?: number;
+  /** The checkpoint's mark when this run began: what is at or below it was done by an earlier run. */
+  private readonly resumedThrough?: string;
+  /** The highest key counted as skipped so far (a list restarted after a 410 lists them again). */
+  private skipCountedThrough?: string;
   /** Recent list latency (ms, smoothed), for the size of the next page. */
   private listLatencyMs = 0;
   private readonly apiVersion: string;
@@ -92,6 +96,7 @@ export class ResourceRun {
   ) {
     this.wm = new Watermark(state.doneThrough, state.pageContinue);
     this.lastDispatched = state.doneThrough;
+    this.resumedThrough = state.doneThrough;
     this.token = state.pageContinue;
     this.apiVersion = res.group ? `${res.group}/${res.version}` : res.version;
   }
@@ -186,9 +191,17 @@ export class ResourceRun {
       if (!id) continue;
       // Keys rise through a list, and this page comes after every key dispatched so far, so
       // what a resume (or a list restarted after a 410) has done is what is not after the last
-      // key dispatched.
+      // key dispatched. Only what the resumed run had done counts as skipped, and once: after a
+      // restart from the start, the objects this run did are listed (and counted) already.
       if (this.lastDispatched !== undefined && !keyAfter(id.key, this.lastDispatched)) {
-        skipped++;
+        if (
+          this.resumedThrough !== undefined &&
+          !keyAfter(id.key, this.resumedThrough) &&
+          (this.skipCountedThrough === undefined || keyAfter(id.key, this.skipCountedThrough))
+        ) {
+          skipped++;
+          this.skipCountedThrough = id.key;
+        }
         continue;
       }
       records.push(toRecord(obj, id, this.apiVersion, this.res.kind));

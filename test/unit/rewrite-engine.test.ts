@@ -231,12 +231,47 @@ describe('rewriteAll against scripted faults', () => {
       return undefined;
     });
     const notices: string[] = [];
-    const s = await rewriteAll(deps({ onNotice: (m) => notices.push(m) }), { resources: [secrets], pageSize: 4 });
+    const totals: (number | undefined)[] = [];
+    const s = await rewriteAll(deps({ onNotice: (m) => notices.push(m), onProgress: (p) => totals.push(p.total) }), {
+      resources: [secrets],
+      pageSize: 4,
+    });
     expect(s.rewritten).toBe(10);
-    expect(s.perResource.secrets!.skipped).toBe(4);
+    expect(s.listed).toBe(10);
+    // Listed again after the restart, but done by this run: not skipped, and still in the total.
+    expect(s.perResource.secrets!.skipped).toBe(0);
+    expect(new Set(totals)).toEqual(new Set([10]));
     expect(new Set(srv.puts).size).toBe(10);
     expect(srv.puts.length).toBe(10); // nothing PUT twice
     expect(notices.join('\n')).toMatch(/410/);
+  });
+
+  it('410 in a resumed run: what the earlier run did is skipped once, however often it is listed', async () => {
+    srv.add(10);
+    const store = new FileCheckpointStore({ stateDir, runId: rewriteRunId(['secrets'], 'k1'), everyObjects: 1, everyMs: 0 });
+    await store.flush({ version: 1, runId: store.runId, startedAt: '', updatedAt: '', resources: { secrets: { doneThrough: 'default/s-0002', complete: false } } });
+    let expired = 0;
+    srv.hooks.push(({ method, url }) => {
+      // The first two continued lists expire, so the list starts over twice.
+      if (method === 'GET' && url.pathname === '/api/v1/secrets' && url.searchParams.get('continue') && expired < 2) {
+        expired++;
+        return { status: 410, body: { kind: 'Status', code: 410, reason: 'Expired', message: 'The provided continue parameter is too old' } };
+      }
+      return undefined;
+    });
+    const totals: (number | undefined)[] = [];
+    const s = await rewriteAll(deps({ checkpoint: store, onProgress: (p) => totals.push(p.total) }), {
+      resources: [secrets],
+      resume: true,
+      pageSize: 4,
+    });
+    expect(expired).toBe(2);
+    expect(s.resumed).toBe(true);
+    expect(s.perResource.secrets!.skipped).toBe(3); // s-0000..s-0002, not 3 per listing
+    expect(s.listed).toBe(7);
+    expect(s.rewritten).toBe(7);
+    expect(new Set(totals)).toEqual(new Set([7]));
+    expect([...srv.puts].sort()).toEqual(srv.sortedKeys().slice(3)); // each of the rest once
   });
 
   it('410 with a fresh continue token in the Status: continues from there', async () => {
