@@ -205,6 +205,10 @@ describe('Go-compatible parsing helpers', () => {
     ['1.5h', 5400e9],
     ['0', 0],
     ['-1s', -1e9],
+    ['7us', 7e3],
+    ['7\u00b5s', 7e3], // micro sign, as Go accepts
+    ['7\u03bcs', 7e3], // Greek small mu, as Go accepts
+    ['1h2m3s4ms5\u00b5s6ns', 3723004005006],
   ])('duration %s', (s, ns) => expect(parseGoDuration(s)).toBe(ns));
   it.each(['3', '3 s', 's', '3sec', ''])('duration %j does not parse', (s) => expect(parseGoDuration(s)).toBeUndefined());
   it('base64 as Go StdEncoding: padding required, newlines ignored', () => {
