@@ -1,0 +1,92 @@
+// The API client over real TLS with client certificates: one TLS context shared by the agent's
+// sockets (src/cluster/api.ts), many sockets at once, and material that does not load or verify
+// still failing on the first request in one clear error.
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiClient } from '../../src/cluster/api';
+import { ApiConnectionError } from '../../src/cluster/errors';
+import { generatePki, type BedPki } from '../bed/pki';
+
+let dir: string;
+let pki: BedPki;
+let server: Server;
+let url: string;
+let connections = 0;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-api-tls-'));
+  pki = await generatePki(join(dir, 'pki'));
+  server = createServer(
+    {
+      cert: readFileSync(pki.apiserverCrt),
+      key: readFileSync(pki.apiserverKey),
+      ca: readFileSync(pki.caCrt),
+      requestCert: true,
+      rejectUnauthorized: true,
+    },
+    (req, res) => {
+      const peer = (req.socket as TLSSocket).getPeerCertificate();
+      // Slow enough that the requests overlap and the agent opens several sockets.
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ cn: peer.subject?.CN, path: req.url }));
+      }, 50);
+    },
+  );
+  server.on('secureConnection', () => connections++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}, 60_000);
+
+afterAll(async () => {
+  server?.closeAllConnections();
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('API client over TLS with a client certificate', () => {
+  it('authenticates every socket of the agent with the one client certificate', async () => {
+    const before = connections;
+    const api = createApiClient(
+      { server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) },
+      { maxSockets: 4 },
+    );
+    try {
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => api.get<{ cn: string; path: string }>(`/api/v1/x${i}`)));
+      expect(answers.map((a) => a.cn)).toEqual(Array(12).fill('kubernetes-admin'));
+      expect(answers.map((a) => a.path)).toEqual(Array.from({ length: 12 }, (_, i) => `/api/v1/x${i}`));
+      expect(connections - before).toBeGreaterThan(1);
+      expect(connections - before).toBeLessThanOrEqual(4);
+    } finally {
+      api.close();
+    }
+  });
+
+  it('a CA that did not sign the server certificate: the request fails as a certificate problem', async () => {
+    const api = createApiClient({ server: url, ca: readFileSync(pki.etcdCaCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) });
+    try {
+      const err = await api.get('/api/v1/x').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ApiConnectionError);
+      expect(String((err as Error).message)).toMatch(/certificate/i);
+    } finally {
+      api.close();
+    }
+  });
+
+  it('a client key that does not load: the client is made, the first request fails in one line', async () => {
+    const api = createApiClient({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: 'not a key' });
+    try {
+      const err = await api.get('/api/v1/x').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect(String((err as Error).message).split('\n')).toHaveLength(1);
+    } finally {
+      api.close();
+    }
+  });
+});
