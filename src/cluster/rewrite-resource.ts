@@ -84,6 +84,14 @@ export class ResourceRun {
   private readonly resumedThrough?: string;
   /** The highest key counted as skipped so far (a list restarted after a 410 lists them again). */
   private skipCountedThrough?: string;
+  /**
+   * Where this run's count begins when it continued an earlier run's list (the checkpoint's page
+   * token): the first key it listed. What sorts before it was never listed nor counted in the
+   * total, so a list restarted from the start after a 410 does not count it as skipped either.
+   */
+  private countFrom?: string;
+  /** Still on the list the checkpoint's page token continued (no restart from the start yet). */
+  private continuing: boolean;
   /** Recent list latency (ms, smoothed), for the size of the next page. */
   private listLatencyMs = 0;
   private readonly apiVersion: string;
@@ -98,6 +106,7 @@ export class ResourceRun {
     this.lastDispatched = state.doneThrough;
     this.resumedThrough = state.doneThrough;
     this.token = state.pageContinue;
+    this.continuing = state.pageContinue !== undefined;
     this.apiVersion = res.group ? `${res.group}/${res.version}` : res.version;
   }
 
@@ -156,6 +165,7 @@ export class ResourceRun {
           );
           if (++expiredInARow > 3) throw toCliError(err, `list ${this.res.resource}`);
           this.token = fresh || undefined;
+          if (!fresh) this.continuing = false;
           next = this.list(this.token);
           continue;
         }
@@ -189,6 +199,7 @@ export class ResourceRun {
       items[i] = undefined as never;
       const id = itemKey(obj);
       if (!id) continue;
+      if (this.continuing && this.countFrom === undefined) this.countFrom = id.key;
       // Keys rise through a list, and this page comes after every key dispatched so far, so
       // what a resume (or a list restarted after a 410) has done is what is not after the last
       // key dispatched. Only what the resumed run had done counts as skipped, and once: after a
@@ -197,6 +208,7 @@ export class ResourceRun {
         if (
           this.resumedThrough !== undefined &&
           !keyAfter(id.key, this.resumedThrough) &&
+          (this.countFrom === undefined || !keyAfter(this.countFrom, id.key)) &&
           (this.skipCountedThrough === undefined || keyAfter(id.key, this.skipCountedThrough))
         ) {
           skipped++;

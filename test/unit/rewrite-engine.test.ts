@@ -246,32 +246,66 @@ describe('rewriteAll against scripted faults', () => {
     expect(notices.join('\n')).toMatch(/410/);
   });
 
-  it('410 in a resumed run: what the earlier run did is skipped once, however often it is listed', async () => {
-    srv.add(10);
+  /** A checkpoint of an earlier run of secrets that got as far as doneThrough (and pageContinue). */
+  async function earlierRun(mark: { doneThrough: string; pageContinue?: string }): Promise<FileCheckpointStore> {
     const store = new FileCheckpointStore({ stateDir, runId: rewriteRunId(['secrets'], 'k1'), everyObjects: 1, everyMs: 0 });
-    await store.flush({ version: 1, runId: store.runId, startedAt: '', updatedAt: '', resources: { secrets: { doneThrough: 'default/s-0002', complete: false } } });
-    let expired = 0;
+    await store.flush({ version: 1, runId: store.runId, startedAt: '', updatedAt: '', resources: { secrets: { ...mark, complete: false } } });
+    return store;
+  }
+
+  /** The first `times` continued lists of secrets (other than with `spare`) answer 410 Expired. */
+  function expireContinuedLists(times: number, spare?: string): { count: number } {
+    const expired = { count: 0 };
     srv.hooks.push(({ method, url }) => {
-      // The first two continued lists expire, so the list starts over twice.
-      if (method === 'GET' && url.pathname === '/api/v1/secrets' && url.searchParams.get('continue') && expired < 2) {
-        expired++;
+      const c = url.searchParams.get('continue');
+      if (method === 'GET' && url.pathname === '/api/v1/secrets' && c && c !== spare && expired.count < times) {
+        expired.count++;
         return { status: 410, body: { kind: 'Status', code: 410, reason: 'Expired', message: 'The provided continue parameter is too old' } };
       }
       return undefined;
     });
+    return expired;
+  }
+
+  it('410 in a resumed run: what the earlier run did is skipped once, however often it is listed', async () => {
+    srv.add(10);
+    const store = await earlierRun({ doneThrough: 'default/s-0002' });
+    const expired = expireContinuedLists(2); // the list starts over twice
     const totals: (number | undefined)[] = [];
     const s = await rewriteAll(deps({ checkpoint: store, onProgress: (p) => totals.push(p.total) }), {
       resources: [secrets],
       resume: true,
       pageSize: 4,
     });
-    expect(expired).toBe(2);
+    expect(expired.count).toBe(2);
     expect(s.resumed).toBe(true);
     expect(s.perResource.secrets!.skipped).toBe(3); // s-0000..s-0002, not 3 per listing
     expect(s.listed).toBe(7);
     expect(s.rewritten).toBe(7);
     expect(new Set(totals)).toEqual(new Set([7]));
     expect([...srv.puts].sort()).toEqual(srv.sortedKeys().slice(3)); // each of the rest once
+  });
+
+  it('410 in a run resumed from a page token: what came before that page is neither skipped nor taken off the total', async () => {
+    srv.add(14);
+    // The earlier run did s-0000..s-0005 and was on the page after s-0005 (none of it done).
+    const pageContinue = Buffer.from('default/s-0005').toString('base64');
+    const store = await earlierRun({ doneThrough: 'default/s-0005', pageContinue });
+    // The list continuing this run's first page expires, so the list starts over from the start.
+    const expired = expireContinuedLists(1, pageContinue);
+    const totals: (number | undefined)[] = [];
+    const s = await rewriteAll(deps({ checkpoint: store, onProgress: (p) => totals.push(p.total) }), {
+      resources: [secrets],
+      resume: true,
+      pageSize: 4,
+    });
+    expect(expired.count).toBe(1);
+    expect(srv.lists.filter((u) => !u.searchParams.get('continue')).length).toBeGreaterThan(0); // it did start over
+    expect(s.perResource.secrets!.skipped).toBe(0);
+    expect(s.listed).toBe(8);
+    expect(s.rewritten).toBe(8);
+    expect(new Set(totals)).toEqual(new Set([8]));
+    expect([...srv.puts].sort()).toEqual(srv.sortedKeys().slice(6));
   });
 
   it('410 with a fresh continue token in the Status: continues from there', async () => {
