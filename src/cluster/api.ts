@@ -271,17 +271,12 @@ function parseRetryAfter(h: string | string[] | undefined): number | undefined {
 }
 
 /**
- * The one HTTP client every cluster-facing command uses: node:https with a keep-alive agent,
- * JSON in and out, Kubernetes Status bodies turned into ApiError, connection failures into
- * ApiConnectionError (see ./errors for toCliError).
- */
-/**
  * The CA, client certificate and key as one TLS context for every connection of the agent. Given
  * as plain options, each new socket builds its own OpenSSL context from them (parsing the PEM
  * again): 129 contexts for the 129 sockets of a 10,000-object rewrite. Material that does not
  * load is passed as options instead, so the first request fails with OpenSSL's own words, as before.
  */
-function tlsMaterial(target: ApiTarget): { secureContext: SecureContext } | Pick<ApiTarget, 'ca' | 'cert' | 'key'> {
+export function tlsMaterial(target: ApiTarget): { secureContext: SecureContext } | Pick<ApiTarget, 'ca' | 'cert' | 'key'> {
   try {
     return { secureContext: createSecureContext({ ca: target.ca, cert: target.cert, key: target.key }) };
   } catch {
@@ -289,6 +284,11 @@ function tlsMaterial(target: ApiTarget): { secureContext: SecureContext } | Pick
   }
 }
 
+/**
+ * The one HTTP client every cluster-facing command uses: node:https with a keep-alive agent,
+ * JSON in and out, Kubernetes Status bodies turned into ApiError, connection failures into
+ * ApiConnectionError (see ./errors for toCliError).
+ */
 export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}): ApiClient {
   const base = new URL(target.server);
   const basePath = base.pathname.replace(/\/+$/, '');

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApiClient } from '../../src/cluster/api';
+import { createApiClient, tlsMaterial } from '../../src/cluster/api';
 import { ApiConnectionError } from '../../src/cluster/errors';
 import { generatePki, type BedPki } from '../bed/pki';
 
@@ -68,6 +68,13 @@ describe('API client over TLS with a client certificate', () => {
     }
   });
 
+  it('material that loads becomes one TLS context for the agent; material that does not stays plain options', () => {
+    const good = tlsMaterial({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) });
+    expect(Object.keys(good)).toEqual(['secureContext']);
+    const bad = tlsMaterial({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: 'not a key' });
+    expect(Object.keys(bad).sort()).toEqual(['ca', 'cert', 'key']);
+  });
+
   it('a CA that did not sign the server certificate: the request fails as a certificate problem', async () => {
     const api = createApiClient({ server: url, ca: readFileSync(pki.etcdCaCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) });
     try {
@@ -85,6 +92,7 @@ describe('API client over TLS with a client certificate', () => {
       const err = await api.get('/api/v1/x').catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Error);
       expect(String((err as Error).message).split('\n')).toHaveLength(1);
+      expect(String((err as Error).message)).not.toContain('not a key');
     } finally {
       api.close();
     }
