@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { loadavg as loadavg1, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -413,14 +413,14 @@ function parseArgs(argv: string[]) {
     skipKubectl: argv.includes('--skip-kubectl'),
     /** Passed to the CLI run as --page-size (its own default otherwise). */
     pageSize: get('--page-size'),
-    exe: exePath(get('--exe')),
+    exe: argv.includes('--exe') ? exePath(get('--exe')) : undefined,
   };
 }
 
-function exePath(p: string | undefined): string | undefined {
-  if (p === undefined) return undefined;
+function exePath(p: string | undefined): string {
+  if (p === undefined || p.startsWith('-')) throw new Error('--exe needs the path of the executable (--exe PATH)');
   const abs = resolve(p);
-  if (!existsSync(abs)) throw new Error(`--exe ${p}: no such file (npm run build:exe, then tar -xzf dist/exe/k8s-encrypt-linux-x64.tar.gz)`);
+  if (!existsSync(abs) || !statSync(abs).isFile()) throw new Error(`--exe ${p}: no such file (npm run build:exe, then tar -xzf dist/exe/k8s-encrypt-linux-x64.tar.gz)`);
   return abs;
 }
 

@@ -131,7 +131,7 @@ async function main() {
   await bundle(main);
   // One character outside ASCII makes V8 hold the whole script as a two-byte string (twice the
   // memory in every command); esbuild escapes strings and identifiers, not regex literals.
-  const stray = /[^\x00-\x7f]/.exec(readFileSync(main, 'utf8'));
+  const stray = /[^\x00-\x7f]/u.exec(readFileSync(main, 'utf8'));
   if (stray) throw new Error(`the bundle holds a non-ASCII character (U+${stray[0].codePointAt(0).toString(16).padStart(4, '0')}) at ${stray.index}: write it as an escape in the source`);
   const assetMap = assets();
   // --build-sea must run on the Node.js version it builds for: the pinned one of this host.

@@ -22,7 +22,9 @@ import v8 from 'node:v8';
 // 26: 31 MB of new space in some runs). The single executable therefore starts with
 // --max-semi-space-size=8, the same bound set when the heap is made (scripts/build-exe.mjs), and
 // where that flag is given this does nothing.
-// K8S_ENCRYPT_YOUNG_GEN=unbounded turns this off (for comparison runs).
+// K8S_ENCRYPT_YOUNG_GEN=unbounded turns this off (for comparison runs) on the npm path only: the
+// executable's start-up flag cannot be undone (its execArgvExtension is none, so NODE_OPTIONS is
+// not read either).
 const YOUNG_CAP_BYTES = 16 * 1024 * 1024;
 const DEFAULT_GROWTH_FACTOR = 2;
 
