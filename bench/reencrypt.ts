@@ -201,6 +201,8 @@ external, arrayBuffers) and the load average.
                          folios, a freshly built executable's pages count in whole folios (its
                          --version peaked at 97 MB as built, 66 MB extracted from its .tar.gz):
                          run an extracted copy
+  --tool-trace FILE      run the tool with --progress-json and write its stderr to FILE (a line a
+                         second: objects done and the limit in flight then), to see how it settled
 
   npm run bench:reencrypt -- --objects 10000     # 2-core machine at a load average of 15-20: 17 min
   npm run bench:reencrypt -- --objects 100000    # the tool on 100k, the others on 25k; at that load
@@ -269,11 +271,12 @@ async function runCliBench(
   concurrency: number | undefined,
   extra: string[] = [],
   exe?: string,
+  trace?: string,
 ): Promise<Measured & { mem?: MemBreakdown }> {
   const bin = join(repoRoot(), 'bin/k8s-encrypt.js');
   const memFile = join(stateDir, `mem-${Date.now()}.json`);
   const sampler = join(repoRoot(), 'dist/bench/mem-sample.js');
-  const cli = [...node.cliArgs, '--state-dir', stateDir, '--json', 're-encrypt-all', ...(concurrency ? ['--concurrency', String(concurrency)] : []), ...extra];
+  const cli = [...node.cliArgs, '--state-dir', stateDir, '--json', ...(trace ? ['--progress-json'] : []), 're-encrypt-all', ...(concurrency ? ['--concurrency', String(concurrency)] : []), ...extra];
   const t0 = performance.now();
   const p = exe
     ? spawn(exe, cli, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', CI: 'true' } })
@@ -289,7 +292,8 @@ async function runCliBench(
   const code = await waitExit(p);
   const seconds = (performance.now() - t0) / 1000;
   const rss = peak.stop();
-  if (code !== 0) throw new Error(`re-encrypt-all exited ${code}: ${out}\n${err}`);
+  if (trace) await writeFileAtomic(trace, err, { mode: 0o644 });
+  if (code !== 0) throw new Error(`re-encrypt-all exited ${code}: ${out}\n${trace ? '' : err}`);
   const s = JSON.parse(out);
   const c = s.concurrency as { mode: string; settled: number; peak: number; cuts: number; meanInFlight: number };
   const mem = existsSync(memFile) ? (JSON.parse(readFileSync(memFile, 'utf8')) as MemBreakdown) : undefined;
@@ -385,7 +389,7 @@ async function rawPutChild(kubeconfig: string, level: number, namespaces: string
 }
 
 function parseArgs(argv: string[]) {
-  const known = new Set(['--objects', '--concurrency', '--levels', '--page-size', '--sample-namespaces', '--rounds', '--skip-kubectl', '--exe', '--help', '-h']);
+  const known = new Set(['--objects', '--concurrency', '--levels', '--page-size', '--sample-namespaces', '--rounds', '--skip-kubectl', '--exe', '--tool-trace', '--help', '-h']);
   for (const a of argv) if (a.startsWith('-') && !known.has(a)) throw new Error(`unknown option ${a}\n${USAGE}`);
   const get = (name: string) => {
     const i = argv.indexOf(name);
@@ -414,6 +418,7 @@ function parseArgs(argv: string[]) {
     /** Passed to the CLI run as --page-size (its own default otherwise). */
     pageSize: get('--page-size'),
     exe: argv.includes('--exe') ? exePath(get('--exe')) : undefined,
+    toolTrace: argv.includes('--tool-trace') ? tracePath(get('--tool-trace')) : undefined,
   };
 }
 
@@ -422,6 +427,11 @@ function exePath(p: string | undefined): string {
   const abs = resolve(p);
   if (!existsSync(abs) || !statSync(abs).isFile()) throw new Error(`--exe ${p}: no such file (npm run build:exe, then tar -xzf dist/exe/k8s-encrypt-linux-x64.tar.gz)`);
   return abs;
+}
+
+function tracePath(p: string | undefined): string {
+  if (p === undefined || p.startsWith('-')) throw new Error('--tool-trace needs a file to write (--tool-trace FILE)');
+  return resolve(p);
 }
 
 /**
@@ -496,7 +506,7 @@ async function main(): Promise<void> {
     };
     type Step = () => Promise<Measured | { skipped: string }>;
     const sequence: [string, Step][] = [
-      ['k8s-encrypt re-encrypt-all', () => runCliBench(node, stateDir, args.objects, args.concurrency, args.pageSize ? ['--page-size', args.pageSize] : [], args.exe)],
+      ['k8s-encrypt re-encrypt-all', () => runCliBench(node, stateDir, args.objects, args.concurrency, args.pageSize ? ['--page-size', args.pageSize] : [], args.exe, args.toolTrace)],
       ...args.levels.map((level): [string, Step] => [`the raw PUT loop at ${level} in flight`, () => runRawBench(node, sampleNs, sampleN, level)]),
       ...(args.skipKubectl ? [] : [['the kubectl pipeline', () => runKubectlBench(node, sampleNs, sampleN)] as [string, Step]]),
     ];
