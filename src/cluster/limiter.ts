@@ -15,7 +15,14 @@
  * down again, at once when the step paid 5 %); each probe that does not pay doubles the
  * hold before the next (3 windows up to 24), so a level that is right is not taxed by a window at
  * a worse one every few seconds (at --max-concurrency on a rising curve every probe goes down and
- * costs up to a fifth of that window's rate). Overload is AIMD: a 429/503/504 or timeout
+ * costs up to a fifth of that window's rate). A step down is measured in one window against the
+ * level just above it, so on a noisy server (a window's rate moves by 10-20 % on a shared
+ * 2-core node) steps that each cost less than the noise would be kept one after another and add
+ * up: simulated on the kube-apiserver 1.24 curve with +-20 % per window, one run in ten ended at 0.80
+ * of the best level's rate. So it also remembers the best rate it held at any level (a mean over a
+ * hold, fading by 0.5 % a window so that a server that got slower is followed): a step down that
+ * falls 5 % short of it is not kept, and a hold that runs 5 % short of it goes back to that level
+ * as its next probe (0.93 in that simulation). Overload is AIMD: a 429/503/504 or timeout
  * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
  * requests cuts once) and the level it happened at becomes a ceiling for a while. A window in
  * which the source could not fill the limit (under 75 % in flight: listing behind) is
@@ -53,6 +60,8 @@ export interface LimiterState {
   cooldownUntilMs: number;
   /** Overload cuts so far. */
   cuts: number;
+  /** The best mean rate held at any level since the last overload, fading each window. */
+  best?: { limit: number; rate: number };
 }
 
 /** One measurement window at a constant limit. */
@@ -87,6 +96,10 @@ const APP_LIMITED_DECAY = 0.5;
 const MIN_WINDOW_MS = 500;
 const MIN_WINDOW_COMPLETIONS = 20;
 const MIN_COOLDOWN_MS = 1000;
+/** The remembered best rate fades by this factor each window (5 % in 10 windows). */
+const BEST_FADE = 0.995;
+/** How far short of the best rate a level may run before it is left for the best level. */
+const BEST_SHORTFALL = 0.05;
 
 const clamp = (s: Pick<LimiterState, 'min' | 'max' | 'ceiling'>, n: number) =>
   Math.max(s.min, Math.min(s.max, s.ceiling ?? Infinity, Math.round(n)));
@@ -112,6 +125,7 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     next.ceiling = undefined;
     next.cleanWindows = 0;
   }
+  if (next.best) next.best = { limit: next.best.limit, rate: next.best.rate * BEST_FADE };
   const base = s.base;
   const settle = (limit: number): LimiterState => ({ ...next, limit, phase: 'hold', holds: 0 });
   // A probe that did not pay costs a window at a worse level: probe half as often after each one.
@@ -139,8 +153,15 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     }
     case 'hold': {
       next.base = base && base.limit === s.limit ? { limit: s.limit, rate: (base.rate + rate) / 2 } : { limit: s.limit, rate };
+      // A mean of two windows or more at this level (one window alone is as noisy as a probe).
+      if (base && base.limit === s.limit && (!next.best || next.base.rate > next.best.rate)) next.best = { ...next.base };
       if (++next.holds < s.holdFor) return next;
       next.holds = 0;
+      // Running short of the best level (steps down that each cost less than the noise): go back.
+      if (next.best && next.best.limit > s.limit && next.base.rate < next.best.rate * (1 - BEST_SHORTFALL)) {
+        const back = clamp(next, next.best.limit);
+        if (back > s.limit) return { ...next, limit: back, phase: 'probe-up', nextProbe: 'down' };
+      }
       const up = clamp(next, s.limit * 1.25);
       const down = clamp(next, s.limit * 0.8);
       const dir = next.nextProbe === 'up' ? (up > s.limit ? 'up' : 'down') : down < s.limit ? 'down' : 'up';
@@ -158,6 +179,7 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     }
     case 'probe-down': {
       if (base && rate < base.rate * (1 - PROBE_DOWN_LOSS)) return failed(base.limit);
+      if (base && next.best && next.best.limit > s.limit && rate < next.best.rate * (1 - BEST_SHORTFALL)) return failed(base.limit);
       // Kept: the next probe goes down again (as a probe up that pays goes on up), so a server that
       // is faster with fewer in flight is followed down in steps of one probe each, not two.
       const kept: LimiterState = { ...settle(s.limit), base: { limit: s.limit, rate }, holdFor: HOLD_WINDOWS, nextProbe: 'down' };
@@ -179,6 +201,7 @@ export function onOverload(s: LimiterState, nowMs: number, meanLatencyMs: number
     ...s,
     limit,
     ceiling: s.limit > s.min ? s.limit - 1 : s.min,
+    best: undefined, // measured before the apiserver pushed back: no level to return to
     cleanWindows: 0,
     phase: 'hold',
     base: undefined,
