@@ -18,11 +18,12 @@
  * costs up to a fifth of that window's rate). A step down is measured in one window against the
  * level just above it, so on a noisy server (a window's rate moves by 10-20 % on a shared
  * 2-core node) steps that each cost less than the noise would be kept one after another and add
- * up: simulated on the kube-apiserver 1.24 curve with +-20 % per window, one run in ten ended at 0.80
- * of the best level's rate. So it also remembers the best rate it held at any level (a mean over a
- * hold, fading by 0.5 % a window so that a server that got slower is followed): a step down that
- * falls 5 % short of it is not kept, and a hold that runs 5 % short of it goes back to that level
- * as its next probe (0.93 in that simulation). Overload is AIMD: a 429/503/504 or timeout
+ * up: simulated on the kube-apiserver 1.24 curve with +-20 % per window, the 10th percentile of
+ * runs averaged 0.80 of the best level's rate over the run. So it also remembers the best rate
+ * it held at any level (the mean of a whole hold, fading by 0.5 % a window: a server that got 10 %
+ * slower for good is followed after about 11 windows, 20 % after about 34): a step down that
+ * falls 5 % short of it is not kept unless it paid, and a hold that runs 5 % short of it goes back
+ * to that level (when it is higher, within the maximum and ceiling) as its next probe. Overload is AIMD: a 429/503/504 or timeout
  * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
  * requests cuts once) and the level it happened at becomes a ceiling for a while. A window in
  * which the source could not fill the limit (under 75 % in flight: listing behind) is
@@ -38,7 +39,7 @@ export interface LimiterOptions {
   max: number;
 }
 
-type LimiterPhase = 'climb' | 'hold' | 'probe-up' | 'probe-down';
+type LimiterPhase = 'climb' | 'hold' | 'probe-up' | 'probe-down' | 'back-to-best';
 
 export interface LimiterState {
   limit: number;
@@ -60,7 +61,10 @@ export interface LimiterState {
   cooldownUntilMs: number;
   /** Overload cuts so far. */
   cuts: number;
-  /** The best mean rate held at any level since the last overload, fading each window. */
+  /**
+   * The best mean rate of a whole hold at any level, fading each window; forgotten on overload and
+   * in a window the source could not fill (the rate then says nothing about the server).
+   */
   best?: { limit: number; rate: number };
 }
 
@@ -138,8 +142,10 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
   // measure levels and probe down. The peak is no measure of use: one burst of a page reaches the
   // limit whatever it is.
   if (w.meanInFlight < DEMAND_LIMITED * s.limit) {
+    // The source is the limit now: a best level measured before is none to go back to.
+    next.best = undefined;
     // A step up the source could not fill is a probe that did not pay.
-    if (s.phase === 'probe-up' && base) return failed(base.limit);
+    if ((s.phase === 'probe-up' || s.phase === 'back-to-best') && base) return failed(base.limit);
     const used = clamp(next, Math.max(Math.floor(w.meanInFlight / DEMAND_LIMITED), s.limit * APP_LIMITED_DECAY));
     if (used >= s.limit) return next;
     return { ...next, limit: used, phase: 'hold', base: undefined, holds: 0, holdFor: HOLD_WINDOWS };
@@ -153,14 +159,17 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     }
     case 'hold': {
       next.base = base && base.limit === s.limit ? { limit: s.limit, rate: (base.rate + rate) / 2 } : { limit: s.limit, rate };
-      // A mean of two windows or more at this level (one window alone is as noisy as a probe).
-      if (base && base.limit === s.limit && (!next.best || next.base.rate > next.best.rate)) next.best = { ...next.base };
       if (++next.holds < s.holdFor) return next;
       next.holds = 0;
+      // The hold's mean (3 windows or more) is what is remembered: the best of single windows, or
+      // of every window's running mean, would be the luckiest of many noisy samples, and an equal
+      // level would then look short of it.
+      const held = next.base;
+      if (!next.best || held.rate > next.best.rate) next.best = { ...held };
       // Running short of the best level (steps down that each cost less than the noise): go back.
-      if (next.best && next.best.limit > s.limit && next.base.rate < next.best.rate * (1 - BEST_SHORTFALL)) {
+      if (next.best.limit > s.limit && held.rate < next.best.rate * (1 - BEST_SHORTFALL)) {
         const back = clamp(next, next.best.limit);
-        if (back > s.limit) return { ...next, limit: back, phase: 'probe-up', nextProbe: 'down' };
+        if (back > s.limit) return { ...next, limit: back, phase: 'back-to-best', nextProbe: 'down' };
       }
       const up = clamp(next, s.limit * 1.25);
       const down = clamp(next, s.limit * 0.8);
@@ -170,7 +179,8 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
       if (dir === 'down' && down < s.limit) return { ...next, limit: down, phase: 'probe-down' };
       return next;
     }
-    case 'probe-up': {
+    case 'probe-up':
+    case 'back-to-best': {
       if (!base || rate < base.rate * (1 + PROBE_GAIN)) return failed(base?.limit ?? s.limit);
       next.base = { limit: s.limit, rate };
       next.holdFor = HOLD_WINDOWS;
@@ -179,7 +189,10 @@ export function onWindow(s: LimiterState, w: LimiterWindow): LimiterState {
     }
     case 'probe-down': {
       if (base && rate < base.rate * (1 - PROBE_DOWN_LOSS)) return failed(base.limit);
-      if (base && next.best && next.best.limit > s.limit && rate < next.best.rate * (1 - BEST_SHORTFALL)) return failed(base.limit);
+      // Within a step of the level above but short of the best one held: steps like it add up.
+      // (A step that paid is kept: a server thrashing is followed down.)
+      const short = next.best !== undefined && next.best.limit > s.limit && rate < next.best.rate * (1 - BEST_SHORTFALL);
+      if (base && short && rate < base.rate * (1 + PROBE_GAIN)) return failed(base.limit);
       // Kept: the next probe goes down again (as a probe up that pays goes on up), so a server that
       // is faster with fewer in flight is followed down in steps of one probe each, not two.
       const kept: LimiterState = { ...settle(s.limit), base: { limit: s.limit, rate }, holdFor: HOLD_WINDOWS, nextProbe: 'down' };
