@@ -118,13 +118,18 @@ describe('adaptive limiter', () => {
     const { state, limits } = drive(s, plateauAt(96, 960), 3);
     expect(limits).toEqual([64, 64, 64, settled]);
     expect(state.phase).toBe('back-to-best');
+    // It paid: on up as an ordinary probe.
+    const after = onWindow(state, full(state, plateauAt(96, 960)(state.limit)));
+    expect(after.limit).toBeGreaterThan(settled);
+    expect(after.phase).toBe('probe-up');
   });
 
   it('a step down short of the best hold is not kept, unless it paid', () => {
-    const held: LimiterState = { ...initialLimiter({ initial: 100, max: 256 }), phase: 'probe-down', limit: 80, base: { limit: 100, rate: 1000 }, best: { limit: 120, rate: 1100 } };
-    // Within 1 % of the level above (kept before) but 10 % short of the best hold: back to 100.
+    const held: LimiterState = { ...initialLimiter({ initial: 100, max: 256 }), phase: 'probe-down', limit: 80, base: { limit: 100, rate: 1000 }, best: { limit: 120, rate: 1200 } };
+    // Within 1 % of the level above (kept before) but 17 % short of the best hold: back to 100.
     expect(onWindow(held, full(held, 995)).limit).toBe(100);
-    // 6 % faster than the level above (a server thrashing): kept, and on down.
+    // 6 % faster than the level above but still short of the best hold (a server thrashing, or
+    // slower than when the best was held): kept, and on down.
     const paid = onWindow(held, full(held, 1060));
     expect(paid.limit).toBe(64);
     expect(paid.phase).toBe('probe-down');
