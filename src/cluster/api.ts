@@ -274,13 +274,38 @@ function parseRetryAfter(h: string | string[] | undefined): number | undefined {
  * The CA, client certificate and key as one TLS context for every connection of the agent. Given
  * as plain options, each new socket builds its own OpenSSL context from them (parsing the PEM
  * again): 129 contexts for the 129 sockets of a 10,000-object rewrite. Material that does not
- * load is passed as options instead, so the first request fails with OpenSSL's own words, as before.
+ * load is named in a CliError (which part, OpenSSL's reason, what to fix; never the material)
+ * that every request of the client fails with at once: not a connection problem, so never retried.
  */
-export function tlsMaterial(target: ApiTarget): { secureContext: SecureContext } | Pick<ApiTarget, 'ca' | 'cert' | 'key'> {
+export function tlsMaterial(target: ApiTarget): { secureContext: SecureContext } | { error: CliError } {
   try {
     return { secureContext: createSecureContext({ ca: target.ca, cert: target.cert, key: target.key }) };
-  } catch {
-    return { ca: target.ca, cert: target.cert, key: target.key };
+  } catch (err) {
+    // Load each part alone to say which one it is; a pair that loads alone but not together does
+    // not match.
+    const parts = [
+      ['the CA certificate (certificate-authority-data or certificate-authority)', { ca: target.ca }],
+      ['the client certificate (client-certificate-data or client-certificate)', { cert: target.cert }],
+      ['the client key (client-key-data or client-key)', { key: target.key }],
+    ] as const;
+    let what = `${parts[2][0]} is not the key of the client certificate`;
+    let reason = (err as Error).message;
+    for (const [name, part] of parts) {
+      try {
+        createSecureContext(part);
+      } catch (e) {
+        what = `cannot load ${name}`;
+        reason = (e as Error).message;
+        break;
+      }
+    }
+    const from = target.source ? `kubeconfig ${target.source}` : `the credentials for ${target.server}`;
+    return {
+      error: new CliError(`${from}: ${what}: ${reason.replace(/^error:[0-9A-F]+:/, '')}`, {
+        exitCode: ExitCode.Usage,
+        hint: 'each must be PEM (base64 of PEM in the -data fields), and the key the private key of the certificate',
+      }),
+    };
   }
 }
 
@@ -294,12 +319,13 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
   const basePath = base.pathname.replace(/\/+$/, '');
   const isHttps = base.protocol === 'https:';
   const maxSockets = opts.maxSockets ?? 32;
+  const tls = isHttps ? tlsMaterial(target) : undefined;
   const agent = isHttps
     ? new Agent({
         keepAlive: true,
         maxSockets,
         maxFreeSockets: maxSockets,
-        ...tlsMaterial(target),
+        ...(tls && 'secureContext' in tls ? { secureContext: tls.secureContext } : {}),
         rejectUnauthorized: !target.insecureSkipTlsVerify,
         ...(target.tlsServerName ? { servername: target.tlsServerName } : {}),
       })
@@ -321,6 +347,10 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
     return new Promise<ApiResponse<T>>((resolve, reject) => {
       if (o.signal?.aborted) {
         reject(o.signal.reason ?? new Error('aborted'));
+        return;
+      }
+      if (tls && 'error' in tls) {
+        reject(tls.error);
         return;
       }
       const req = (isHttps ? httpsRequest : httpRequest)(

@@ -1,6 +1,6 @@
 // The API client over real TLS with client certificates: one TLS context shared by the agent's
 // sockets (src/cluster/api.ts), many sockets at once, and material that does not load or verify
-// still failing on the first request in one clear error.
+// named in one clear error that every request fails with at once.
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiClient, tlsMaterial } from '../../src/cluster/api';
-import { ApiConnectionError } from '../../src/cluster/errors';
+import { ApiConnectionError, isTransient, toCliError } from '../../src/cluster/errors';
+import { CliError, ExitCode } from '../../src/ui/errors';
 import { generatePki, type BedPki } from '../bed/pki';
 
 let dir: string;
@@ -68,11 +69,28 @@ describe('API client over TLS with a client certificate', () => {
     }
   });
 
-  it('material that loads becomes one TLS context for the agent; material that does not stays plain options', () => {
+  it('material that loads becomes one TLS context for the agent; material that does not is named', () => {
     const good = tlsMaterial({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey) });
     expect(Object.keys(good)).toEqual(['secureContext']);
-    const bad = tlsMaterial({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: 'not a key' });
-    expect(Object.keys(bad).sort()).toEqual(['ca', 'cert', 'key']);
+    const named = (t: Partial<Parameters<typeof tlsMaterial>[0]>) => {
+      const m = tlsMaterial({ server: url, source: '/tmp/admin.conf (context x)', ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: readFileSync(pki.adminKey), ...t });
+      expect('error' in m).toBe(true);
+      const e = (m as { error: CliError }).error;
+      expect(e.exitCode).toBe(ExitCode.Usage);
+      expect(e.message.split('\n')).toHaveLength(1);
+      return e.message;
+    };
+    expect(named({ key: 'not a key' })).toBe(
+      'kubeconfig /tmp/admin.conf (context x): cannot load the client key (client-key-data or client-key): DECODER routines::unsupported',
+    );
+    expect(named({ cert: 'not a cert' })).toMatch(/^kubeconfig \/tmp\/admin\.conf \(context x\): cannot load the client certificate .*: PEM routines::no start line$/);
+    // Each loads alone, but the key is another certificate's: a pair that does not belong together.
+    const other = named({ key: readFileSync(pki.apiserverKey) });
+    expect(other).toMatch(/: the client key \(client-key-data or client-key\) is not the key of the client certificate: .*key values mismatch$/);
+    // Never the material itself.
+    const keyPem = readFileSync(pki.apiserverKey, 'utf8');
+    const line = keyPem.split('\n')[1]!;
+    expect(other).not.toContain(line);
   });
 
   it('a CA that did not sign the server certificate: the request fails as a certificate problem', async () => {
@@ -86,13 +104,17 @@ describe('API client over TLS with a client certificate', () => {
     }
   });
 
-  it('a client key that does not load: the client is made, the first request fails in one line', async () => {
+  it('a client key that does not load: the client is made, each request fails at once with that error, not retried', async () => {
+    const before = connections;
     const api = createApiClient({ server: url, ca: readFileSync(pki.caCrt), cert: readFileSync(pki.adminCrt), key: 'not a key' });
     try {
       const err = await api.get('/api/v1/x').catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(Error);
-      expect(String((err as Error).message).split('\n')).toHaveLength(1);
+      expect(err).toBeInstanceOf(CliError);
+      expect(isTransient(err)).toBe(false);
+      expect(toCliError(err, 'list secrets')).toBe(err);
+      expect(String((err as Error).message)).toMatch(/^the credentials for https:\/\/127\.0\.0\.1:\d+: cannot load the client key /);
       expect(String((err as Error).message)).not.toContain('not a key');
+      expect(connections).toBe(before); // nothing was sent
     } finally {
       api.close();
     }

@@ -1,0 +1,61 @@
+// A kubeconfig whose client certificate or key does not load: one line naming the field, exit 2,
+// at once (nothing is sent, nothing retried), and never the material itself.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { generatePki } from '../bed/pki';
+import { jsonOf, runCli } from '../helpers/cli';
+
+let dir: string;
+let adminCrt: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'k8s-encrypt-bad-credentials-'));
+  adminCrt = readFileSync((await generatePki(join(dir, 'pki'))).adminCrt).toString('base64');
+}, 60_000);
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+const b64 = (s: string) => Buffer.from(s).toString('base64');
+
+async function kubeconfig(user: Record<string, string>): Promise<string> {
+  const path = join(dir, `kubeconfig-${Object.keys(user).join('-')}-${Date.now()}`);
+  const fields = Object.entries(user)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ');
+  await writeFile(
+    path,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      // Port 1: nothing listens there, so a request that went out would fail as a connection.
+      'clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]',
+      `users: [{name: u, user: {${fields}}}]`,
+      'contexts: [{name: x, context: {cluster: c, user: u}}]',
+      'current-context: x',
+      '',
+    ].join('\n'),
+  );
+  return path;
+}
+
+describe('a kubeconfig with credentials that do not load', () => {
+  it.each([
+    ['a client certificate that is not one', () => ({ 'client-certificate-data': b64('not a cert SECRETCERT'), 'client-key-data': b64('SECRETKEY') }), /: cannot load the client certificate \(client-certificate-data or client-certificate\): PEM routines::no start line$/],
+    ['a client key that is not one', () => ({ 'client-certificate-data': adminCrt, 'client-key-data': b64('SECRETKEY') }), /: cannot load the client key \(client-key-data or client-key\): DECODER routines::unsupported$/],
+  ] as const)('%s: exit 2, one line naming it, nothing sent', async (_, user, message) => {
+    const path = await kubeconfig(user());
+    const t0 = Date.now();
+    const r = await runCli(['--kubeconfig', path, '--json', 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
+    expect(r.exitCode, String(r.stderr)).toBe(2);
+    const err = jsonOf(r).error;
+    expect(err.message).toMatch(message);
+    expect(err.message).toMatch(new RegExp(`^kubeconfig ${path.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`));
+    expect(err.message.split('\n')).toHaveLength(1);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/SECRETKEY|SECRETCERT|ECONNREFUSED/);
+    expect(Date.now() - t0).toBeLessThan(20_000); // not 12 retries of a connection
+  });
+});
