@@ -21,13 +21,12 @@
  * up: simulated on the kube-apiserver 1.24 curve with +-20 % per window, the 10th percentile of
  * runs averaged 0.85 of the best level's rate over the run (0.93 with what follows). So it also
  * remembers the best rate it held at any level (the running mean at the end of a hold, in which
- * each window weighs as much as all before it: about its last 3 windows; fading by 0.5 % a
- * window: a server that got 10 %
- * slower for good is followed after about 11 windows, 20 % after about 34): a step down that
- * falls 5 % short of it is not kept unless it paid, and a hold that runs 5 % short of it goes back
- * to that level (when it is higher, within the maximum and ceiling) as its next probe. Overload is AIMD: a 429/503/504 or timeout
- * cuts the limit by 30 % at once (one cut per cool-down, so one burst of rejections of the same
- * requests cuts once) and the level it happened at becomes a ceiling for a while. A window in
+ * each window weighs as much as all before it: about its last 3 windows), fading by 0.5 % a
+ * window (a server that got 10 % slower for good is followed after about 11 windows, 20 % after
+ * about 34): a step down that falls 5 % short of it is not kept unless it paid, and a hold that
+ * runs 5 % short of it goes back to that level (when it is higher, within the maximum and
+ * ceiling) as its next probe. Overload is AIMD: a 429/503/504 or timeout cuts the limit by 30 %
+ * at once (one cut per cool-down, so one burst of rejections of the same requests cuts once) and the level it happened at becomes a ceiling for a while. A window in
  * which the source could not fill the limit (under 75 % in flight: listing behind) is
  * app-limited, as in TCP's congestion window validation (RFC 7661): it never raises the limit
  * and brings it down to the level that window would have filled.
@@ -64,8 +63,9 @@ export interface LimiterState {
   /** Overload cuts so far. */
   cuts: number;
   /**
-   * The best rate at the end of a hold (its running mean) at any level, fading each window; forgotten on overload and
-   * in a window the source could not fill (the rate then says nothing about the server).
+   * The best rate at the end of a hold (its running mean) at any level, fading each window;
+   * forgotten on overload and in a window the source could not fill (the rate then says nothing
+   * about the server).
    */
   best?: { limit: number; rate: number };
 }
