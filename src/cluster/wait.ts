@@ -284,6 +284,8 @@ export async function waitForApiserver(deps: WaitDeps, o: WaitOptions): Promise<
       verdict = judge(await observe(deps.api, o.nodeName, deps.signal), o);
     } catch (err) {
       if (deps.signal?.aborted) throw deps.signal.reason;
+      // The client's own refusal (credentials that do not load): no wait mends it.
+      if (err instanceof CliError) throw err;
       verdict = { kind: 'pending', seen: `not reachable (${describeError(err)})` };
     }
     const t = now().getTime();

@@ -150,8 +150,11 @@ async function probeVersion(ctx: Context, api: ApiClient, timeoutMs: number, off
       return version ? { version } : {};
     } catch (err) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
-      if (ctx.now().getTime() >= deadline) {
+      // The client's own refusal (credentials that do not load): no wait mends it.
+      const final = err instanceof CliError;
+      if (final || ctx.now().getTime() >= deadline) {
         if (offline) return { why: describeError(err) };
+        if (final) throw err;
         throw new CliError(`this node's apiserver (${api.server}) is not reachable: ${describeError(err)}`, {
           exitCode: ExitCode.Cluster,
           hint: 'nothing was changed; fix the apiserver first (crictl ps -a --name kube-apiserver)',

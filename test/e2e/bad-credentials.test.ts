@@ -1,8 +1,9 @@
 // A kubeconfig whose client certificate or key does not load: one line naming the field, exit 2,
 // at once (nothing is sent, nothing retried), and never the material itself.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { generatePki } from '../bed/pki';
@@ -21,8 +22,7 @@ afterAll(async () => {
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-async function kubeconfig(user: Record<string, string>): Promise<string> {
-  const path = join(dir, `kubeconfig-${Object.keys(user).join('-')}-${Date.now()}`);
+async function kubeconfig(user: Record<string, string>, path = join(dir, `kubeconfig-${Object.keys(user).join('-')}-${Date.now()}`)): Promise<string> {
   const fields = Object.entries(user)
     .map(([k, v]) => `${k}: ${v}`)
     .join(', ');
@@ -57,5 +57,21 @@ describe('a kubeconfig with credentials that do not load', () => {
     expect(err.message.split('\n')).toHaveLength(1);
     expect(`${r.stdout}${r.stderr}`).not.toMatch(/SECRETKEY|SECRETCERT|ECONNREFUSED/);
     expect(Date.now() - t0).toBeLessThan(20_000); // not 12 retries of a connection
+  });
+
+  it('init waits for no apiserver: the version probe fails at once with the same line, nothing written', async () => {
+    // A temporary root laid out as kubeadm's (never this machine's own).
+    const root = join(dir, 'root');
+    await mkdir(join(root, 'etc/kubernetes/manifests'), { recursive: true });
+    await copyFile(fileURLToPath(new URL('../fixtures/manifests/kubeadm-1.32.yaml', import.meta.url)), join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'));
+    await kubeconfig({ 'client-certificate-data': adminCrt, 'client-key-data': b64('SECRETKEY') }, join(root, 'etc/kubernetes/admin.conf'));
+    const t0 = Date.now();
+    const r = await runCli(['--root', root, '--yes', '--json', 'init', '--timeout', '60s']);
+    expect(r.exitCode, String(r.stderr)).toBe(2);
+    expect(jsonOf(r).error.message).toMatch(/: cannot load the client key \(client-key-data or client-key\): DECODER routines::unsupported$/);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/SECRETKEY|waiting for this node/);
+    expect(Date.now() - t0).toBeLessThan(20_000); // the probe would otherwise wait its minute
+    const files = (await readdir(root, { recursive: true })).map(String).sort();
+    expect(files).toEqual(['etc', 'etc/kubernetes', 'etc/kubernetes/admin.conf', 'etc/kubernetes/manifests', 'etc/kubernetes/manifests/kube-apiserver.yaml']);
   });
 });

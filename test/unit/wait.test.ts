@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { judge, parseMetrics, waitForApiserver, WaitTimeoutError, type Observation } from '../../src/cluster/wait';
 import { ApiConnectionError } from '../../src/cluster/errors';
+import { CliError, ExitCode } from '../../src/ui/errors';
 
 const since = new Date('2026-11-26T14:00:00.500Z');
 const sec = (iso: string) => Date.parse(iso) / 1000;
@@ -91,19 +92,31 @@ describe('judge', () => {
 });
 
 describe('waitForApiserver', () => {
-  it('treats connection refused as "not yet" and times out with what it last saw', async () => {
+  /** A 30 s restart wait on a clock that moves only by its sleeps, whose /readyz probe is `probe`; its error. */
+  const waitFailing = (probe: () => Promise<never>) => {
     let t = Date.parse('2026-11-26T14:00:00Z');
-    const api = {
-      probe: async () => Promise.reject(new ApiConnectionError('https://127.0.0.1:1/readyz', 'connect ECONNREFUSED', 'ECONNREFUSED')),
-      getText: async () => '',
-      get: async () => ({}),
-    };
-    const err = await waitForApiserver(
+    const api = { probe, getText: async () => '', get: async () => ({}) };
+    return waitForApiserver(
       { api: api as never, now: () => new Date(t), sleep: async (ms) => void (t += ms) },
       { since, mode: 'restart', timeoutMs: 30_000 },
     ).catch((e) => e);
+  };
+
+  it('treats connection refused as "not yet" and times out with what it last saw', async () => {
+    const err = await waitFailing(async () => Promise.reject(new ApiConnectionError('https://127.0.0.1:1/readyz', 'connect ECONNREFUSED', 'ECONNREFUSED')));
     expect(err).toBeInstanceOf(WaitTimeoutError);
     expect(err.message).toMatch(/within 30 s.*ECONNREFUSED/);
+  });
+
+  it("the client's own refusal (credentials that do not load) ends the wait at once, as it is", async () => {
+    const refusal = new CliError('kubeconfig x: cannot load the client key (client-key-data or client-key): DECODER routines::unsupported', { exitCode: ExitCode.Usage });
+    let probes = 0;
+    const err = await waitFailing(async () => {
+      probes++;
+      throw refusal;
+    });
+    expect(err).toBe(refusal);
+    expect(probes).toBe(1);
   });
 
   it('returns once a restarted process is ready', async () => {
