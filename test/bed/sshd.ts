@@ -82,6 +82,10 @@ export async function startSshd(): Promise<RunningSshd> {
       `AllowUsers ${user}`,
       'Subsystem sftp internal-sftp',
       'LogLevel VERBOSE',
+      // Sessions get this dir as HOME: the login shell then reads no ~/.bashrc of this machine's
+      // user (bash reads it for a command sent over SSH; root's runs pyenv init here, 150 ms a
+      // command), and nothing a test runs there writes into the real home.
+      `SetEnv HOME=${dir}`,
       '',
     ].join('\n'),
     { mode: 0o600 },
