@@ -109,8 +109,10 @@ describe('fleet upload of the executable', () => {
   it('uploads to ROOT/var/lib/k8s-encrypt/bin (dir and file 0700, sha256 checked there), then reuses it; another version there is refused', async () => {
     const root = join(sshd.dir, `node-${randomBytes(4).toString('hex')}`);
     const exe = join(sshd.dir, `exe-${randomBytes(4).toString('hex')}`);
-    // A stand-in executable: this test checks the transfer, not what runs.
-    const text = '#!/bin/sh\necho 9.8.7\n';
+    // A stand-in executable: this test checks the transfer, not what runs. The shell stops at
+    // `exit`; the 3 MB of random bytes after it are more than the 64 writes of 32 KiB the transfer
+    // keeps in flight, and end in a part of a write.
+    const text = Buffer.concat([Buffer.from('#!/bin/sh\necho 9.8.7\nexit 0\n'), randomBytes(3 * 1024 * 1024 + 12_345)]);
     await writeFile(exe, text, { mode: 0o755 });
     const self = { version: '9.8.7', arch: process.arch, path: exe, sha256: await sha256File(exe) };
     const said: string[] = [];
@@ -124,7 +126,8 @@ describe('fleet upload of the executable', () => {
     try {
       const target = await ensureNodeBinary(s, self, undefined, (m) => said.push(m));
       expect(target).toBe(installPath(root, '9.8.7'));
-      expect(await readFile(target!, 'utf8')).toBe(text);
+      expect((await readFile(target!)).equals(text)).toBe(true);
+      expect(await readdir(installDir(root))).toEqual([`k8s-encrypt-9.8.7`]);
       expect((await stat(target!)).mode & 0o777).toBe(0o700);
       expect((await stat(installDir(root))).mode & 0o777).toBe(0o700);
       expect(said).toEqual([`cp-7: uploading k8s-encrypt 9.8.7 to ${target}`]);
