@@ -112,6 +112,18 @@ const onNode = async <T>(n: FleetNode, fn: () => Promise<T>): Promise<T> => {
   }
 };
 
+/**
+ * A preflight step (nothing in it changes a node's cluster state) on every node at once. Once
+ * every node has answered, the first failure in inventory order is the one reported, as a step
+ * run node by node would have reported it.
+ */
+export async function onEveryNode<T>(nodes: FleetNode[], fn: (n: FleetNode) => Promise<T>): Promise<T[]> {
+  const settled = await Promise.allSettled(nodes.map((n) => onNode(n, () => fn(n))));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
 export async function runFleet(ctx: Context, cmd: Command, operation: FleetOperation, opts: Record<string, unknown>): Promise<void> {
   const home = homedir();
   const nodes = await loadNodes(opts, home);
@@ -137,27 +149,27 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
   const bins = new Map<FleetNode, string>();
   const checks = new Map<FleetNode, { checks: string[]; upload?: PlannedUpload }>();
   try {
-    // Preflight, nothing changed yet: every node reachable with a known host key ...
-    for (const n of nodes) {
-      sessions.set(n, await onNode(n, () => SshSession.open(n, settings, creds.get(n))));
-      line(n, `connected to ${describeNode(n)}`);
-    }
+    // Preflight, nothing changed yet, each step on every node at once: every node reachable with
+    // a known host key ...
+    await onEveryNode(nodes, async (n) => sessions.set(n, await SshSession.open(n, settings, creds.get(n))));
+    for (const n of nodes) line(n, `connected to ${describeNode(n)}`);
     // ... logged in as root, with an apiserver manifest (read-only checks, before any upload) ...
     const facts = new Map<FleetNode, NodeFacts>();
     if (operation !== 'status') {
-      for (const n of nodes) {
-        const f = await onNode(n, () => probeNode(sessions.get(n)!, nodeManifest(n, typeof opts.manifest === 'string' ? opts.manifest : undefined)));
+      await onEveryNode(nodes, async (n) => {
+        const f = await probeNode(sessions.get(n)!, nodeManifest(n, typeof opts.manifest === 'string' ? opts.manifest : undefined));
         facts.set(n, f);
         checks.set(n, { checks: checkNode(n, f) });
-      }
+      });
     }
-    // ... running the same k8s-encrypt (uploaded unless it is there; a dry run uploads nothing,
-    // not even to a staging path: it checks that the upload could be done) ...
-    for (const n of nodes) {
-      const bin = await onNode(n, () => ensureNodeBinary(sessions.get(n)!, self, nodeBin, (m) => ctx.out.info(`[${n.nodeName}] ${m.replace(`${n.nodeName}: `, '')}`), { dryRun: fwd.dryRun }));
+    // ... running the same k8s-encrypt (uploaded unless it is there: only once every node passed
+    // the checks above; a dry run uploads nothing, not even to a staging path: it checks that the
+    // upload could be done) ...
+    await onEveryNode(nodes, async (n) => {
+      const bin = await ensureNodeBinary(sessions.get(n)!, self, nodeBin, (m) => ctx.out.info(`[${n.nodeName}] ${m.replace(`${n.nodeName}: `, '')}`), { dryRun: fwd.dryRun });
       if (bin) bins.set(n, bin);
-      else if (facts.has(n)) checks.get(n)!.upload = await onNode(n, () => plannedUpload(n, facts.get(n)!, self));
-    }
+      else if (facts.has(n)) checks.get(n)!.upload = await plannedUpload(n, facts.get(n)!, self);
+    });
     const run = (n: FleetNode, args: string[], stdin?: string): Promise<NodeRun> =>
       onNode(n, async () => {
         const bin = bins.get(n);
@@ -188,9 +200,10 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
     // ... whose own status answers, as the node the inventory says it is (a dry run checks the
     // nodes that already have this k8s-encrypt).
     const statuses = new Map<FleetNode, Record<string, any>>();
-    for (const [i, n] of nodes.entries()) {
-      if (!bins.has(n)) continue;
-      const extra = operation === 'status' && i === 0 ? fwd.first : operation === 'status' ? [...fwd.first, '--no-etcd'] : ['--no-etcd'];
+    await onEveryNode(nodes, async (n) => {
+      if (!bins.has(n)) return;
+      const first = n === nodes[0];
+      const extra = operation === 'status' && first ? fwd.first : operation === 'status' ? [...fwd.first, '--no-etcd'] : ['--no-etcd'];
       // Without --node-name: the node names itself (its mirror pod), which is what is checked.
       const r = await run(n, ['status', ...extra]);
       if (r.exitCode !== 0 && !(operation === 'status' && r.exitCode === ExitCode.Verification)) throw nodeFailure(n, 'status', r, []);
@@ -202,16 +215,17 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
       }
       statuses.set(n, r.body);
       checks.get(n)?.checks.push('its own status answers');
-    }
+    });
     if (operation === 'status') return printStatus(ctx, nodes, statuses, opts);
 
     const preflight: FleetStep[] = [];
     const dryRuns: Record<string, unknown> = {};
-    // rollback runs on every node, so every node's dry run must pass; the staged commands start
-    // on the first node, which plans for all.
-    for (const n of operation === 'rollback' ? nodes : nodes.slice(0, 1)) {
-      if (!bins.get(n)) continue;
-      const r = await run(n, [operation, ...fwd.first, '--dry-run']);
+    // rollback runs on every node, so every node's dry run must pass (they run at once); the
+    // staged commands start on the first node, which plans for all.
+    const planners = (operation === 'rollback' ? nodes : nodes.slice(0, 1)).filter((n) => bins.has(n));
+    const plans = await onEveryNode(planners, (n) => run(n, [operation, ...fwd.first, '--dry-run']));
+    for (const [i, n] of planners.entries()) {
+      const r = plans[i]!;
       if (r.exitCode !== 0) throw nodeFailure(n, `${operation} --dry-run`, r, preflight);
       dryRuns[n.nodeName] = r.body;
       preflight.push({ node: n.nodeName, command: `${operation} --dry-run`, stage: null, state: 'planned', detail: 'dry run passed', exitCode: 0 });

@@ -53,7 +53,8 @@ describe(`fleet mode on two control planes, orchestrated by ${EXE ? 'the single 
     expect(r.exitCode).toBe(6);
     expect(jsonOf(r).error).toMatchObject({ message: `cp-1: ${installed(1)} reports version 0.0.1, not ${VERSION}`, hint: `remove ${installed(1)} on the node and re-run` });
     expect(await readFile(installed(1), 'utf8')).toBe('#!/bin/sh\necho 0.0.1\n');
-    // The executable reached cp-0 (checked there before cp-1 was): this very file, root-only.
+    // The executable reached cp-0 (every node's upload step ends before the refusal is
+    // reported): this very file, root-only.
     if (EXE) expect(sha(await readFile(installed(0)))).toBe(exeSha);
     expect(await modeOf(installed(0))).toBe(0o700);
     expect(await modeOf(installDir(0))).toBe(0o700);
