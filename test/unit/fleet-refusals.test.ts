@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { namedError } from '../../src/fleet/command';
+import { namedError, onEveryNode } from '../../src/fleet/command';
 import { driveStaged, type DriverDeps } from '../../src/fleet/driver';
 import { parseInventory, type FleetNode } from '../../src/fleet/inventory';
 import type { FleetJournalState } from '../../src/fleet/journal';
@@ -87,5 +87,26 @@ describe('fleet refusals name the node and the reason', () => {
   it('a message that already names the node is not named twice', () => {
     const e = new CliError('cp-1: cannot connect', { details: { node: 'cp-1' } });
     expect(namedError(node('cp-1'), e)).toBe(e);
+  });
+
+  it('a preflight step runs on every node at once, and the first failure in inventory order is reported once all answered', async () => {
+    // Each node answers only once all three have started: run node after node, this never ends.
+    let started = 0;
+    let release!: () => void;
+    const allStarted = new Promise<void>((r) => (release = r));
+    const answered: string[] = [];
+    const step = async (n: FleetNode) => {
+      if (++started === nodes.length) release();
+      await allStarted;
+      // cp-2 fails first, cp-1 last: cp-1's failure is the one reported.
+      await new Promise((r) => setTimeout(r, n.nodeName === 'cp-1' ? 30 : n.nodeName === 'cp-2' ? 0 : 10));
+      answered.push(n.nodeName);
+      if (n.nodeName !== 'cp-0') throw new CliError(`${n.nodeName === 'cp-2' ? 'cp-2: ' : ''}refused`, { exitCode: 6 });
+      return n.nodeName;
+    };
+    await expect(onEveryNode(nodes, step)).rejects.toMatchObject({ message: 'cp-1: refused', exitCode: 6, details: { node: 'cp-1' } });
+    expect(answered).toEqual(['cp-2', 'cp-0', 'cp-1']);
+    started = 0;
+    expect(await onEveryNode(nodes, async (n) => n.nodeName)).toEqual(['cp-0', 'cp-1', 'cp-2']);
   });
 });
