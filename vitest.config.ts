@@ -1,4 +1,11 @@
 import { defineConfig } from 'vitest/config';
+import { fileURLToPath } from 'node:url';
+
+// The suite starts the CLI and the beds' Node processes some thousands of times. Node's on-disk
+// compile cache (Node >= 22.1) spares each start compiling the same modules again; the workers
+// and every process they spawn inherit it. It lives in the checkout's .tmp/, never in the CLI
+// itself (bin/k8s-encrypt.js would otherwise write into the operator's temp dir).
+process.env.NODE_COMPILE_CACHE ??= fileURLToPath(new URL('./.tmp/node-compile-cache', import.meta.url));
 
 export default defineConfig({
   test: {
