@@ -4,10 +4,14 @@
  * K8S_ENCRYPT_MEM_SAMPLE_MS (default 100 ms) and writes, at exit, the peak of each figure, the
  * breakdown at the moment RSS peaked and (with K8S_ENCRYPT_MEM_SAMPLE_SERIES=1) every sample, as
  * JSON to FILE. With K8S_ENCRYPT_MEM_SNAPSHOT_AT=MS it also writes a V8 heap snapshot MS after
- * start, to FILE.heapsnapshot (the process pauses while it is written). It changes nothing in the
- * process it watches beyond one timer.
+ * start, to FILE.heapsnapshot (the process pauses while it is written). It also counts the client
+ * sockets (TCP and TLS) the process opens, and the most open at once, through the
+ * `net.client.socket` diagnostics channel. It changes nothing in the process it watches beyond
+ * one timer and a close listener on each socket.
  */
+import dc from 'node:diagnostics_channel';
 import { writeFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import v8 from 'node:v8';
 
 interface Sample {
@@ -46,12 +50,18 @@ if (file) {
     if (!atPeak || s.rss > atPeak.rss) atPeak = s;
     if (series) samples.push(s);
   };
+  const sockets = { opened: 0, open: 0, peakOpen: 0 };
+  dc.subscribe('net.client.socket', (m) => {
+    sockets.opened++;
+    sockets.peakOpen = Math.max(sockets.peakOpen, ++sockets.open);
+    (m as { socket: Socket }).socket.once('close', () => sockets.open--);
+  });
   take();
   setInterval(take, every).unref();
   const snapAt = Number(process.env.K8S_ENCRYPT_MEM_SNAPSHOT_AT ?? 0);
   if (snapAt > 0) setTimeout(() => v8.writeHeapSnapshot(`${file}.heapsnapshot`), snapAt).unref();
   process.on('exit', () => {
     take();
-    writeFileSync(file, JSON.stringify({ peak, atPeak, ...(series ? { samples } : {}) }));
+    writeFileSync(file, JSON.stringify({ peak, atPeak, sockets: { opened: sockets.opened, peakOpen: sockets.peakOpen }, ...(series ? { samples } : {}) }));
   });
 }

@@ -262,6 +262,7 @@ function repoRoot(): string {
 interface MemBreakdown {
   peak: Record<string, number>;
   atPeak: { rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; spaces: Record<string, number> };
+  sockets?: { opened: number; peakOpen: number };
 }
 
 async function runCliBench(
@@ -569,7 +570,7 @@ async function main(): Promise<void> {
     for (const r of results.filter((x) => x.mem)) {
       const m = r.mem!.atPeak;
       out.push(
-        `tool memory at its RSS peak (round ${r.round}): rss ${m.rss} MB = V8 heap ${m.heapTotal} MB (used ${m.heapUsed}; new space ${m.spaces.new_space ?? '?'}, old ${m.spaces.old_space ?? '?'}) + external ${m.external} MB (arrayBuffers ${m.arrayBuffers}) + the rest native`,
+        `tool memory at its RSS peak (round ${r.round}): rss ${m.rss} MB = V8 heap ${m.heapTotal} MB (used ${m.heapUsed}; new space ${m.spaces.new_space ?? '?'}, old ${m.spaces.old_space ?? '?'}) + external ${m.external} MB (arrayBuffers ${m.arrayBuffers}) + the rest native${r.mem!.sockets ? `; sockets opened ${r.mem!.sockets.opened}, at most ${r.mem!.sockets.peakOpen} open` : ''}`,
       );
     }
     for (const s of skipped) out.push(`skipped: ${s}`);
