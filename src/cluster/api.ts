@@ -56,14 +56,7 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
   try {
     kc.loadFromFile(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code) {
-      const e = fsError('read kubeconfig', path, err);
-      throw new CliError(e.message, {
-        exitCode: ExitCode.Usage,
-        hint: 'pass --kubeconfig (or --root) pointing at an admin kubeconfig such as /etc/kubernetes/admin.conf',
-        cause: err,
-      });
-    }
+    if ((err as NodeJS.ErrnoException).code) throw kubeconfigReadError(path, err);
     throw new CliError(`cannot parse kubeconfig ${path}: ${(err as Error).message}`, {
       exitCode: ExitCode.Usage,
       hint: 'check that the file is a valid kubeconfig (YAML with clusters, users and contexts)',
@@ -119,13 +112,23 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
   };
 }
 
+/** The kubeconfig file itself could not be read (missing, unreadable, a directory). */
+function kubeconfigReadError(path: string, err: unknown): CliError {
+  const e = fsError('read kubeconfig', path, err);
+  return new CliError(e.message, {
+    exitCode: ExitCode.Usage,
+    hint: 'pass --kubeconfig (or --root) pointing at an admin kubeconfig such as /etc/kubernetes/admin.conf',
+    cause: err,
+  });
+}
+
 type Dict = Record<string, unknown>;
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 
 /**
  * The kubeconfig without client-node, for users without exec or auth-provider plugins; returns
- * undefined when a plugin is needed (or the file is not plainly readable: client-node then gives
- * its own error).
+ * undefined when a plugin is needed (or the file is not plain YAML: client-node then gives its own
+ * error). A file that cannot be read at all fails here.
  */
 async function loadPlainKubeconfig(path: string, opts: LoadKubeconfigOptions): Promise<ApiTarget | undefined> {
   const [{ readFile }, { parse }, { dirname, isAbsolute, join }] = await Promise.all([
@@ -133,9 +136,17 @@ async function loadPlainKubeconfig(path: string, opts: LoadKubeconfigOptions): P
     import('yaml'),
     import('node:path'),
   ]);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    // A file that cannot be read is an error whoever parses it: no need to load client-node.
+    if ((err as NodeJS.ErrnoException).code) throw kubeconfigReadError(path, err);
+    return undefined;
+  }
   let doc: Dict;
   try {
-    doc = parse(await readFile(path, 'utf8')) as Dict;
+    doc = parse(text) as Dict;
   } catch {
     return undefined;
   }

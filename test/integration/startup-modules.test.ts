@@ -1,6 +1,8 @@
 // What the npm distribution (ES modules on the built dist/) loads of Node itself for a command that
 // talks to an apiserver: not Node's bundled undici and web streams, which an ES module import of
-// node:http pulls in through its lazy WebSocket export (about 10 MB of resident memory).
+// node:http pulls in through its lazy WebSocket export (about 10 MB of resident memory). And a
+// kubeconfig that cannot be read is an error without loading @kubernetes/client-node (its
+// loader is only for exec and auth-provider plugins).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +13,11 @@ import { BIN } from '../helpers/cli';
 // A preload that reports, at exit, the Node-internal modules the process loaded.
 const PRELOAD = `data:text/javascript,${encodeURIComponent(
   "process.on('exit', () => process.stderr.write('\\nLOADED ' + JSON.stringify(process.moduleLoadList) + '\\n'));",
+)}`;
+
+// A preload that reports, at exit, every module specifier the process resolved (module.registerHooks).
+const RESOLVED = `data:text/javascript,${encodeURIComponent(
+  "import { registerHooks } from 'node:module'; const seen = []; registerHooks({ resolve(s, c, next) { seen.push(s); return next(s, c); } }); process.on('exit', () => process.stderr.write('\\nRESOLVED ' + JSON.stringify(seen) + '\\n'));",
 )}`;
 
 let dir: string;
@@ -48,5 +55,25 @@ describe('start-up modules', () => {
     // It got as far as connecting.
     expect(String(r.stdout) + String(r.stderr)).toMatch(/127\.0\.0\.1:1/);
     expect(loaded.filter((m) => /undici|webstreams/.test(m))).toEqual([]);
+  });
+
+  it('a kubeconfig that cannot be read fails with its reason, without loading client-node', async () => {
+    for (const [path, reason] of [
+      [join(dir, 'missing', 'kubeconfig'), 'it does not exist'],
+      [dir, 'it is a directory'],
+    ] as const) {
+      const r = await execa(
+        process.execPath,
+        ['--import', RESOLVED, BIN, 're-encrypt-all', '--kubeconfig', path, '--state-dir', join(dir, 'state-unread'), '--yes'],
+        { reject: false, env: { NO_COLOR: '1', CI: 'true' }, timeout: 60_000 },
+      );
+      expect(r.exitCode, String(r.stderr)).toBe(2);
+      expect(String(r.stderr)).toContain(`error: cannot read kubeconfig ${path}: ${reason} (pass --kubeconfig`);
+      const line = String(r.stderr).split('\n').find((l) => l.startsWith('RESOLVED '));
+      expect(line, String(r.stderr)).toBeDefined();
+      const resolved = JSON.parse(line!.slice('RESOLVED '.length)) as string[];
+      expect(resolved.length).toBeGreaterThan(0);
+      expect(resolved.filter((s) => s.includes('@kubernetes/client-node'))).toEqual([]);
+    }
   });
 });
