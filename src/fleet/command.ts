@@ -150,9 +150,12 @@ export async function runFleet(ctx: Context, cmd: Command, operation: FleetOpera
   const checks = new Map<FleetNode, { checks: string[]; upload?: PlannedUpload }>();
   try {
     // Preflight, nothing changed yet, each step on every node at once: every node reachable with
-    // a known host key ...
-    await onEveryNode(nodes, async (n) => sessions.set(n, await SshSession.open(n, settings, creds.get(n))));
-    for (const n of nodes) line(n, `connected to ${describeNode(n)}`);
+    // a known host key (each said as it connects: a node that hangs until the connect timeout
+    // does not hold back the others' lines) ...
+    await onEveryNode(nodes, async (n) => {
+      sessions.set(n, await SshSession.open(n, settings, creds.get(n)));
+      line(n, `connected to ${describeNode(n)}`);
+    });
     // ... logged in as root, with an apiserver manifest (read-only checks, before any upload) ...
     const facts = new Map<FleetNode, NodeFacts>();
     if (operation !== 'status') {

@@ -48,9 +48,17 @@ describe('fleet mode on three control planes', () => {
     expect(r.exitCode).toBe(6);
     expect(jsonOf(r).error.message).toMatch(/^cp-0: the host key of cp-0 .* is not in .*known_hosts-empty/);
 
-    r = await fleet(['init'], { inventory: await writeInventory('unreachable.yaml', (i) => (i === 2 ? { port: 1 } : {})) });
+    const unreachable = await writeInventory('unreachable.yaml', (i) => (i === 2 ? { port: 1 } : {}));
+    r = await fleet(['init'], { inventory: unreachable });
     expect(r.exitCode).toBe(3);
     expect(jsonOf(r).error.message).toMatch(/^cp-2: cannot connect to cp-2 \(.*:1\)/);
+    // Without --json: the nodes that answered are said, each as it connected, before the error.
+    r = await runCli(['--yes', '--state-dir', f.stateDir, 'init', ...f.fleetFlags({ inventory: unreachable })]);
+    expect(r.exitCode).toBe(3);
+    expect(r.stderr).toMatch(/^\[cp-0\] connected to /m);
+    expect(r.stderr).toMatch(/^\[cp-1\] connected to /m);
+    expect(r.stderr).not.toMatch(/\[cp-2\] connected to/);
+    expect(r.stderr).toMatch(/^error: cp-2: cannot connect to cp-2 \(.*:1\)/m);
 
     const old = join(dir, 'k8s-encrypt-old');
     await writeFile(old, '#!/bin/sh\necho 0.0.1\n', { mode: 0o700 });
