@@ -57,10 +57,12 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
     kc.loadFromFile(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code) throw kubeconfigReadError(path, err);
-    throw new CliError(`cannot parse kubeconfig ${path}: ${(err as Error).message}`, {
+    // The YAML parser's message goes on, after its first line, with a code frame quoting the
+    // lines around the error: a kubeconfig's token or key. Only the first line is kept, and the
+    // parser's error is not the cause (--verbose would print its message and stack).
+    throw new CliError(`cannot parse kubeconfig ${path}: ${String((err as Error).message).split('\n')[0]!.trim()}`, {
       exitCode: ExitCode.Usage,
       hint: 'check that the file is a valid kubeconfig (YAML with clusters, users and contexts)',
-      cause: err,
     });
   }
   if (opts.context) {

@@ -206,4 +206,31 @@ current-context: c
     expect(err.exitCode).toBe(ExitCode.Usage);
     expect(err.message).toMatch(/missing\.conf: it does not exist/);
   });
+
+  it.each([
+    ['not YAML', 'a: [\n', 'deficient indentation (2:1)'],
+    ['empty', '', 'expected a document, but the input is empty'],
+  ])('a kubeconfig that is %s is a one-line usage error', async (what, text, reason) => {
+    const path = join(dir, `${what.replace(/ /g, '-')}.conf`);
+    await writeFile(path, text, { mode: 0o600 });
+    const err = await loadKubeconfig(path).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.exitCode).toBe(ExitCode.Usage);
+    // The YAML parser's message carries a code frame on the lines after the first.
+    expect(err.message).toBe(`cannot parse kubeconfig ${path}: ${reason}`);
+    expect(err.hint).toMatch(/valid kubeconfig/);
+  });
+
+  it('a kubeconfig that does not parse: nothing of the file in the error, its cause or its stack', async () => {
+    const token = 'tok-7f3a9c2e1b5d4a6f8e0c';
+    const path = join(dir, 'broken-token.conf');
+    // The error is on the line after the token: a parser's code frame would quote it.
+    await writeFile(path, `users:\n- name: u\n  user:\n    token: ${token}\n   bad: [\n`, { mode: 0o600 });
+    const err = await loadKubeconfig(path).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.message).toBe(`cannot parse kubeconfig ${path}: bad indentation of a mapping entry (5:4)`);
+    const printable: string[] = [];
+    for (let e: any = err; e; e = e.cause) printable.push(String(e.message), String(e.stack), String(e.hint ?? ''));
+    expect(printable.join('\n')).not.toContain(token);
+  });
 });
