@@ -105,7 +105,10 @@ export class SshSession {
         clearTimeout(timer);
         resolve();
       });
-      client.once('error', (err: Error & { level?: string; code?: string }) => {
+      // `on`, not `once`: a failed handshake can be followed by a second error (a handshake
+      // timeout, then "Connection lost before handshake" as the socket closes), and an 'error'
+      // with no listener would crash the process. Once settled, reject does nothing.
+      client.on('error', (err: Error & { level?: string; code?: string }) => {
         clearTimeout(timer);
         if (refusal) return reject(refusal);
         if (err.level === 'client-authentication') {

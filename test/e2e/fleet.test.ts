@@ -1,12 +1,14 @@
 // Fleet mode on three control planes sharing one etcd, each reached through a real OpenSSH sshd
 // on loopback (the inventory's `root` selects the bed node). One command per operation drives
 // every node; a reader reads every Secret through every apiserver the whole time.
+import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, cliCommand, jsonOf, runCli } from '../helpers/cli';
 import { sha, startFleetBed, VERSION, type FleetBed } from './fleet-bed';
 import { okJson } from './rotate-helpers';
 
@@ -59,6 +61,28 @@ describe('fleet mode on three control planes', () => {
     expect(r.stderr).toMatch(/^\[cp-1\] connected to /m);
     expect(r.stderr).not.toMatch(/\[cp-2\] connected to/);
     expect(r.stderr).toMatch(/^error: cp-2: cannot connect to cp-2 \(.*:1\)/m);
+    // A node that accepts the connection and never answers holds the run until the connect
+    // timeout, but not the news of the nodes that did connect: their lines come at once.
+    const silent = createServer(() => {}).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    try {
+      const hangs = await writeInventory('silent.yaml', (i) => (i === 2 ? { port: (silent.address() as AddressInfo).port } : {}));
+      const c = cliCommand(['--yes', '--state-dir', f.stateDir, 'init', ...f.fleetFlags({ inventory: hangs }), '--connect-timeout', '8s']);
+      const t0 = Date.now();
+      const child = execa(c.file, c.args, { reject: false, env: c.env });
+      const seen = new Map<string, number>();
+      child.stderr!.on('data', (b: Buffer) => {
+        for (const m of String(b).matchAll(/^\[(cp-\d)\] connected to /gm)) if (!seen.has(m[1]!)) seen.set(m[1]!, Date.now() - t0);
+      });
+      const done = await child;
+      const endedAt = Date.now() - t0;
+      expect(done.exitCode, String(done.stderr)).toBe(3);
+      expect(endedAt).toBeGreaterThanOrEqual(8000);
+      expect([...seen.keys()].sort()).toEqual(['cp-0', 'cp-1']);
+      for (const at of seen.values()) expect(at).toBeLessThan(endedAt - 3000);
+    } finally {
+      silent.close();
+    }
 
     const old = join(dir, 'k8s-encrypt-old');
     await writeFile(old, '#!/bin/sh\necho 0.0.1\n', { mode: 0o700 });
