@@ -197,6 +197,9 @@ class StaticPod {
       BED_MOUNTS: JSON.stringify(podMounts(this.spec.pod, c)),
       BED_NODE_NAME: this.k.opts.nodeName,
       ...knobsEnv(knobs, argv),
+      // Not the container's: the test run's compile cache (vitest.config.ts), so that the many
+      // restarts of a stand-in do not compile its modules again each time.
+      ...(process.env.NODE_COMPILE_CACHE ? { NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE } : {}),
     };
     mkdirSync(this.k.opts.podLogDir, { recursive: true });
     const logFd = openSync(join(this.k.opts.podLogDir, `${this.spec.pod.metadata.name}.log`), 'a');

@@ -85,7 +85,8 @@ export async function startSshd(): Promise<RunningSshd> {
       // Sessions get this dir as HOME: the login shell then reads no ~/.bashrc of this machine's
       // user (bash reads it for a command sent over SSH; root's runs pyenv init here, 150 ms a
       // command), and nothing a test runs there writes into the real home.
-      `SetEnv HOME=${dir}`,
+      // The test run's compile cache (vitest.config.ts) too, for the CLI runs on the nodes.
+      `SetEnv HOME=${dir}${process.env.NODE_COMPILE_CACHE && !/[\s"]/.test(process.env.NODE_COMPILE_CACHE) ? ` NODE_COMPILE_CACHE=${process.env.NODE_COMPILE_CACHE}` : ''}`,
       '',
     ].join('\n'),
     { mode: 0o600 },
