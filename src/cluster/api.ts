@@ -57,10 +57,8 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
     kc.loadFromFile(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code) throw kubeconfigReadError(path, err);
-    // The YAML parser's message goes on, after its first line, with a code frame quoting the
-    // lines around the error: a kubeconfig's token or key. Only the first line is kept, and the
-    // parser's error is not the cause (--verbose would print its message and stack).
-    throw new CliError(`cannot parse kubeconfig ${path}: ${String((err as Error).message).split('\n')[0]!.trim()}`, {
+    // The parser's error is not the cause (--verbose would print its message and stack): see yamlReason.
+    throw new CliError(`cannot parse kubeconfig ${path}: ${yamlReason(err)}`, {
       exitCode: ExitCode.Usage,
       hint: 'check that the file is a valid kubeconfig (YAML with clusters, users and contexts)',
     });
@@ -114,6 +112,29 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
   };
 }
 
+/**
+ * A YAML parser's error (js-yaml's, under client-node) without anything of the file: its message
+ * goes on after the first line with a code frame quoting the lines around the error, and the
+ * reason itself quotes alias and tag names (`unidentified alias "x"`, `unknown scalar tag !<x>`),
+ * which in a kubeconfig may be a token or a password. Quoted names and tags become "...", and
+ * what follows a colon is dropped; the position says where to look.
+ */
+export function yamlReason(err: unknown): string {
+  const e = (err ?? {}) as { reason?: unknown; message?: unknown; mark?: { line?: unknown; column?: unknown } };
+  const reason =
+    typeof e.reason === 'string' ? e.reason : String(e.message ?? err).split('\n')[0]!.replace(/\s*\(\d+:\d+\)\s*$/, '');
+  const safe = reason
+    .split('\n')[0]!
+    .replace(/"[^"]*"|'[^']*'/g, '"..."')
+    .replace(/!<[^>]*>|!\S*/g, '!...')
+    .replace(/:\s.*$/, '')
+    .trim();
+  const line = e.mark?.line;
+  const column = e.mark?.column;
+  const at = typeof line === 'number' ? ` at line ${line + 1}${typeof column === 'number' ? `, column ${column + 1}` : ''}` : '';
+  return `${safe || 'not valid YAML'}${at}`;
+}
+
 /** The kubeconfig file itself could not be read (missing, unreadable, a directory). */
 function kubeconfigReadError(path: string, err: unknown): CliError {
   const e = fsError('read kubeconfig', path, err);
@@ -133,7 +154,7 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== 
  * error). A file that cannot be read at all fails here.
  */
 async function loadPlainKubeconfig(path: string, opts: LoadKubeconfigOptions): Promise<ApiTarget | undefined> {
-  const [{ readFile }, { parse }, { dirname, isAbsolute, join }] = await Promise.all([
+  const [{ readFile }, { parseDocument }, { dirname, isAbsolute, join }] = await Promise.all([
     import('node:fs/promises'),
     import('yaml'),
     import('node:path'),
@@ -148,7 +169,12 @@ async function loadPlainKubeconfig(path: string, opts: LoadKubeconfigOptions): P
   }
   let doc: Dict;
   try {
-    doc = parse(text) as Dict;
+    // parseDocument, not parse: parse prints each warning to stderr with the line it is about (an
+    // unresolved tag on a token's line quotes the token), and a warning leaves a value changed
+    // (that tag's value becomes ""). Anything short of clean YAML goes to client-node.
+    const d = parseDocument(text);
+    if (d.errors.length > 0 || d.warnings.length > 0) return undefined;
+    doc = d.toJS() as Dict;
   } catch {
     return undefined;
   }

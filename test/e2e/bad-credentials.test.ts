@@ -59,6 +59,23 @@ describe('a kubeconfig with credentials that do not load', () => {
     expect(Date.now() - t0).toBeLessThan(20_000); // not 12 retries of a connection
   });
 
+  it.each([
+    ['a token written as a tag', 'token: !SECRETTOKEN', 'unknown scalar tag !... at line 4, column 33'],
+    ['a password written as an alias', 'username: admin, password: *SECRETPASSWORD', 'unidentified alias "..." at line 4, column 54'],
+  ] as const)('a kubeconfig with %s: one line, exit 2, the secret neither in the error nor in a warning', async (_, fields, reason) => {
+    const path = join(dir, `kubeconfig-unparsed-${Date.now()}`);
+    await kubeconfig({}, path);
+    const { readFile } = await import('node:fs/promises');
+    await writeFile(path, (await readFile(path, 'utf8')).replace('user: {}', `user: {${fields}}`));
+    for (const json of [true, false]) {
+      const r = await runCli(['--kubeconfig', path, ...(json ? ['--json'] : ['--verbose']), 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
+      expect(r.exitCode, String(r.stderr)).toBe(2);
+      if (json) expect(jsonOf(r).error.message).toBe(`cannot parse kubeconfig ${path}: ${reason}`);
+      else expect(String(r.stderr)).toContain(`error: cannot parse kubeconfig ${path}: ${reason} (`);
+      expect(`${r.stdout}${r.stderr}`).not.toMatch(/SECRETTOKEN|SECRETPASSWORD/);
+    }
+  });
+
   it('init waits for no apiserver: the version probe fails at once with the same line, nothing written', async () => {
     // A temporary root laid out as kubeadm's (never this machine's own).
     const root = join(dir, 'root');

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadKubeconfig } from '../../src/cluster/api';
+import { loadKubeconfig, yamlReason } from '../../src/cluster/api';
 import { resolvedResource } from '../../src/cluster/discovery';
 import { ApiConnectionError, ApiError, isTransient, toCliError } from '../../src/cluster/errors';
 import { compareKeys, objectKey, Watermark } from '../../src/cluster/rewrite';
@@ -208,7 +208,7 @@ current-context: c
   });
 
   it.each([
-    ['not YAML', 'a: [\n', 'deficient indentation (2:1)'],
+    ['not YAML', 'a: [\n', 'deficient indentation at line 2, column 1'],
     ['empty', '', 'expected a document, but the input is empty'],
   ])('a kubeconfig that is %s is a one-line usage error', async (what, text, reason) => {
     const path = join(dir, `${what.replace(/ /g, '-')}.conf`);
@@ -228,9 +228,32 @@ current-context: c
     await writeFile(path, `users:\n- name: u\n  user:\n    token: ${token}\n   bad: [\n`, { mode: 0o600 });
     const err = await loadKubeconfig(path).catch((e) => e);
     expect(err).toBeInstanceOf(CliError);
-    expect(err.message).toBe(`cannot parse kubeconfig ${path}: bad indentation of a mapping entry (5:4)`);
+    expect(err.message).toBe(`cannot parse kubeconfig ${path}: bad indentation of a mapping entry at line 5, column 4`);
     const printable: string[] = [];
     for (let e: any = err; e; e = e.cause) printable.push(String(e.message), String(e.stack), String(e.hint ?? ''));
     expect(printable.join('\n')).not.toContain(token);
+  });
+
+  it.each([
+    // The parser's reason itself names an alias or a tag: here the secret is that name.
+    ['an alias', (t: string) => `    password: *${t}\n`, 'unidentified alias "..." at line 5, column 16'],
+    ['a tag', (t: string) => `    token: !${t}\n`, 'unknown scalar tag !... at line 5, column 12'],
+    ['a verbatim tag', (t: string) => `    token: !<${t}> x\n`, 'unknown scalar tag !... at line 5, column 12'],
+  ])('a secret written as %s: the error does not name it', async (what, line, reason) => {
+    const secret = 'sec-4b1e9d7a2c6f8e03';
+    const path = join(dir, `named-${what.replace(/ /g, '-')}.conf`);
+    await writeFile(path, `apiVersion: v1\nusers:\n- name: u\n  user:\n${line(secret)}`, { mode: 0o600 });
+    const err = await loadKubeconfig(path).catch((e) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect(err.message).toBe(`cannot parse kubeconfig ${path}: ${reason}`);
+    expect(`${err.message}\n${err.hint}\n${err.stack}`).not.toContain(secret);
+  });
+
+  it('yamlReason keeps the reason and the place, and nothing quoted, tagged or after a colon', () => {
+    expect(yamlReason({ reason: 'duplicated mapping key', mark: { line: 1, column: 0 } })).toBe('duplicated mapping key at line 2, column 1');
+    expect(yamlReason({ reason: 'undeclared tag handle "!f!"', mark: { line: 2, column: 7 } })).toBe('undeclared tag handle "..." at line 3, column 8');
+    expect(yamlReason({ reason: "tag name cannot contain such characters: s3cr3t", mark: { line: 0, column: 3 } })).toBe('tag name cannot contain such characters at line 1, column 4');
+    expect(yamlReason(new Error('end of the stream or a document separator is expected (3:1)\n\n 2 | token: s3cr3t\n'))).toBe('end of the stream or a document separator is expected');
+    expect(yamlReason(new Error(': s3cr3t'))).toBe('not valid YAML');
   });
 });
