@@ -223,7 +223,14 @@ export class SshSession {
   /** An SFTP channel (closed by the caller with `end()`). */
   sftp(): Promise<SFTPWrapper> {
     return new Promise((resolve, reject) => {
-      this.client.sftp((err, sftp) => (err ? reject(sshError(this.node, `cannot open SFTP: ${err.message}`, 'enable the sftp subsystem in sshd, or install k8s-encrypt on the node and pass --node-bin')) : resolve(sftp)));
+      this.client.sftp((err, sftp) => {
+        if (err) return reject(sshError(this.node, `cannot open SFTP: ${err.message}`, 'enable the sftp subsystem in sshd, or install k8s-encrypt on the node and pass --node-bin'));
+        // ssh2 drops its own 'error' listener once the channel is ready; a fatal SFTP error later
+        // (a malformed packet from the server) would then crash the process. The operations in
+        // flight fail through their own callbacks, which is how the upload reports it.
+        sftp.on('error', () => {});
+        resolve(sftp);
+      });
     });
   }
 

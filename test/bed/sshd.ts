@@ -85,8 +85,9 @@ export async function startSshd(): Promise<RunningSshd> {
       // Sessions get this dir as HOME: the login shell then reads no ~/.bashrc of this machine's
       // user (bash reads it for a command sent over SSH; root's runs pyenv init here, 150 ms a
       // command), and nothing a test runs there writes into the real home.
-      // The test run's compile cache (vitest.config.ts) too, for the CLI runs on the nodes.
-      `SetEnv HOME=${dir}${process.env.NODE_COMPILE_CACHE && !/[\s"]/.test(process.env.NODE_COMPILE_CACHE) ? ` NODE_COMPILE_CACHE=${process.env.NODE_COMPILE_CACHE}` : ''}`,
+      // The test run's compile cache (vitest.config.ts) too, for the CLI runs on the nodes: only an
+      // absolute path (a session starts in HOME) with nothing sshd would read as a quote or escape.
+      `SetEnv HOME=${dir}${/^\/[^\s"'\\]*$/.test(process.env.NODE_COMPILE_CACHE ?? '') ? ` NODE_COMPILE_CACHE=${process.env.NODE_COMPILE_CACHE}` : ''}`,
       '',
     ].join('\n'),
     { mode: 0o600 },
