@@ -121,8 +121,8 @@ export async function loadKubeconfig(path: string, opts: LoadKubeconfigOptions =
  */
 export function yamlReason(err: unknown): string {
   const e = (err ?? {}) as { reason?: unknown; message?: unknown; mark?: { line?: unknown; column?: unknown } };
-  const reason =
-    typeof e.reason === 'string' ? e.reason : String(e.message ?? err).split('\n')[0]!.replace(/\s*\(\d+:\d+\)\s*$/, '');
+  // js-yaml's reason is its message without the position and the code frame.
+  const reason = typeof e.reason === 'string' ? e.reason : String(e.message ?? err).replace(/\s*\(\d+:\d+\)\s*(\n[^]*)?$/, '');
   const safe = reason
     .split('\n')[0]!
     .replace(/"[^"]*"|'[^']*'/g, '"..."')

@@ -49,7 +49,7 @@ describe('a kubeconfig with credentials that do not load', () => {
   ] as const)('%s: exit 2, one line naming it, nothing sent', async (_, user, message) => {
     const path = await kubeconfig(user());
     const t0 = Date.now();
-    const r = await runCli(['--kubeconfig', path, '--json', 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
+    const r = await runCli(['--root', join(dir, 'empty-root'), '--kubeconfig', path, '--json', 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
     expect(r.exitCode, String(r.stderr)).toBe(2);
     const err = jsonOf(r).error;
     expect(err.message).toMatch(message);
@@ -68,10 +68,14 @@ describe('a kubeconfig with credentials that do not load', () => {
     const { readFile } = await import('node:fs/promises');
     await writeFile(path, (await readFile(path, 'utf8')).replace('user: {}', `user: {${fields}}`));
     for (const json of [true, false]) {
-      const r = await runCli(['--kubeconfig', path, ...(json ? ['--json'] : ['--verbose']), 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
+      const r = await runCli(['--root', join(dir, 'empty-root'), '--kubeconfig', path, ...(json ? ['--json'] : ['--verbose']), 're-encrypt-all', '--dry-run', '--state-dir', join(dir, 'state')]);
       expect(r.exitCode, String(r.stderr)).toBe(2);
       if (json) expect(jsonOf(r).error.message).toBe(`cannot parse kubeconfig ${path}: ${reason}`);
-      else expect(String(r.stderr)).toContain(`error: cannot parse kubeconfig ${path}: ${reason} (`);
+      else {
+        expect(String(r.stderr)).toContain(`error: cannot parse kubeconfig ${path}: ${reason} (`);
+        // --verbose names the EncryptionConfiguration it looked for: under the temp root.
+        expect(String(r.stderr)).not.toMatch(/ \/etc\/kubernetes\//);
+      }
       expect(`${r.stdout}${r.stderr}`).not.toMatch(/SECRETTOKEN|SECRETPASSWORD/);
     }
   });

@@ -20,6 +20,8 @@ const RESOLVED = `data:text/javascript,${encodeURIComponent(
   "import { registerHooks } from 'node:module'; const seen = []; registerHooks({ resolve(s, c, next) { seen.push(s); return next(s, c); } }); process.on('exit', () => process.stderr.write('\\nRESOLVED ' + JSON.stringify(seen) + '\\n'));",
 )}`;
 
+// Every run gets --root in this temp dir (an empty node root): re-encrypt-all reads the
+// EncryptionConfiguration under its root, never this machine's /etc/kubernetes.
 let dir: string;
 
 beforeAll(async () => {
@@ -46,7 +48,7 @@ describe('start-up modules', () => {
   it('re-encrypt-all reaches the apiserver without loading undici or web streams', async () => {
     const r = await execa(
       process.execPath,
-      ['--import', PRELOAD, BIN, '--json', 're-encrypt-all', '--kubeconfig', join(dir, 'kubeconfig'), '--state-dir', join(dir, 'state'), '--yes'],
+      ['--import', PRELOAD, BIN, '--root', join(dir, 'root'), '--json', 're-encrypt-all', '--kubeconfig', join(dir, 'kubeconfig'), '--state-dir', join(dir, 'state'), '--yes'],
       { reject: false, env: { NO_COLOR: '1', CI: 'true' }, timeout: 60_000 },
     );
     const line = String(r.stderr).split('\n').find((l) => l.startsWith('LOADED '));
@@ -64,7 +66,7 @@ describe('start-up modules', () => {
     ] as const) {
       const r = await execa(
         process.execPath,
-        ['--import', RESOLVED, BIN, 're-encrypt-all', '--kubeconfig', path, '--state-dir', join(dir, 'state-unread'), '--yes'],
+        ['--import', RESOLVED, BIN, '--root', join(dir, 'root'), 're-encrypt-all', '--kubeconfig', path, '--state-dir', join(dir, 'state-unread'), '--yes'],
         { reject: false, env: { NO_COLOR: '1', CI: 'true' }, timeout: 60_000 },
       );
       expect(r.exitCode, String(r.stderr)).toBe(2);
