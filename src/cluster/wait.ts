@@ -180,7 +180,9 @@ export function judge(obs: Observation, o: Omit<WaitOptions, 'timeoutMs'>): Verd
         evidence: 'process-start-time',
         detail: `process_start_time_seconds ${new Date(start.value * 1000).toISOString()} is after the change, /readyz ok`,
         // Where mirror pods exist, the kubelet's own view is the stronger signal: worth a short wait.
-        weak: mp !== undefined && mp !== null,
+        // That includes a node whose mirror pod was there before the change and is missing now:
+        // the kubelet deletes it when the static pod changes and creates the new one shortly after.
+        weak: (mp !== undefined && mp !== null) || (mp === null && o.expectMirrorPodHashChange !== undefined),
       };
     }
     seen.push(`process started ${new Date(start.value * 1000).toISOString()}, before the change`);

@@ -59,6 +59,12 @@ describe('judge', () => {
       want: 'process-start-time',
     },
     {
+      name: 'the mirror pod it had before is missing for now (the kubelet re-creates it): process start time is weak proof',
+      obs: { ready: true, metrics: metrics([`process_start_time_seconds ${sec('2026-11-26T14:00:02Z')}`]), mirrorPod: null },
+      opts: { expectMirrorPodHashChange: 'old' },
+      want: 'process-start-time(weak)',
+    },
+    {
       name: 'process started before the change',
       obs: { ready: true, metrics: metrics([`process_start_time_seconds ${sec('2026-11-26T14:00:00Z')}`]), mirrorPod: null },
       want: 'pending',
