@@ -15,6 +15,10 @@ export interface ApiserverKnobs {
   reloadIntervalMs?: number;
   /** API paths (prefixes) answered 403 Forbidden, as RBAC would for a user without that right. */
   forbidPaths?: string[];
+  /** Serve HTTP/1.1 only, no h2 in ALPN (a proxy in front that does not speak HTTP/2). */
+  http1Only?: boolean;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (default 250, as kube-apiserver). */
+  maxStreams?: number;
 }
 
 /** The bed's reload period when no knob sets one: fast enough for tests. */
@@ -35,6 +39,8 @@ export function knobsEnv(k: ApiserverKnobs, argv: string[]): Record<string, stri
   num('BED_RATE_409', k.rate409);
   num('BED_LATENCY_MS', k.latencyMs);
   num('BED_START_DELAY_MS', k.startDelayMs);
+  num('BED_MAX_STREAMS', k.maxStreams);
+  if (k.http1Only) env.BED_HTTP1_ONLY = '1';
   if (k.forbidPaths?.length) env.BED_FORBID_PATHS = k.forbidPaths.join(',');
   if (k.crashOnStart || (k.crashOnStartIfFlag && hasFlag(argv, k.crashOnStartIfFlag))) env.BED_CRASH_ON_START = '1';
   return env;

@@ -11,6 +11,10 @@ export interface Knobs {
   reloadIntervalMs: number;
   /** Path prefixes answered 403 Forbidden. */
   forbidPaths: string[];
+  /** Offer only HTTP/1.1 in ALPN (a proxy that does not speak HTTP/2); HTTP/2 and 1.1 otherwise. */
+  http1Only: boolean;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 250 unless set). */
+  maxStreams: number;
 }
 
 function num(env: NodeJS.ProcessEnv, name: string, dflt: number, max = Number.POSITIVE_INFINITY): number {
@@ -31,5 +35,7 @@ export function knobsFromEnv(env: NodeJS.ProcessEnv): Knobs {
     crashOnStart: env.BED_CRASH_ON_START === '1' || env.BED_CRASH_ON_START === 'true',
     reloadIntervalMs: num(env, 'BED_RELOAD_INTERVAL_MS', 1000) || 1000,
     forbidPaths: (env.BED_FORBID_PATHS ?? '').split(',').filter(Boolean),
+    http1Only: env.BED_HTTP1_ONLY === '1' || env.BED_HTTP1_ONLY === 'true',
+    maxStreams: num(env, 'BED_MAX_STREAMS', 250) || 250,
   };
 }

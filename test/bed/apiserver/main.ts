@@ -5,7 +5,10 @@
  * SIGTERM.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:https';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { createSecureServer, type Http2Session } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
 import { Etcd3 } from 'etcd3';
 import { loadEncryption, STORED_RESOURCES, type LoadedEncryption, type LoadOptions, type StoredResource } from './encryption';
 import { parseFlags, StartupError, type ApiserverFlags } from './flags';
@@ -127,12 +130,52 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
     serverAddress: `${flags.advertiseAddress ?? host}:${flags.securePort}`,
   });
 
-  const server: Server = createServer(
-    { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false },
-    handler,
-  );
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 70_000;
+  let stopped = false;
+  // HTTP/2 with HTTP/1.1 for clients that do not offer h2, as a Go apiserver serves: ALPN picks.
+  // (BED_HTTP1_ONLY: node:https, which offers no h2; http2's server always offers it.)
+  const serverTls = { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: false };
+  const server = knobs.http1Only
+    ? createHttpsServer(serverTls, handler)
+    : createSecureServer(
+        { ...serverTls, allowHTTP1: true, settings: { maxConcurrentStreams: knobs.maxStreams } },
+        // The handler is written to the HTTP/1.1 request and response; the compatibility API has
+        // the parts it uses (url, method, headers, the body as a stream, socket.authorized, writeHead).
+        handler as never,
+      );
+  // What a graceful shutdown closes: HTTP/2 sessions get a GOAWAY (streams in flight finish),
+  // HTTP/1.1 connections are closed once idle.
+  const sessions = new Set<Http2Session>();
+  server.on('session', (s: Http2Session) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+    s.on('error', () => {});
+  });
+  const http1 = new Map<Socket, number>(); // socket -> requests in flight on it
+  server.on('request', (req, res) => {
+    if (req.httpVersionMajor !== 1) return;
+    const sock = req.socket as Socket;
+    http1.set(sock, (http1.get(sock) ?? 0) + 1);
+    res.on('finish', () => {
+      const n = (http1.get(sock) ?? 1) - 1;
+      http1.set(sock, n);
+      if (n === 0 && stopped) sock.destroySoon();
+    });
+  });
+  const closeIdle = () => {
+    for (const s of sessions) s.close();
+    for (const [sock, n] of http1) if (n === 0) sock.destroy();
+  };
+  const closeAll = () => {
+    for (const s of sessions) s.destroy();
+    for (const sock of http1.keys()) sock.destroy();
+  };
+  server.on('secureConnection', (sock: TLSSocket) => {
+    // An HTTP/1.1 connection before its first request is idle too.
+    if (sock.alpnProtocol !== 'h2') http1.set(sock, http1.get(sock) ?? 0);
+    sock.on('close', () => http1.delete(sock));
+  });
+  // HTTP/1.1 keep-alive as the Go server keeps it (its idle timeout is 90 s, the kubeconfig clients' 30 s).
+  Object.assign(server, { keepAliveTimeout: 65_000, headersTimeout: 70_000 });
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -145,7 +188,6 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
   }
   klog('I', 'secure_serving.go:213', `Serving securely on ${flags.bindAddress}:${flags.securePort}`);
 
-  let stopped = false;
   let generation = 0;
 
   // The watch caches: list and decode everything; not ready until every resource decodes.
@@ -234,9 +276,7 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
       health.shuttingDown = true;
       klog('I', 'genericapiserver.go:695', `"[graceful-termination] shutdown event" name="${signal}"`);
       clearTimeout(reloadTimer);
-      const force = setTimeout(() => {
-        server.closeAllConnections();
-      }, SHUTDOWN_GRACE_MS);
+      const force = setTimeout(closeAll, SHUTDOWN_GRACE_MS);
       server.close(() => {
         clearTimeout(force);
         etcd.close();
@@ -244,7 +284,7 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
         kms.closeAll();
         resolve(0);
       });
-      server.closeIdleConnections();
+      closeIdle();
     };
     onSignal = stop;
   });
