@@ -5,6 +5,7 @@ import { createSecureContext, type SecureContext } from 'node:tls';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { CliError, ExitCode, fsError } from '../ui/errors';
 import { ApiConnectionError, ApiError, statusFields } from './errors';
+import { h2Transport, type Answer, type Send } from './h2';
 import { Malformed, metadataString } from './json-member';
 
 // Not `import ... from 'node:http'`: an ES module import of node:http builds its namespace, which
@@ -272,6 +273,8 @@ export interface ApiClientOptions {
   maxSockets?: number;
   /** Per-request timeout (default 30 s). */
   timeoutMs?: number;
+  /** Offer HTTP/2 over https (default true); false speaks HTTP/1.1 only. */
+  http2?: boolean;
 }
 
 export interface ApiClient {
@@ -348,10 +351,14 @@ export function tlsMaterial(target: ApiTarget): { secureContext: SecureContext }
   }
 }
 
+const timedOut = (ms: number) => Object.assign(new Error(`no answer within ${ms} ms`), { code: 'ETIMEDOUT' });
+
 /**
- * The one HTTP client every cluster-facing command uses: node:https with a keep-alive agent,
- * JSON in and out, Kubernetes Status bodies turned into ApiError, connection failures into
- * ApiConnectionError (see ./errors for toCliError).
+ * The one HTTP client every cluster-facing command uses: JSON in and out, Kubernetes Status
+ * bodies turned into ApiError, connection failures into ApiConnectionError (see ./errors for
+ * toCliError). Over https it offers HTTP/2 and HTTP/1.1 in ALPN, as client-go does: an apiserver
+ * answers h2, and every request in flight is a stream of one connection (./h2); a server or proxy
+ * that picks HTTP/1.1 gets a keep-alive agent of up to `maxSockets` connections.
  */
 export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}): ApiClient {
   const base = new URL(target.server);
@@ -359,6 +366,8 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
   const isHttps = base.protocol === 'https:';
   const maxSockets = opts.maxSockets ?? 32;
   const tls = isHttps ? tlsMaterial(target) : undefined;
+  const hostname = base.hostname.replace(/^\[|\]$/g, '');
+  const port = Number(base.port || (isHttps ? 443 : 80));
   const agent = isHttps
     ? new Agent({
         keepAlive: true,
@@ -373,36 +382,10 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
   let headers = { ...(target.headers ?? {}) };
   let refreshed = false;
 
-  function once<T>(method: string, path: string, o: RequestOptions): Promise<ApiResponse<T>> {
-    const fullPath = basePath + buildPath(path, o.query);
-    const url = `${base.origin}${fullPath}`;
-    const payload =
-      o.body === undefined ? undefined : typeof o.body === 'string' || Buffer.isBuffer(o.body) ? o.body : JSON.stringify(o.body);
-    const h: OutgoingHttpHeaders = { Accept: o.accept ?? 'application/json', ...headers };
-    if (payload !== undefined) {
-      h['Content-Type'] = o.contentType ?? (method === 'PATCH' ? 'application/merge-patch+json' : 'application/json');
-      h['Content-Length'] = Buffer.byteLength(payload);
-    }
-    return new Promise<ApiResponse<T>>((resolve, reject) => {
-      if (o.signal?.aborted) {
-        reject(o.signal.reason ?? new Error('aborted'));
-        return;
-      }
-      if (tls && 'error' in tls) {
-        reject(tls.error);
-        return;
-      }
+  const http1: Send = (method, path, h, payload, timeoutMs, signal) =>
+    new Promise<Answer>((resolve, reject) => {
       const req = (isHttps ? httpsRequest : httpRequest)(
-        {
-          protocol: base.protocol,
-          hostname: base.hostname.replace(/^\[|\]$/g, ''),
-          port: base.port || (isHttps ? 443 : 80),
-          method,
-          path: fullPath,
-          headers: h,
-          agent,
-          signal: o.signal,
-        },
+        { protocol: base.protocol, hostname, port, method, path, headers: h, agent, signal },
         (res) => {
           // Decoded as it arrives (no chunk list, no concatenated copy): a list page is ~1 MB and
           // off-heap buffers are only freed by a later GC, which showed in re-encrypt-all's RSS.
@@ -411,52 +394,78 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
           res.on('data', (c: string) => {
             text += c;
           });
-          res.on('error', (err) => reject(new ApiConnectionError(url, err.message, (err as NodeJS.ErrnoException).code, err)));
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            const isJson = /json/.test(String(res.headers['content-type'] ?? ''));
-            let body: unknown = text;
-            const ok = status >= 200 && status < 300;
-            if (ok && isJson && o.only === 'metadata.resourceVersion') {
-              const rv = metadataString(text, 'resourceVersion');
-              if (rv !== Malformed) body = { metadata: { resourceVersion: rv } };
-            } else if (isJson && text) {
-              try {
-                body = JSON.parse(text);
-              } catch {
-                body = text;
-              }
-            }
-            if (ok) {
-              resolve({ status, headers: res.headers, body: body as T });
-              return;
-            }
-            const st = statusFields(body);
-            reject(
-              new ApiError({
-                status,
-                method,
-                path,
-                url,
-                message: st.message ?? (typeof body === 'string' && body ? body.trim().slice(0, 300) : `HTTP ${status}`),
-                reason: st.reason,
-                retryAfterSeconds: parseRetryAfter(res.headers['retry-after']) ?? st.retryAfterSeconds,
-                body,
-              }),
-            );
-          });
+          res.on('error', reject);
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
         },
       );
-      req.setTimeout(o.timeoutMs ?? defaultTimeout, () => {
-        req.destroy(Object.assign(new Error(`no answer within ${o.timeoutMs ?? defaultTimeout} ms`), { code: 'ETIMEDOUT' }));
-      });
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (o.signal?.aborted) reject(o.signal.reason ?? err);
-        else reject(new ApiConnectionError(url, err.message, err.code, err));
-      });
+      req.setTimeout(timeoutMs, () => req.destroy(timedOut(timeoutMs)));
+      req.on('error', reject);
       if (payload !== undefined) req.end(payload);
       else req.end();
     });
+
+  const h2 =
+    isHttps && tls && 'secureContext' in tls && opts.http2 !== false
+      ? h2Transport({
+          origin: base.origin,
+          hostname,
+          port,
+          secureContext: tls.secureContext,
+          rejectUnauthorized: !target.insecureSkipTlsVerify,
+          servername: target.tlsServerName,
+          fallback: http1,
+          timedOut,
+        })
+      : undefined;
+  const send: Send = h2 ? h2.send : http1;
+
+  function once<T>(method: string, path: string, o: RequestOptions): Promise<ApiResponse<T>> {
+    const fullPath = basePath + buildPath(path, o.query);
+    const url = `${base.origin}${fullPath}`;
+    const payload =
+      o.body === undefined ? undefined : typeof o.body === 'string' || Buffer.isBuffer(o.body) ? o.body : JSON.stringify(o.body);
+    const h: OutgoingHttpHeaders = { accept: o.accept ?? 'application/json' };
+    for (const [k, v] of Object.entries(headers)) h[k.toLowerCase()] = v;
+    if (payload !== undefined) {
+      h['content-type'] = o.contentType ?? (method === 'PATCH' ? 'application/merge-patch+json' : 'application/json');
+      h['content-length'] = Buffer.byteLength(payload);
+    }
+    if (o.signal?.aborted) return Promise.reject(o.signal.reason ?? new Error('aborted'));
+    if (tls && 'error' in tls) return Promise.reject(tls.error);
+    const timeoutMs = o.timeoutMs ?? defaultTimeout;
+    return send(method, fullPath, h, payload, timeoutMs, o.signal).then(
+      ({ status, headers: rh, text }) => {
+        const isJson = /json/.test(String(rh['content-type'] ?? ''));
+        let body: unknown = text;
+        const ok = status >= 200 && status < 300;
+        if (ok && isJson && o.only === 'metadata.resourceVersion') {
+          const rv = metadataString(text, 'resourceVersion');
+          if (rv !== Malformed) body = { metadata: { resourceVersion: rv } };
+        } else if (isJson && text) {
+          try {
+            body = JSON.parse(text);
+          } catch {
+            body = text;
+          }
+        }
+        if (ok) return { status, headers: rh, body: body as T };
+        const st = statusFields(body);
+        throw new ApiError({
+          status,
+          method,
+          path,
+          url,
+          message: st.message ?? (typeof body === 'string' && body ? body.trim().slice(0, 300) : `HTTP ${status}`),
+          reason: st.reason,
+          retryAfterSeconds: parseRetryAfter(rh['retry-after']) ?? st.retryAfterSeconds,
+          body,
+        });
+      },
+      (err: NodeJS.ErrnoException) => {
+        if (o.signal?.aborted) throw o.signal.reason ?? err;
+        throw new ApiConnectionError(url, err.message, err.code, err);
+      },
+    );
   }
 
   /** A 429 means the apiserver did not process the request (priority and fairness), so any
@@ -510,6 +519,9 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
         throw err;
       }
     },
-    close: () => agent.destroy(),
+    close: () => {
+      agent.destroy();
+      h2?.close();
+    },
   };
 }

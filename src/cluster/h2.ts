@@ -1,0 +1,240 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
+import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
+import tls, { type SecureContext, type TLSSocket } from 'node:tls';
+
+/** What came back, before it is turned into a body or an ApiError. */
+export interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+}
+
+/** One request on the wire; rejects with the transport's own error (a code such as ECONNRESET). */
+export type Send = (
+  method: string,
+  path: string,
+  headers: OutgoingHttpHeaders,
+  payload: string | Buffer | undefined,
+  timeoutMs: number,
+  signal?: AbortSignal,
+) => Promise<Answer>;
+
+export interface H2Options {
+  /** https://host:port, the :authority of every request. */
+  origin: string;
+  hostname: string;
+  port: number;
+  secureContext: SecureContext;
+  rejectUnauthorized: boolean;
+  /** The name to verify the certificate against, when not the host. */
+  servername?: string;
+  /** Where requests go once the server has picked HTTP/1.1 in ALPN. */
+  fallback: Send;
+  timedOut: (ms: number) => Error;
+}
+
+export interface H2Transport {
+  send: Send;
+  /** Closes the connection at once (requests still in flight fail). */
+  close(): void;
+}
+
+/** Lazily, and without an ES namespace (see the node:http note in ./api). */
+const loadHttp2 = (): typeof import('node:http2') =>
+  process.getBuiltinModule?.('node:http2') ?? createRequire(process.execPath)('node:http2');
+
+/**
+ * Requests as streams of one HTTP/2 connection. Every connection is TLS with ALPN offering h2
+ * and http/1.1, as client-go's does; the server picks, and a server (or a proxy in front of it)
+ * that picks HTTP/1.1 has every request of this client go to `fallback` from then on.
+ *
+ * Why: HTTP/1.1 carries one request per connection at a time, so 128 requests in flight are 128
+ * TLS connections of about 150 KB each (OpenSSL state, a 64 KiB input buffer, an HTTP parser),
+ * which was most of re-encrypt-all's memory beyond the V8 heap. One connection carries them all.
+ *
+ * A connection that closes, fails or is told GOAWAY takes no new streams: the next request opens
+ * a new one. A stream the server refused (REFUSED_STREAM: past the last stream of a GOAWAY) was
+ * not processed, and is sent again (a few times); one reset otherwise, or cut off with its
+ * connection, fails as a dropped connection (ECONNRESET and the like), which the rewrite retries
+ * as it does over HTTP/1.1. Streams go out once the server's SETTINGS are in, and nghttp2 holds
+ * back those past its SETTINGS_MAX_CONCURRENT_STREAMS until one ends. An idle connection does
+ * not keep the process alive.
+ *
+ * Each stream's objects hang off a native handle that scavenges do not free, so they are promoted
+ * and wait for a full GC: the CLI runs V8 in its memory saver mode (src/heap.ts) for that.
+ */
+export function h2Transport(o: H2Options): H2Transport {
+  const servername = o.servername ?? (isIP(o.hostname) ? undefined : o.hostname);
+  /** The server picked HTTP/1.1: every request goes to the fallback. */
+  let http1 = false;
+  /** The connection new streams go on; undefined once it closed, failed or was told GOAWAY. */
+  let live: ClientHttp2Session | undefined;
+  let connecting: Promise<void> | undefined;
+  /** Every session not yet closed, with its streams in flight (it holds the process while any are). */
+  const open = new Map<ClientHttp2Session, number>();
+  /** Bumped by close(): a connection that was being made then is not kept. */
+  let generation = 0;
+
+  /** A TLS connection with ALPN; resolves with the session, or undefined when h2 was not picked. */
+  const connect = (timeoutMs: number): Promise<ClientHttp2Session | undefined> =>
+    new Promise((resolve, reject) => {
+      const gen = generation;
+      // tls.connect looked up at call time (the CLI's warning filter wraps it, as for the agent).
+      const socket: TLSSocket = tls.connect({
+        host: o.hostname,
+        port: o.port,
+        ...(servername ? { servername } : {}),
+        secureContext: o.secureContext,
+        rejectUnauthorized: o.rejectUnauthorized,
+        ALPNProtocols: ['h2', 'http/1.1'],
+      });
+      socket.setTimeout(timeoutMs, () => socket.destroy(o.timedOut(timeoutMs)));
+      socket.once('error', reject);
+      socket.once('secureConnect', () => {
+        socket.removeListener('error', reject);
+        if (socket.alpnProtocol !== 'h2') {
+          socket.destroy();
+          resolve(undefined);
+          return;
+        }
+        const s = loadHttp2().connect(o.origin, {
+          createConnection: () => socket,
+          // A list page is about 1 MB: a stream window that lets it come in one go (default 64 KiB).
+          settings: { enablePush: false, initialWindowSize: 4 << 20 },
+          // A limit, not an allocation: past it nghttp2 refuses new streams (default 10 MB).
+          maxSessionMemory: 256,
+        });
+        s.setLocalWindowSize(32 << 20);
+        const retire = () => {
+          if (live === s) live = undefined;
+        };
+        let failure: Error | undefined;
+        s.on('error', (err) => {
+          failure ??= err;
+          retire(); // each stream in flight fails with its own error
+        });
+        s.on('goaway', retire);
+        s.on('close', () => {
+          retire();
+          open.delete(s);
+        });
+        open.set(s, 0);
+        // Streams go out once the server's SETTINGS are in: before them nghttp2 assumes 100
+        // concurrent streams, and a server that allows fewer refuses the rest.
+        const ready = () => {
+          s.removeListener('close', closedFirst);
+          socket.setTimeout(0);
+          if (open.get(s) === 0) s.unref(); // idle until a request refs it (connecting held the process)
+          if (gen === generation) live = s;
+          else s.destroy(); // closed meanwhile: the waiting requests connect again
+          resolve(s);
+        };
+        const closedFirst = () => {
+          s.removeListener('remoteSettings', ready);
+          reject(failure ?? Object.assign(new Error('the apiserver closed the connection before its HTTP/2 settings'), { code: 'ECONNRESET' }));
+        };
+        s.once('remoteSettings', ready);
+        s.once('close', closedFirst);
+      });
+    });
+
+  /** The live session, connecting when there is none; undefined once HTTP/1.1 was picked. */
+  async function session(timeoutMs: number): Promise<ClientHttp2Session | undefined> {
+    while (!http1) {
+      if (live && !live.closed && !live.destroyed) return live;
+      live = undefined;
+      connecting ??= connect(timeoutMs)
+        .then((s) => {
+          if (!s) http1 = true;
+        })
+        .finally(() => {
+          connecting = undefined;
+        });
+      await connecting; // a failed connect fails every request that waited for it
+    }
+    return undefined;
+  }
+
+  const send: Send = (method, path, headers, payload, timeoutMs, signal) => attempt(method, path, headers, payload, timeoutMs, signal, 0);
+
+  /** A stream the server refused (REFUSED_STREAM: past a GOAWAY, or past its stream limit) was not processed: sent again, a few times. */
+  const REFUSED_RETRIES = 4;
+
+  async function attempt(
+    method: string,
+    path: string,
+    headers: OutgoingHttpHeaders,
+    payload: string | Buffer | undefined,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+    refused: number,
+  ): Promise<Answer> {
+    const s = await session(timeoutMs);
+    if (!s) return o.fallback(method, path, headers, payload, timeoutMs, signal);
+    let stream: ClientHttp2Stream;
+    try {
+      stream = s.request({ ':method': method, ':path': path, ...headers }, { endStream: payload === undefined, ...(signal ? { signal } : {}) });
+    } catch (err) {
+      // Closed or told GOAWAY since it was looked up: nothing was sent; go on a new connection.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ERR_HTTP2_INVALID_SESSION' && code !== 'ERR_HTTP2_GOAWAY_SESSION') throw err;
+      if (live === s) live = undefined;
+      return attempt(method, path, headers, payload, timeoutMs, signal, refused);
+    }
+    const again = () => attempt(method, path, headers, payload, timeoutMs, signal, refused + 1);
+    return new Promise<Answer>((resolve, reject) => {
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        if (stream.rstCode === loadHttp2().constants.NGHTTP2_REFUSED_STREAM && status === 0 && refused < REFUSED_RETRIES && !signal?.aborted) {
+          again().then(resolve, reject);
+        } else reject(err);
+      };
+      let status = 0;
+      const active = open.get(s) ?? 0;
+      open.set(s, active + 1);
+      if (active === 0) s.ref();
+      let rh: IncomingHttpHeaders = {};
+      let text = '';
+      stream.setEncoding('utf8');
+      stream.on('response', (h) => {
+        status = Number(h[':status']);
+        rh = h;
+      });
+      stream.on('data', (c: string) => {
+        text += c;
+      });
+      stream.on('end', () => {
+        if (settled) return;
+        settled = true;
+        resolve({ status, headers: rh, text });
+      });
+      stream.on('error', fail);
+      stream.setTimeout(timeoutMs, () => {
+        fail(o.timedOut(timeoutMs));
+        stream.close(loadHttp2().constants.NGHTTP2_CANCEL);
+      });
+      stream.on('close', () => {
+        const left = (open.get(s) ?? 1) - 1;
+        if (open.has(s)) open.set(s, left);
+        if (left === 0 && !s.destroyed) s.unref();
+        // Reset by the server (REFUSED_STREAM after a GOAWAY, say) without an 'error' or an end.
+        fail(Object.assign(new Error(`the apiserver reset the request (HTTP/2 code ${stream.rstCode})`), { code: 'ECONNRESET' }));
+      });
+      if (payload !== undefined) stream.end(payload);
+    });
+  }
+
+  return {
+    send,
+    close() {
+      generation++;
+      live = undefined;
+      for (const s of open.keys()) s.destroy();
+      open.clear();
+    },
+  };
+}
