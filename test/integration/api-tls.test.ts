@@ -63,7 +63,8 @@ describe('API client over TLS with a client certificate', () => {
       expect(answers.map((a) => a.cn)).toEqual(Array(12).fill('kubernetes-admin'));
       expect(answers.map((a) => a.path)).toEqual(Array.from({ length: 12 }, (_, i) => `/api/v1/x${i}`));
       expect(connections - before).toBeGreaterThan(1);
-      expect(connections - before).toBeLessThanOrEqual(4);
+      // This server speaks HTTP/1.1 only: the connection that asked for h2 in ALPN, then the agent's 4.
+      expect(connections - before).toBeLessThanOrEqual(5);
     } finally {
       api.close();
     }
