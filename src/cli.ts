@@ -7,10 +7,11 @@ import { CliError, ExitCode, exitCodeNames } from './ui/errors';
 import { Output, wantColor } from './ui/output';
 import { unsupportedNode, VERSION } from './version';
 import { silenceIpServernameWarning } from './ui/warnings';
-import { boundYoungGeneration } from './heap';
+import { boundYoungGeneration, saveMemory } from './heap';
 import { CLI_NAME, invokedAs, KUBECTL_PLUGIN_NAME } from './runtime/assets';
 
 boundYoungGeneration();
+saveMemory();
 silenceIpServernameWarning();
 
 const controller = new AbortController();

