@@ -57,8 +57,11 @@ export function boundYoungGeneration(env: NodeJS.ProcessEnv = process.env, execA
  * at start-up works (checked by test/unit/heap.test.ts).
  * K8S_ENCRYPT_MEMORY_SAVER=off leaves V8's default (for comparison runs).
  */
-export function saveMemory(env: NodeJS.ProcessEnv = process.env): boolean {
+export function saveMemory(env: NodeJS.ProcessEnv = process.env, v8Version: string = process.versions.v8): boolean {
   if (env.K8S_ENCRYPT_MEMORY_SAVER === 'off') return false;
+  // V8 13.6 (Node 24.0) and 14.6 (Node 26, the executable's) have the flag; 12.4 (Node 22) does
+  // not, and an unknown flag prints "Error: unrecognized flag" on stderr: Node 22 keeps V8's default.
+  if (Number(v8Version.split('.')[0]) < 13) return false;
   v8.setFlagsFromString('--memory-saver-mode');
   return true;
 }

@@ -269,7 +269,11 @@ export interface ApiResponse<T> {
 }
 
 export interface ApiClientOptions {
-  /** Sockets kept per host: size it to the concurrency you intend (default 32). */
+  /**
+   * HTTP/1.1 connections kept per host, and so requests in flight over HTTP/1.1: size it to the
+   * concurrency you intend (default 32). Over HTTP/2 there is one connection, and the server's
+   * stream limit is the only bound: callers bound what they have in flight themselves.
+   */
   maxSockets?: number;
   /** Per-request timeout (default 30 s). */
   timeoutMs?: number;
@@ -463,6 +467,9 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
       },
       (err: NodeJS.ErrnoException) => {
         if (o.signal?.aborted) throw o.signal.reason ?? err;
+        // Node's own refusal of the request (a header value with a newline, say) is a TypeError:
+        // not a connection problem, so never retried as one.
+        if (err instanceof TypeError) throw err;
         throw new ApiConnectionError(url, err.message, err.code, err);
       },
     );

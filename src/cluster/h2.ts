@@ -37,7 +37,10 @@ export interface H2Options {
 
 export interface H2Transport {
   send: Send;
-  /** Closes the connection at once (requests still in flight fail). */
+  /**
+   * Closes the connections at once: requests in flight on them fail; one being made is not kept
+   * (a request waiting for it connects again, as a request after close() does).
+   */
   close(): void;
 }
 
@@ -66,6 +69,7 @@ const loadHttp2 = (): typeof import('node:http2') =>
  * and wait for a full GC: the CLI runs V8 in its memory saver mode (src/heap.ts) for that.
  */
 export function h2Transport(o: H2Options): H2Transport {
+  const c = loadHttp2().constants;
   const servername = o.servername ?? (isIP(o.hostname) ? undefined : o.hostname);
   /** The server picked HTTP/1.1: every request goes to the fallback. */
   let http1 = false;
@@ -76,9 +80,10 @@ export function h2Transport(o: H2Options): H2Transport {
   const open = new Map<ClientHttp2Session, number>();
   /** Bumped by close(): a connection that was being made then is not kept. */
   let generation = 0;
+  const reset = (message: string) => Object.assign(new Error(message), { code: 'ECONNRESET' });
 
   /** A TLS connection with ALPN; resolves with the session, or undefined when h2 was not picked. */
-  const connect = (timeoutMs: number): Promise<ClientHttp2Session | undefined> =>
+  const connect = (): Promise<ClientHttp2Session | undefined> =>
     new Promise((resolve, reject) => {
       const gen = generation;
       // tls.connect looked up at call time (the CLI's warning filter wraps it, as for the agent).
@@ -90,7 +95,11 @@ export function h2Transport(o: H2Options): H2Transport {
         rejectUnauthorized: o.rejectUnauthorized,
         ALPNProtocols: ['h2', 'http/1.1'],
       });
-      socket.setTimeout(timeoutMs, () => socket.destroy(o.timedOut(timeoutMs)));
+      // Each request waits for this with its own timeout; the connection itself gets the longest.
+      socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(o.timedOut(CONNECT_TIMEOUT_MS)));
+      // A peer that vanishes without a word (a node or a VIP gone) is found by the stream
+      // timeout's PING below; TCP keep-alive as the agent had it, for an idle connection.
+      socket.setKeepAlive(true, 30_000);
       socket.once('error', reject);
       socket.once('secureConnect', () => {
         socket.removeListener('error', reject);
@@ -133,19 +142,24 @@ export function h2Transport(o: H2Options): H2Transport {
         };
         const closedFirst = () => {
           s.removeListener('remoteSettings', ready);
-          reject(failure ?? Object.assign(new Error('the apiserver closed the connection before its HTTP/2 settings'), { code: 'ECONNRESET' }));
+          if (gen !== generation) resolve(s); // close() took it: as above
+          else reject(failure ?? reset('the apiserver closed the connection before its HTTP/2 settings'));
         };
         s.once('remoteSettings', ready);
         s.once('close', closedFirst);
       });
     });
 
-  /** The live session, connecting when there is none; undefined once HTTP/1.1 was picked. */
-  async function session(timeoutMs: number): Promise<ClientHttp2Session | undefined> {
-    while (!http1) {
+  /**
+   * The live session, connecting when there is none; undefined once HTTP/1.1 was picked. Gives up
+   * (ECONNRESET) when new connections keep closing before a stream could go on them.
+   */
+  async function session(): Promise<ClientHttp2Session | undefined> {
+    for (let fresh = 0; !http1; fresh++) {
       if (live && !live.closed && !live.destroyed) return live;
+      if (fresh >= 3) throw reset('the apiserver closed each new HTTP/2 connection before a request could go on it');
       live = undefined;
-      connecting ??= connect(timeoutMs)
+      connecting ??= connect()
         .then((s) => {
           if (!s) http1 = true;
         })
@@ -157,10 +171,60 @@ export function h2Transport(o: H2Options): H2Transport {
     return undefined;
   }
 
-  const send: Send = (method, path, headers, payload, timeoutMs, signal) => attempt(method, path, headers, payload, timeoutMs, signal, 0);
+  /** `p`, or this request's timeout or abort first (the connection it waits for goes on). */
+  function within<T>(p: Promise<T>, timeoutMs: number, signal: AbortSignal | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(o.timedOut(timeoutMs));
+      }, timeoutMs);
+      const onAbort = () => {
+        done();
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      p.then(
+        (v) => {
+          done();
+          resolve(v);
+        },
+        (err: unknown) => {
+          done();
+          reject(err);
+        },
+      );
+    });
+  }
 
-  /** A stream the server refused (REFUSED_STREAM: past a GOAWAY, or past its stream limit) was not processed: sent again, a few times. */
-  const REFUSED_RETRIES = 4;
+  /**
+   * A stream with no answer within its timeout: is the connection still there? A PING that is not
+   * answered in time means it is not (the peer went away without closing it), and it is destroyed:
+   * the next request connects again instead of timing out on it as well.
+   */
+  const pinging = new WeakSet<ClientHttp2Session>();
+  function check(s: ClientHttp2Session, timeoutMs: number): void {
+    if (s.destroyed || pinging.has(s)) return;
+    pinging.add(s);
+    const ms = Math.min(timeoutMs, PING_TIMEOUT_MS);
+    const t = setTimeout(() => s.destroy(reset(`the apiserver did not answer a PING within ${ms} ms`)), ms);
+    t.unref();
+    try {
+      s.ping((err) => {
+        clearTimeout(t);
+        pinging.delete(s);
+        if (err && !s.destroyed) s.destroy(err);
+      });
+    } catch {
+      clearTimeout(t);
+      s.destroy();
+    }
+  }
+
+  const send: Send = (method, path, headers, payload, timeoutMs, signal) => attempt(method, path, headers, payload, timeoutMs, signal, 0);
 
   async function attempt(
     method: string,
@@ -169,45 +233,49 @@ export function h2Transport(o: H2Options): H2Transport {
     payload: string | Buffer | undefined,
     timeoutMs: number,
     signal: AbortSignal | undefined,
-    refused: number,
+    tries: number,
   ): Promise<Answer> {
-    const s = await session(timeoutMs);
+    const s = await within(session(), timeoutMs, signal);
     if (!s) return o.fallback(method, path, headers, payload, timeoutMs, signal);
+    const h: OutgoingHttpHeaders = { ':method': method, ':path': path };
+    for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k)) h[k] = v;
     let stream: ClientHttp2Stream;
     try {
-      stream = s.request({ ':method': method, ':path': path, ...headers }, { endStream: payload === undefined, ...(signal ? { signal } : {}) });
+      stream = s.request(h, { endStream: payload === undefined, ...(signal ? { signal } : {}) });
     } catch (err) {
       // Closed or told GOAWAY since it was looked up: nothing was sent; go on a new connection.
       const code = (err as NodeJS.ErrnoException).code;
-      if (code !== 'ERR_HTTP2_INVALID_SESSION' && code !== 'ERR_HTTP2_GOAWAY_SESSION') throw err;
+      if ((code !== 'ERR_HTTP2_INVALID_SESSION' && code !== 'ERR_HTTP2_GOAWAY_SESSION') || tries >= RETRIES) throw err;
       if (live === s) live = undefined;
-      return attempt(method, path, headers, payload, timeoutMs, signal, refused);
+      return attempt(method, path, headers, payload, timeoutMs, signal, tries + 1);
     }
-    const again = () => attempt(method, path, headers, payload, timeoutMs, signal, refused + 1);
     return new Promise<Answer>((resolve, reject) => {
       let settled = false;
+      let status = 0;
       const fail = (err: Error) => {
         if (settled) return;
         settled = true;
-        if (stream.rstCode === loadHttp2().constants.NGHTTP2_REFUSED_STREAM && status === 0 && refused < REFUSED_RETRIES && !signal?.aborted) {
-          again().then(resolve, reject);
+        // REFUSED_STREAM: the server did not process it (past a GOAWAY's last stream).
+        if (stream.rstCode === c.NGHTTP2_REFUSED_STREAM && status === 0 && tries < RETRIES && !signal?.aborted) {
+          attempt(method, path, headers, payload, timeoutMs, signal, tries + 1).then(resolve, reject);
         } else reject(err);
       };
-      let status = 0;
       const active = open.get(s) ?? 0;
       open.set(s, active + 1);
       if (active === 0) s.ref();
       let rh: IncomingHttpHeaders = {};
       let text = '';
       stream.setEncoding('utf8');
-      stream.on('response', (h) => {
-        status = Number(h[':status']);
-        rh = h;
+      stream.on('response', (hd) => {
+        status = Number(hd[':status']);
+        rh = hd;
       });
-      stream.on('data', (c: string) => {
-        text += c;
+      stream.on('data', (chunk: string) => {
+        text += chunk;
       });
       stream.on('end', () => {
+        // Ended without an answer (RST_STREAM NO_ERROR before any headers): a dropped request.
+        if (status === 0) fail(reset(`the apiserver ended the request without an answer (HTTP/2 code ${stream.rstCode ?? 0})`));
         if (settled) return;
         settled = true;
         resolve({ status, headers: rh, text });
@@ -215,14 +283,15 @@ export function h2Transport(o: H2Options): H2Transport {
       stream.on('error', fail);
       stream.setTimeout(timeoutMs, () => {
         fail(o.timedOut(timeoutMs));
-        stream.close(loadHttp2().constants.NGHTTP2_CANCEL);
+        stream.close(c.NGHTTP2_CANCEL);
+        check(s, timeoutMs);
       });
       stream.on('close', () => {
         const left = (open.get(s) ?? 1) - 1;
         if (open.has(s)) open.set(s, left);
         if (left === 0 && !s.destroyed) s.unref();
-        // Reset by the server (REFUSED_STREAM after a GOAWAY, say) without an 'error' or an end.
-        fail(Object.assign(new Error(`the apiserver reset the request (HTTP/2 code ${stream.rstCode})`), { code: 'ECONNRESET' }));
+        // Reset by the server, or cut off with its connection, without an 'error' or an end.
+        fail(reset(`the apiserver reset the request (HTTP/2 code ${stream.rstCode})`));
       });
       if (payload !== undefined) stream.end(payload);
     });
@@ -238,3 +307,12 @@ export function h2Transport(o: H2Options): H2Transport {
     },
   };
 }
+
+/** How long a connection may take (each request waits for it within its own timeout). */
+const CONNECT_TIMEOUT_MS = 30_000;
+/** How long an unanswered request's PING may take before its connection is given up. */
+const PING_TIMEOUT_MS = 10_000;
+/** Sends of one request after a REFUSED_STREAM or a session that went away under it. */
+const RETRIES = 4;
+/** Connection-specific headers, which HTTP/2 forbids (RFC 9113 8.2.2). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host']);

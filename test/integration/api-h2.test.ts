@@ -18,7 +18,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +42,8 @@ interface Bed {
   versions: string[];
   /** Streams in flight at once, at most. */
   peakStreams: number;
+  /** The highest HTTP/2 stream id a request came on: 2n-1 when n requests were sent once each. */
+  maxStreamId: number;
   close(): Promise<void>;
 }
 
@@ -53,6 +55,7 @@ async function startServer(opts: { http1Only?: boolean; maxStreams?: number; han
     versions: [],
     sessions: new Set(),
     peakStreams: 0,
+    maxStreamId: 0,
   };
   let inFlight = 0;
   const serverTls = {
@@ -64,6 +67,8 @@ async function startServer(opts: { http1Only?: boolean; maxStreams?: number; han
   };
   const handle = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => {
       bed.versions.push(req.httpVersion);
+      const id = (req as { stream?: ServerHttp2Stream }).stream?.id;
+      if (id !== undefined) bed.maxStreamId = Math.max(bed.maxStreamId!, id);
       bed.peakStreams = Math.max(bed.peakStreams!, ++inFlight);
       res.on('close', () => inFlight--);
       const cn = (req.socket as TLSSocket).getPeerCertificate().subject?.CN;
@@ -178,13 +183,16 @@ describe('API client over HTTP/2', () => {
     expect(bed.versions).toEqual(['1.1']);
   });
 
-  it('honours the server’s SETTINGS_MAX_CONCURRENT_STREAMS: the rest wait for a stream to end', async () => {
+  it('honours the server’s SETTINGS_MAX_CONCURRENT_STREAMS: the rest wait for a stream to end, none is refused', async () => {
     const bed = track(await startServer({ maxStreams: 3 }));
     const api = track(clientFor(bed.url));
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => api.get<{ path: string }>(`/z${i}`)));
     expect(answers).toHaveLength(20);
     expect(bed.peakStreams).toBe(3);
     expect(bed.connections).toEqual(['h2']);
+    // Each request on its own stream once (ids 1, 3, ... 39): none was refused and sent again,
+    // which is what a burst sent before the server's SETTINGS would get.
+    expect(bed.maxStreamId).toBe(39);
   });
 
   it('after a GOAWAY the streams in flight finish and the next request opens a new connection', async () => {
@@ -216,7 +224,7 @@ describe('API client over HTTP/2', () => {
     const bed = track(
       await startServer({
         handler: (stream, path, answer) => {
-          if (path === '/reset') stream!.close(constants.NGHTTP2_REFUSED_STREAM);
+          if (path === '/reset') stream!.close(constants.NGHTTP2_INTERNAL_ERROR);
           else answer(200, undefined);
         },
       }),
@@ -225,8 +233,30 @@ describe('API client over HTTP/2', () => {
     const err = await api.get('/reset').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiConnectionError);
     expect(isTransient(err)).toBe(true);
+    expect(bed.versions).toHaveLength(1); // not sent again by the transport: the caller decides
     expect(((await api.get('/fine')) as { path: string }).path).toBe('/fine');
     expect(bed.connections).toEqual(['h2']);
+  });
+
+  it('a refused stream (not processed) is sent again; refused every time, it fails as a dropped connection', async () => {
+    const seen = new Map<string, number>();
+    const bed = track(
+      await startServer({
+        handler: (stream, path, answer) => {
+          const n = (seen.get(path) ?? 0) + 1;
+          seen.set(path, n);
+          if (path === '/always' || n <= 2) stream!.close(constants.NGHTTP2_REFUSED_STREAM);
+          else answer(200, undefined);
+        },
+      }),
+    );
+    const api = track(clientFor(bed.url));
+    expect(((await api.put('/twice', { x: 1 })) as { path: string; body: string }).body).toBe('{"x":1}');
+    expect(seen.get('/twice')).toBe(3);
+    const err = await api.get('/always').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiConnectionError);
+    expect(isTransient(err)).toBe(true);
+    expect(seen.get('/always')).toBe(5); // the first send and 4 more
   });
 
   it('a request with no answer times out (ETIMEDOUT) and leaves the connection usable', async () => {
@@ -255,6 +285,76 @@ describe('API client over HTTP/2', () => {
     const err = await p;
     expect(err).not.toBeInstanceOf(ApiConnectionError);
     expect((err as Error).message).toBe('interrupted');
+  });
+
+  it('a server that never completes the TLS handshake: the request times out, or ends at once on abort', async () => {
+    const silent = createNetServer(() => {}); // accepts, says nothing
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const held = new Set<import('node:net').Socket>();
+    silent.on('connection', (c) => held.add(c));
+    try {
+      const url = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const api = track(clientFor(url));
+      let t0 = Date.now();
+      const err = await api.get('/x', { timeoutMs: 300 }).catch((e: unknown) => e);
+      expect((err as ApiConnectionError).code).toBe('ETIMEDOUT');
+      expect(Date.now() - t0).toBeLessThan(3000);
+      const ac = new AbortController();
+      t0 = Date.now();
+      const p = api.get('/y', { signal: ac.signal }).catch((e: unknown) => e);
+      setTimeout(() => ac.abort(new Error('interrupted')), 100);
+      expect(((await p) as Error).message).toBe('interrupted');
+      expect(Date.now() - t0).toBeLessThan(3000);
+    } finally {
+      for (const c of held) c.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
+  });
+
+  it('a peer that goes silent (no close, no reset): the request times out, an unanswered PING drops the connection, the next request connects again', async () => {
+    const bed = track(await startServer());
+    const upstream = new URL(bed.url);
+    // A TCP relay that can drop everything in both directions, as a vanished node or VIP does.
+    let blackhole = false;
+    let relayed = 0;
+    const pairs = new Set<import('node:net').Socket>();
+    const relay = createNetServer((down) => {
+      relayed++;
+      const up = netConnect(Number(upstream.port), '127.0.0.1');
+      pairs.add(down).add(up);
+      down.on('data', (d) => blackhole || up.write(d));
+      up.on('data', (d) => blackhole || down.write(d));
+      const end = () => {
+        down.destroy();
+        up.destroy();
+      };
+      down.on('close', end).on('error', end);
+      up.on('close', end).on('error', end);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    try {
+      const api = track(clientFor(`https://127.0.0.1:${(relay.address() as AddressInfo).port}`));
+      await api.get('/before');
+      blackhole = true;
+      const err = await api.get('/lost', { timeoutMs: 300 }).catch((e: unknown) => e);
+      expect((err as ApiConnectionError).code).toBe('ETIMEDOUT');
+      await new Promise((r) => setTimeout(r, 700)); // the PING's 300 ms pass unanswered
+      blackhole = false;
+      expect(((await api.get('/after', { timeoutMs: 5000 })) as { path: string }).path).toBe('/after');
+      expect(relayed).toBe(2);
+    } finally {
+      for (const c of pairs) c.destroy();
+      await new Promise<void>((r) => relay.close(() => r()));
+    }
+  });
+
+  it('a header value Node refuses (HTTP/1.1: a newline) is not a connection problem, not retried as one', async () => {
+    const bed = track(await startServer());
+    const api = track(clientFor(bed.url, { http2: false }, { headers: { Authorization: 'Bearer a\nb' } }));
+    const err = await api.get('/x').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TypeError);
+    expect(err).not.toBeInstanceOf(ApiConnectionError);
+    expect(isTransient(err)).toBe(false);
   });
 
   it('a port nobody listens on fails as a connection error with its code; a server that comes back is reached', async () => {

@@ -20,6 +20,11 @@ describe('saveMemory', () => {
     expect(saveMemory({ K8S_ENCRYPT_MEMORY_SAVER: 'off' })).toBe(false);
   });
 
+  it('leaves a V8 without the mode alone (Node 22: 12.4, which would print an error for the flag)', () => {
+    expect(saveMemory({}, '12.4.254.21-node.57')).toBe(false);
+    expect(saveMemory({}, '13.6.233.8-node.10')).toBe(true);
+  });
+
   it('set at start-up, it keeps the old space near what is live when promoted objects die', () => {
     // A child that calls saveMemory (or not) and then promotes garbage as HTTP/2 streams do:
     // objects that outlive two scavenges, then die. Its largest old space is compared.
