@@ -235,7 +235,8 @@ export function h2Transport(o: H2Options): H2Transport {
     signal: AbortSignal | undefined,
     tries: number,
   ): Promise<Answer> {
-    const s = await within(session(), timeoutMs, signal);
+    // The usual case, a live connection, without a timer per request.
+    const s = http1 ? undefined : live && !live.closed && !live.destroyed ? live : await within(session(), timeoutMs, signal);
     if (!s) return o.fallback(method, path, headers, payload, timeoutMs, signal);
     const h: OutgoingHttpHeaders = { ':method': method, ':path': path };
     for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k)) h[k] = v;
