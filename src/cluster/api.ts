@@ -279,6 +279,8 @@ export interface ApiClientOptions {
   timeoutMs?: number;
   /** Offer HTTP/2 over https (default true); false speaks HTTP/1.1 only. */
   http2?: boolean;
+  /** How long an HTTP/2 PING may go unanswered before the connection is given up (default 10 s). */
+  http2PingTimeoutMs?: number;
 }
 
 export interface ApiClient {
@@ -419,6 +421,7 @@ export function createApiClient(target: ApiTarget, opts: ApiClientOptions = {}):
           servername: target.tlsServerName,
           fallback: http1,
           timedOut,
+          ...(opts.http2PingTimeoutMs ? { pingTimeoutMs: opts.http2PingTimeoutMs } : {}),
         })
       : undefined;
   const send: Send = h2 ? h2.send : http1;

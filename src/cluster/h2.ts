@@ -33,13 +33,15 @@ export interface H2Options {
   /** Where requests go once the server has picked HTTP/1.1 in ALPN. */
   fallback: Send;
   timedOut: (ms: number) => Error;
+  /** How long a PING may go unanswered before the connection is given up (default 10 s). */
+  pingTimeoutMs?: number;
 }
 
 export interface H2Transport {
   send: Send;
   /**
-   * Closes the connections at once: requests in flight on them fail; one being made is not kept
-   * (a request waiting for it connects again, as a request after close() does).
+   * Closes the connections at once, and one being made: requests in flight or waiting for it fail
+   * (ECONNRESET). A request after close() connects again, as the HTTP/1.1 agent does.
    */
   close(): void;
 }
@@ -81,6 +83,9 @@ export function h2Transport(o: H2Options): H2Transport {
   /** Bumped by close(): a connection that was being made then is not kept. */
   let generation = 0;
   const reset = (message: string) => Object.assign(new Error(message), { code: 'ECONNRESET' });
+  /** The socket of a connection being made (close() destroys it) and of each session (for PINGs). */
+  let pendingSocket: TLSSocket | undefined;
+  const socketOf = new WeakMap<ClientHttp2Session, TLSSocket>();
 
   /** A TLS connection with ALPN; resolves with the session, or undefined when h2 was not picked. */
   const connect = (): Promise<ClientHttp2Session | undefined> =>
@@ -95,12 +100,22 @@ export function h2Transport(o: H2Options): H2Transport {
         rejectUnauthorized: o.rejectUnauthorized,
         ALPNProtocols: ['h2', 'http/1.1'],
       });
-      // Each request waits for this with its own timeout; the connection itself gets the longest.
+      pendingSocket = socket;
+      // Each request waits for this within its own timeout, and those timers hold the process
+      // while anyone waits: the connection itself does not (a request that gave up leaves nothing
+      // that keeps a command from exiting), and gives up after CONNECT_TIMEOUT_MS.
+      socket.unref();
       socket.setTimeout(CONNECT_TIMEOUT_MS, () => socket.destroy(o.timedOut(CONNECT_TIMEOUT_MS)));
       // A peer that vanishes without a word (a node or a VIP gone) is found by the stream
       // timeout's PING below; TCP keep-alive as the agent had it, for an idle connection.
       socket.setKeepAlive(true, 30_000);
       socket.once('error', reject);
+      socket.once('close', () => {
+        if (pendingSocket === socket) pendingSocket = undefined;
+        // Closed before it was ready without an error (close() destroyed it): its waiters fail.
+        // (After the promise settled this does nothing.)
+        reject(reset('the connection to the apiserver closed before it was ready'));
+      });
       socket.once('secureConnect', () => {
         socket.removeListener('error', reject);
         if (socket.alpnProtocol !== 'h2') {
@@ -116,6 +131,7 @@ export function h2Transport(o: H2Options): H2Transport {
           maxSessionMemory: 256,
         });
         s.setLocalWindowSize(32 << 20);
+        socketOf.set(s, socket);
         const retire = () => {
           if (live === s) live = undefined;
         };
@@ -133,6 +149,7 @@ export function h2Transport(o: H2Options): H2Transport {
         // Streams go out once the server's SETTINGS are in: before them nghttp2 assumes 100
         // concurrent streams, and a server that allows fewer refuses the rest.
         const ready = () => {
+          if (pendingSocket === socket) pendingSocket = undefined;
           s.removeListener('close', closedFirst);
           socket.setTimeout(0);
           if (open.get(s) === 0) s.unref(); // idle until a request refs it (connecting held the process)
@@ -174,6 +191,10 @@ export function h2Transport(o: H2Options): H2Transport {
   /** `p`, or this request's timeout or abort first (the connection it waits for goes on). */
   function within<T>(p: Promise<T>, timeoutMs: number, signal: AbortSignal | undefined): Promise<T> {
     return new Promise<T>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
@@ -202,25 +223,38 @@ export function h2Transport(o: H2Options): H2Transport {
 
   /**
    * A stream with no answer within its timeout: is the connection still there? A PING that is not
-   * answered in time means it is not (the peer went away without closing it), and it is destroyed:
-   * the next request connects again instead of timing out on it as well.
+   * answered, with nothing at all read from the connection meanwhile, means it is not (the peer
+   * went away without closing it), and it is destroyed: the next request connects again instead of
+   * timing out on it as well. A slow server that still sends anything keeps its connection; a
+   * connection already closing (after a GOAWAY) finishes its streams and is left alone.
    */
   const pinging = new WeakSet<ClientHttp2Session>();
-  function check(s: ClientHttp2Session, timeoutMs: number): void {
-    if (s.destroyed || pinging.has(s)) return;
+  const pingMs = o.pingTimeoutMs ?? PING_TIMEOUT_MS;
+  function check(s: ClientHttp2Session): void {
+    const socket = socketOf.get(s);
+    if (s.closed || s.destroyed || !socket || pinging.has(s)) return;
     pinging.add(s);
-    const ms = Math.min(timeoutMs, PING_TIMEOUT_MS);
-    const t = setTimeout(() => s.destroy(reset(`the apiserver did not answer a PING within ${ms} ms`)), ms);
+    const readBefore = socket.bytesRead;
+    const t = setTimeout(() => {
+      // Let reads already in the socket be handled before judging it (an event loop that was busy).
+      setImmediate(() => {
+        if (!pinging.has(s)) return;
+        pinging.delete(s);
+        if (!s.closed && !s.destroyed && socket.bytesRead === readBefore) {
+          s.destroy(reset(`the apiserver's connection went silent: no answer to a PING within ${pingMs} ms`));
+        }
+      });
+    }, pingMs);
     t.unref();
     try {
-      s.ping((err) => {
+      s.ping(() => {
+        // Answered, or cancelled by the session closing: either way nothing to do.
         clearTimeout(t);
         pinging.delete(s);
-        if (err && !s.destroyed) s.destroy(err);
       });
     } catch {
       clearTimeout(t);
-      s.destroy();
+      pinging.delete(s);
     }
   }
 
@@ -285,7 +319,7 @@ export function h2Transport(o: H2Options): H2Transport {
       stream.setTimeout(timeoutMs, () => {
         fail(o.timedOut(timeoutMs));
         stream.close(c.NGHTTP2_CANCEL);
-        check(s, timeoutMs);
+        check(s);
       });
       stream.on('close', () => {
         const left = (open.get(s) ?? 1) - 1;
@@ -303,6 +337,8 @@ export function h2Transport(o: H2Options): H2Transport {
     close() {
       generation++;
       live = undefined;
+      pendingSocket?.destroy();
+      pendingSocket = undefined;
       for (const s of open.keys()) s.destroy();
       open.clear();
     },
@@ -316,4 +352,4 @@ const PING_TIMEOUT_MS = 10_000;
 /** Sends of one request after a REFUSED_STREAM or a session that went away under it. */
 const RETRIES = 4;
 /** Connection-specific headers, which HTTP/2 forbids (RFC 9113 8.2.2). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', 'http2-settings', 'te']);

@@ -274,6 +274,64 @@ describe('API client over HTTP/2', () => {
     expect((err as ApiConnectionError).code).toBe('ETIMEDOUT');
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(((await api.get('/fine')) as { path: string }).path).toBe('/fine');
+    // The PING was answered: a slow answer is not a dead connection.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(((await api.get('/fine2')) as { path: string }).path).toBe('/fine2');
+    expect(bed.connections).toEqual(['h2']);
+  });
+
+  it('a timeout on a connection that is closing (after a GOAWAY) leaves the other requests on it to finish', async () => {
+    const bed = track(
+      await startServer({
+        handler: (_s, path, answer) => {
+          if (path === '/slow') setTimeout(() => answer(200, undefined), 800);
+          else if (path !== '/never') answer(200, undefined);
+        },
+      }),
+    );
+    const api = track(clientFor(bed.url, { http2PingTimeoutMs: 200 }));
+    await api.get('/first');
+    const slow = api.get<{ path: string }>('/slow', { timeoutMs: 5000 });
+    const never = api.get('/never', { timeoutMs: 300 }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    for (const s of bed.sessions) s.close(); // GOAWAY: the two streams in flight may finish
+    expect(((await never) as ApiConnectionError).code).toBe('ETIMEDOUT');
+    expect((await slow).path).toBe('/slow');
+  });
+
+  it('a stream that ends without any answer is a dropped request, not "HTTP 0"', async () => {
+    const bed = track(
+      await startServer({
+        handler: (stream, path, answer) => {
+          if (path === '/empty') stream!.close(constants.NGHTTP2_NO_ERROR);
+          else answer(200, undefined);
+        },
+      }),
+    );
+    const api = track(clientFor(bed.url));
+    const err = await api.get('/empty').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiConnectionError);
+    expect(isTransient(err)).toBe(true);
+  });
+
+  it('connection-specific headers (forbidden in HTTP/2) are left out, not a failed request', async () => {
+    const bed = track(await startServer());
+    const api = track(clientFor(bed.url, {}, { headers: { Connection: 'keep-alive', 'Keep-Alive': 'timeout=5', Authorization: 'Bearer t' } }));
+    expect(((await api.get('/x')) as { auth: string }).auth).toBe('Bearer t');
+    expect(bed.versions).toEqual(['2.0']);
+  });
+
+  it('a server that sends GOAWAY on every new connection: a bounded number of tries, then a dropped connection', async () => {
+    const bed = track(await startServer());
+    bed.server.on('session', (s: Http2Session) => s.close());
+    const api = track(clientFor(bed.url));
+    const t0 = Date.now();
+    const err = await api.get('/x').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiConnectionError);
+    expect(isTransient(err)).toBe(true);
+    expect(bed.connections.length).toBeGreaterThan(1);
+    expect(bed.connections.length).toBeLessThanOrEqual(15);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   it('an aborted request rejects with the signal’s reason, not as a connection failure', async () => {
@@ -295,9 +353,15 @@ describe('API client over HTTP/2', () => {
     try {
       const url = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
       const api = track(clientFor(url));
+      // A request with a long timeout starts the connection; one with a short timeout joins it
+      // and gives up on its own time.
+      const long = api.get('/w', { timeoutMs: 20_000 }).catch((e: unknown) => e);
       let t0 = Date.now();
       const err = await api.get('/x', { timeoutMs: 300 }).catch((e: unknown) => e);
       expect((err as ApiConnectionError).code).toBe('ETIMEDOUT');
+      expect(Date.now() - t0).toBeLessThan(3000);
+      api.close(); // the connection being made goes, and the request waiting for it fails now
+      expect(((await long) as ApiConnectionError).code).toBe('ECONNRESET');
       expect(Date.now() - t0).toBeLessThan(3000);
       const ac = new AbortController();
       t0 = Date.now();
@@ -333,7 +397,7 @@ describe('API client over HTTP/2', () => {
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     try {
-      const api = track(clientFor(`https://127.0.0.1:${(relay.address() as AddressInfo).port}`));
+      const api = track(clientFor(`https://127.0.0.1:${(relay.address() as AddressInfo).port}`, { http2PingTimeoutMs: 300 }));
       await api.get('/before');
       blackhole = true;
       const err = await api.get('/lost', { timeoutMs: 300 }).catch((e: unknown) => e);
