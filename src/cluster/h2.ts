@@ -80,9 +80,8 @@ export function h2Transport(o: H2Options): H2Transport {
   let connecting: Promise<void> | undefined;
   /** Every session not yet closed, with its streams in flight (it holds the process while any are). */
   const open = new Map<ClientHttp2Session, number>();
-  /** Bumped by close(): a connection that was being made then is not kept. */
-  let generation = 0;
   const reset = (message: string) => Object.assign(new Error(message), { code: 'ECONNRESET' });
+  const usable = () => (live && !live.closed && !live.destroyed ? live : undefined);
   /** The socket of a connection being made (close() destroys it) and of each session (for PINGs). */
   let pendingSocket: TLSSocket | undefined;
   const socketOf = new WeakMap<ClientHttp2Session, TLSSocket>();
@@ -90,7 +89,6 @@ export function h2Transport(o: H2Options): H2Transport {
   /** A TLS connection with ALPN; resolves with the session, or undefined when h2 was not picked. */
   const connect = (): Promise<ClientHttp2Session | undefined> =>
     new Promise((resolve, reject) => {
-      const gen = generation;
       // tls.connect looked up at call time (the CLI's warning filter wraps it, as for the agent).
       const socket: TLSSocket = tls.connect({
         host: o.hostname,
@@ -153,14 +151,12 @@ export function h2Transport(o: H2Options): H2Transport {
           s.removeListener('close', closedFirst);
           socket.setTimeout(0);
           if (open.get(s) === 0) s.unref(); // idle until a request refs it (connecting held the process)
-          if (gen === generation) live = s;
-          else s.destroy(); // closed meanwhile: the waiting requests connect again
+          live = s;
           resolve(s);
         };
         const closedFirst = () => {
           s.removeListener('remoteSettings', ready);
-          if (gen !== generation) resolve(s); // close() took it: as above
-          else reject(failure ?? reset('the apiserver closed the connection before its HTTP/2 settings'));
+          reject(failure ?? reset('the apiserver closed the connection before its HTTP/2 settings'));
         };
         s.once('remoteSettings', ready);
         s.once('close', closedFirst);
@@ -173,7 +169,7 @@ export function h2Transport(o: H2Options): H2Transport {
    */
   async function session(): Promise<ClientHttp2Session | undefined> {
     for (let fresh = 0; !http1; fresh++) {
-      if (live && !live.closed && !live.destroyed) return live;
+      if (usable()) return live;
       if (fresh >= 3) throw reset('the apiserver closed each new HTTP/2 connection before a request could go on it');
       live = undefined;
       connecting ??= connect()
@@ -270,7 +266,7 @@ export function h2Transport(o: H2Options): H2Transport {
     tries: number,
   ): Promise<Answer> {
     // The usual case, a live connection, without a timer per request.
-    const s = http1 ? undefined : live && !live.closed && !live.destroyed ? live : await within(session(), timeoutMs, signal);
+    const s = http1 ? undefined : (usable() ?? (await within(session(), timeoutMs, signal)));
     if (!s) return o.fallback(method, path, headers, payload, timeoutMs, signal);
     const h: OutgoingHttpHeaders = { ':method': method, ':path': path };
     for (const [k, v] of Object.entries(headers)) if (!HOP_BY_HOP.has(k)) h[k] = v;
@@ -335,7 +331,6 @@ export function h2Transport(o: H2Options): H2Transport {
   return {
     send,
     close() {
-      generation++;
       live = undefined;
       pendingSocket?.destroy();
       pendingSocket = undefined;

@@ -220,17 +220,20 @@ describe('API client over HTTP/2', () => {
     expect(bed.connections).toEqual(['h2', 'h2']);
   });
 
-  it('a stream the server resets is a dropped connection (transient), and the client goes on', async () => {
+  it.each([
+    ['resets it (INTERNAL_ERROR)', constants.NGHTTP2_INTERNAL_ERROR],
+    ['ends it without any answer (NO_ERROR before headers: not "HTTP 0")', constants.NGHTTP2_NO_ERROR],
+  ])('a stream the server %s is a dropped connection (transient), not sent again, and the client goes on', async (_what, code) => {
     const bed = track(
       await startServer({
         handler: (stream, path, answer) => {
-          if (path === '/reset') stream!.close(constants.NGHTTP2_INTERNAL_ERROR);
+          if (path === '/cut') stream!.close(code);
           else answer(200, undefined);
         },
       }),
     );
     const api = track(clientFor(bed.url));
-    const err = await api.get('/reset').catch((e: unknown) => e);
+    const err = await api.get('/cut').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiConnectionError);
     expect(isTransient(err)).toBe(true);
     expect(bed.versions).toHaveLength(1); // not sent again by the transport: the caller decides
@@ -297,21 +300,6 @@ describe('API client over HTTP/2', () => {
     for (const s of bed.sessions) s.close(); // GOAWAY: the two streams in flight may finish
     expect(((await never) as ApiConnectionError).code).toBe('ETIMEDOUT');
     expect((await slow).path).toBe('/slow');
-  });
-
-  it('a stream that ends without any answer is a dropped request, not "HTTP 0"', async () => {
-    const bed = track(
-      await startServer({
-        handler: (stream, path, answer) => {
-          if (path === '/empty') stream!.close(constants.NGHTTP2_NO_ERROR);
-          else answer(200, undefined);
-        },
-      }),
-    );
-    const api = track(clientFor(bed.url));
-    const err = await api.get('/empty').catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ApiConnectionError);
-    expect(isTransient(err)).toBe(true);
   });
 
   it('connection-specific headers (forbidden in HTTP/2) are left out, not a failed request', async () => {

@@ -11,7 +11,7 @@ export interface Knobs {
   reloadIntervalMs: number;
   /** Path prefixes answered 403 Forbidden. */
   forbidPaths: string[];
-  /** Offer only HTTP/1.1 in ALPN (a proxy that does not speak HTTP/2); HTTP/2 and 1.1 otherwise. */
+  /** Serve HTTP/1.1 only, no h2 in ALPN (a proxy that does not speak HTTP/2); HTTP/2 and 1.1 otherwise. */
   http1Only: boolean;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection (kube-apiserver: 250 unless set). */
   maxStreams: number;

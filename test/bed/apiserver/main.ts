@@ -156,7 +156,8 @@ export async function runApiserver(argv: string[], env: NodeJS.ProcessEnv): Prom
     const sock = req.socket as Socket;
     http1.set(sock, (http1.get(sock) ?? 0) + 1);
     res.on('finish', () => {
-      const n = (http1.get(sock) ?? 1) - 1;
+      if (!http1.has(sock)) return; // the connection closed first
+      const n = http1.get(sock)! - 1;
       http1.set(sock, n);
       if (n === 0 && stopped) sock.destroySoon();
     });
