@@ -18,7 +18,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiClient, type ApiClient } from '../../src/cluster/api';
 import { ApiConnectionError, ApiError, isTransient } from '../../src/cluster/errors';
 import { generatePki, type BedPki } from '../bed/pki';
+import { startRelay } from '../helpers/relay';
 
 let dir: string;
 let pki: BedPki;
@@ -365,38 +366,19 @@ describe('API client over HTTP/2', () => {
 
   it('a peer that goes silent (no close, no reset): the request times out, an unanswered PING drops the connection, the next request connects again', async () => {
     const bed = track(await startServer());
-    const upstream = new URL(bed.url);
-    // A TCP relay that can drop everything in both directions, as a vanished node or VIP does.
-    let blackhole = false;
-    let relayed = 0;
-    const pairs = new Set<import('node:net').Socket>();
-    const relay = createNetServer((down) => {
-      relayed++;
-      const up = netConnect(Number(upstream.port), '127.0.0.1');
-      pairs.add(down).add(up);
-      down.on('data', (d) => blackhole || up.write(d));
-      up.on('data', (d) => blackhole || down.write(d));
-      const end = () => {
-        down.destroy();
-        up.destroy();
-      };
-      down.on('close', end).on('error', end);
-      up.on('close', end).on('error', end);
-    });
-    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const relay = await startRelay(Number(new URL(bed.url).port));
     try {
-      const api = track(clientFor(`https://127.0.0.1:${(relay.address() as AddressInfo).port}`, { http2PingTimeoutMs: 300 }));
+      const api = track(clientFor(`https://127.0.0.1:${relay.port}`, { http2PingTimeoutMs: 300 }));
       await api.get('/before');
-      blackhole = true;
+      relay.silence(true);
       const err = await api.get('/lost', { timeoutMs: 300 }).catch((e: unknown) => e);
       expect((err as ApiConnectionError).code).toBe('ETIMEDOUT');
       await new Promise((r) => setTimeout(r, 700)); // the PING's 300 ms pass unanswered
-      blackhole = false;
+      relay.silence(false);
       expect(((await api.get('/after', { timeoutMs: 5000 })) as { path: string }).path).toBe('/after');
-      expect(relayed).toBe(2);
+      expect(relay.connections).toBe(2);
     } finally {
-      for (const c of pairs) c.destroy();
-      await new Promise<void>((r) => relay.close(() => r()));
+      await relay.close();
     }
   });
 
