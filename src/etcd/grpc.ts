@@ -1,7 +1,10 @@
 /**
  * The gRPC the etcd client needs, on node:http2: unary calls and one server stream, over h2c or
  * TLS with a client certificate (gRPC over HTTP/2: grpc/grpc doc/PROTOCOL-HTTP2.md). One HTTP/2
- * session per endpoint, opened on first use and again after it closed.
+ * session per endpoint, opened on first use and again after it closed, kept as the apiserver
+ * client keeps its own (src/net/h2-sessions.ts): a connect that makes no progress in 3 s, or a
+ * connection that goes silent under a call (an unanswered PING), fails the call as UNAVAILABLE,
+ * which moves it on to the next endpoint before its deadline.
  *
  * Why not @grpc/grpc-js, as src/kms/ uses: a scan of 100,000 Secrets reads ~40 MiB of replies.
  * grpc-js concatenates each reply into a fresh buffer, and every one of those that a scavenge
@@ -12,6 +15,9 @@
  * grpc-js's ~65 modules out of `status`.
  */
 import type * as Http2 from 'node:http2';
+import { connect as netConnect, isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { H2Sessions } from '../net/h2-sessions';
 
 /** gRPC status codes (grpc/grpc doc/statuscodes.md). */
 export const Code = {
@@ -80,6 +86,10 @@ export interface ChannelOptions {
   maxReplyBytes: number;
   /** HTTP/2 receive window per stream and per session (default 1 MiB). */
   windowBytes?: number;
+  /** How long a connect may go without progress before the endpoint counts as unavailable. */
+  connectTimeoutMs?: number;
+  /** How long a PING may go unanswered before the connection is dropped. */
+  pingTimeoutMs?: number;
 }
 
 export interface CallOptions {
@@ -140,43 +150,52 @@ export class MessageReader {
 type Http2Module = typeof Http2;
 
 export class Channel {
-  private session: Http2.ClientHttp2Session | undefined;
-  /** Why a session failed, for the calls that were on it. */
-  private readonly failures = new WeakMap<Http2.ClientHttp2Session, Error>();
-  private active = 0;
+  private readonly sessions: H2Sessions;
   private closed = false;
 
   constructor(
     private readonly http2: Http2Module,
     private readonly opts: ChannelOptions,
-  ) {}
-
-  private connect(): Http2.ClientHttp2Session {
-    if (this.session && !this.session.closed && !this.session.destroyed) return this.session;
-    const { tls, target } = this.opts;
-    const window = this.opts.windowBytes ?? 1024 * 1024;
-    const s = this.http2.connect(`${tls ? 'https' : 'http'}://${target}`, {
-      ...(tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: ['h2'] } : {}),
-      settings: { enablePush: false, initialWindowSize: window },
+  ) {
+    const { tls, target } = opts;
+    const { hostname, port } = new URL(`http://${target}`);
+    const host = hostname.replace(/^\[(.*)\]$/, '$1');
+    const window = opts.windowBytes ?? 1024 * 1024;
+    const unavailable = (m: string) => new GrpcError(Code.UNAVAILABLE, m);
+    this.sessions = new H2Sessions({
+      origin: `${tls ? 'https' : 'http'}://${target}`,
+      peer: `etcd at ${target}`,
+      dial: () =>
+        tls
+          ? tlsConnect({ host, port: Number(port), ...(isIP(host) ? {} : { servername: host }), ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: ['h2'] })
+          : netConnect({ host, port: Number(port) }),
+      settings: { initialWindowSize: window },
+      sessionWindow: window,
+      connectTimeoutMs: opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      pingTimeoutMs: opts.pingTimeoutMs ?? PING_TIMEOUT_MS,
+      lost: unavailable,
+      connectTimedOut: (ms) => unavailable(`no HTTP/2 connection to etcd at ${target} within ${ms} ms`),
     });
-    s.once('connect', () => s.setLocalWindowSize(window));
-    s.on('error', (err) => this.failures.set(s, err));
-    s.once('close', () => {
-      if (this.session === s) this.session = undefined;
-    });
-    s.on('goaway', () => {
-      if (this.session === s) this.session = undefined; // new calls go to a new session
-    });
-    if (this.active === 0) s.unref();
-    this.session = s;
-    return s;
   }
 
-  /** A session that is in use keeps the process alive; an idle one does not. */
-  private use(delta: 1 | -1): void {
-    this.active += delta;
-    if (this.active === 1 && delta === 1) this.session?.ref();
-    if (this.active === 0) this.session?.unref();
+  /** The session a call goes on, connecting within the call's deadline and abort. */
+  private async session(opts: CallOptions): Promise<Http2.ClientHttp2Session> {
+    let s: Http2.ClientHttp2Session | undefined;
+    try {
+      s =
+        this.sessions.live() ??
+        (await this.sessions.session({
+          ...(opts.deadline === undefined ? {} : { timeoutMs: Math.max(0, opts.deadline - Date.now()) }),
+          timedOut: () => new GrpcError(Code.DEADLINE_EXCEEDED, `Deadline exceeded (${this.opts.target})`),
+          signal: opts.signal,
+          aborted: () => new GrpcError(Code.CANCELLED, 'Cancelled on client'),
+        }));
+    } catch (err) {
+      // A TLS or socket failure (refused, a foreign certificate): the endpoint is unavailable.
+      throw err instanceof GrpcError ? err : new GrpcError(Code.UNAVAILABLE, (err as Error).message);
+    }
+    if (!s) throw new GrpcError(Code.UNAVAILABLE, `etcd at ${this.opts.target} did not choose HTTP/2 in TLS ALPN`);
+    return s;
   }
 
   /**
@@ -191,7 +210,7 @@ export class Channel {
   /** The call's failure from how its stream ended. */
   private streamFailure(session: Http2.ClientHttp2Session, stream: Http2.ClientHttp2Stream, err?: Error): GrpcError {
     // A stream that was waiting for its session carries the session's error as its cause.
-    const cause = this.failures.get(session) ?? ((err?.cause as Error | undefined) || err);
+    const cause = this.sessions.failure(session) ?? ((err?.cause as Error | undefined) || err);
     if (cause && (cause as NodeJS.ErrnoException).code !== 'ERR_HTTP2_STREAM_ERROR') return new GrpcError(Code.UNAVAILABLE, cause.message);
     const rst = stream.rstCode;
     const c = this.http2.constants;
@@ -211,13 +230,15 @@ export class Channel {
    * One call: writes the request, hands each reply message to `onMessage` as it completes, and
    * resolves once the status is OK (or rejects with a GrpcError).
    */
-  private call(path: string, request: Buffer, opts: CallOptions, onMessage: (m: Buffer) => void, flow?: (stream: Http2.ClientHttp2Stream) => void): Promise<void> {
-    if (this.closed) return Promise.reject(new GrpcError(Code.CANCELLED, 'the channel was closed'));
+  private async call(path: string, request: Buffer, opts: CallOptions, onMessage: (m: Buffer) => void, flow?: (stream: Http2.ClientHttp2Stream) => void): Promise<void> {
+    if (this.closed) throw new GrpcError(Code.CANCELLED, 'the channel was closed');
     // An 'abort' listener added now would never fire.
-    if (opts.signal?.aborted) return Promise.reject(new GrpcError(Code.CANCELLED, 'Cancelled on client'));
-    return new Promise<void>((resolve, reject) => {
-      let session: Http2.ClientHttp2Session;
-      let stream: Http2.ClientHttp2Stream;
+    if (opts.signal?.aborted) throw new GrpcError(Code.CANCELLED, 'Cancelled on client');
+    let session: Http2.ClientHttp2Session;
+    let stream: Http2.ClientHttp2Stream;
+    for (let tries = 1; ; tries++) {
+      session = await this.session(opts);
+      if (this.closed) throw new GrpcError(Code.CANCELLED, 'the channel was closed');
       const headers: Http2.OutgoingHttpHeaders = {
         ':method': 'POST',
         ':path': path,
@@ -226,13 +247,19 @@ export class Channel {
       };
       if (opts.deadline !== undefined) headers['grpc-timeout'] = grpcTimeout(opts.deadline - Date.now());
       try {
-        session = this.connect();
         stream = session.request(headers);
+        break;
       } catch (err) {
-        reject(new GrpcError(Code.UNAVAILABLE, (err as Error).message));
-        return;
+        // Closed or told GOAWAY since it was looked up: nothing was sent; once more on a new one.
+        this.sessions.retire(session);
+        const code = (err as NodeJS.ErrnoException).code;
+        if ((code !== 'ERR_HTTP2_INVALID_SESSION' && code !== 'ERR_HTTP2_GOAWAY_SESSION') || tries >= 2) {
+          throw new GrpcError(Code.UNAVAILABLE, (err as Error).message);
+        }
       }
-      this.use(1);
+    }
+    return new Promise<void>((resolve, reject) => {
+      const release = this.sessions.hold(session);
       let status: number | undefined;
       let message = '';
       let failed: GrpcError | undefined;
@@ -240,8 +267,13 @@ export class Channel {
         failed ??= e;
         this.abandon(stream);
       };
-      const timer =
-        opts.deadline === undefined ? undefined : setTimeout(() => fail(new GrpcError(Code.DEADLINE_EXCEEDED, `Deadline exceeded (${this.opts.target})`)), Math.max(0, opts.deadline - Date.now()));
+      const left = opts.deadline === undefined ? undefined : Math.max(0, opts.deadline - Date.now());
+      const timer = left === undefined ? undefined : setTimeout(() => fail(new GrpcError(Code.DEADLINE_EXCEEDED, `Deadline exceeded (${this.opts.target})`)), left);
+      // A call still unanswered after a while asks whether the connection is there at all (a PING
+      // that stays unanswered drops it: the call fails UNAVAILABLE and moves on to the next
+      // endpoint before its deadline, as gRPC's keepalive does). Calls without a deadline (a
+      // snapshot) have their own stall timeout.
+      const quiet = left === undefined ? undefined : setTimeout(() => this.sessions.check(session), Math.min(PING_AFTER_MS, left / 2));
       const onAbort = () => fail(new GrpcError(Code.CANCELLED, 'Cancelled on client'));
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       const alloc = opts.scratch ? (n: number) => opts.scratch!.take(n) : (n: number) => Buffer.allocUnsafe(n);
@@ -275,8 +307,9 @@ export class Channel {
       stream.on('error', (err) => (streamErr = err));
       stream.on('close', () => {
         if (timer) clearTimeout(timer);
+        if (quiet) clearTimeout(quiet);
         opts.signal?.removeEventListener('abort', onAbort);
-        this.use(-1);
+        release();
         if (failed) reject(failed);
         else if (status === Code.OK && !reader.partial) resolve();
         else if (status !== undefined && status !== Code.OK) reject(new GrpcError(status, message));
@@ -349,13 +382,21 @@ export class Channel {
     }
   }
 
+  /** No new calls; those in flight finish. */
   close(): void {
     this.closed = true;
-    const s = this.session;
-    this.session = undefined;
-    s?.close();
+    this.sessions.close('drain');
   }
 }
+
+/**
+ * etcdctl's --dial-timeout is 2 s; a little more for a loaded control plane. Shorter than a call's
+ * usual deadline (10 s), so that a black-holed endpoint is left for the next one in time.
+ */
+const CONNECT_TIMEOUT_MS = 3000;
+/** When an unanswered call (with a deadline) sends a PING: at this or half its time, whichever is first. */
+const PING_AFTER_MS = 3000;
+const PING_TIMEOUT_MS = 3000;
 
 /** grpc-timeout: at most 8 digits, in milliseconds while they fit, else seconds. */
 export function grpcTimeout(ms: number): string {

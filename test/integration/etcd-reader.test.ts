@@ -12,6 +12,7 @@ import { identityTransformer, localTransformer, type ValueTransformer } from '..
 import { etcdPrefixFor, scanEncryptionState } from '../../src/etcd/scan';
 import { CliError, ExitCode } from '../../src/ui/errors';
 import { startEtcd, type RunningEtcd } from '../helpers/etcd';
+import { startBlackHole, startRelay } from '../helpers/relay';
 
 interface Vector {
   provider: string;
@@ -287,6 +288,45 @@ describe('etcd reader against a real etcd with client-certificate TLS', () => {
       expect((await two.status()).dbSize).toBeGreaterThan(0);
     } finally {
       two.close();
+    }
+  }, 20_000);
+
+  it('moves on to the next endpoint when the first accepts TCP and never answers (a black hole), before the call\'s deadline', async () => {
+    const hole = await startBlackHole();
+    try {
+      const started = Date.now();
+      const two = await openEtcd({ ...reader.connection, endpoints: [`https://127.0.0.1:${hole.port}`, reader.connection.endpoints[0]!] });
+      try {
+        expect(await two.count('/registry/secrets/')).toBe(30 + vectors.length);
+        expect(hole.connections).toBe(1);
+        // The connect gave up after 3 s without progress; the default deadline is 10 s.
+        expect(Date.now() - started).toBeLessThan(8000);
+      } finally {
+        two.close();
+      }
+    } finally {
+      await hole.close();
+    }
+  }, 20_000);
+
+  it('a member that goes silent under a live connection: the call moves on to the next endpoint before its deadline, the silent connection is dropped', async () => {
+    const relay = await startRelay(Number(new URL(reader.connection.endpoints[0]!).port));
+    try {
+      const two = await openEtcd({ ...reader.connection, endpoints: [`https://127.0.0.1:${relay.port}`, reader.connection.endpoints[0]!] });
+      try {
+        expect((await two.status()).dbSize).toBeGreaterThan(0); // on the relay: a live connection
+        relay.silence(true);
+        const started = Date.now();
+        expect(await two.count('/registry/secrets/')).toBe(30 + vectors.length);
+        // The PING after 3 s went unanswered for 3 s: well before the 10 s deadline.
+        expect(Date.now() - started).toBeGreaterThan(5000);
+        expect(Date.now() - started).toBeLessThan(9000);
+        expect(relay.connections).toBe(1);
+      } finally {
+        two.close();
+      }
+    } finally {
+      await relay.close();
     }
   }, 20_000);
 
