@@ -56,9 +56,13 @@ describe('status with two control planes', () => {
   it('two nodes on different configs: disagreement by config hash, --exit-code 4 through the CLI', async () => {
     await applyEncryptionConfig(cp1, aescbcConfig(newKey('b1')));
     // What cp-0 can see of cp-1 (its mirror pod, its metrics) settles a moment after cp-1 is
-    // ready; status is a point-in-time view, so poll until cp-1 is judged at all.
+    // ready; status is a point-in-time view, so poll until cp-1 is judged at all and its mirror
+    // pod shows the flag (until then cp-1 is, rightly, reported as running without it).
+    const settled = (x: Awaited<ReturnType<typeof report>>) =>
+      !x.apiservers.available ||
+      x.apiservers.nodes.every((n) => n.runsCurrentConfig !== 'unknown' && n.flagSet);
     let r = await report(cp0, { cluster: true, etcd: false });
-    for (let i = 0; i < 60 && r.apiservers.available && r.apiservers.nodes.some((n) => n.runsCurrentConfig === 'unknown'); i++) {
+    for (let i = 0; i < 60 && !settled(r); i++) {
       await new Promise((res) => setTimeout(res, 250));
       r = await report(cp0, { cluster: true, etcd: false });
     }
