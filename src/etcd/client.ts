@@ -4,7 +4,7 @@
  * a scan never holds more than one page.
  */
 import { readFile } from 'node:fs/promises';
-import { Channel, Code, Scratch, type GrpcError } from './grpc';
+import { Channel, Code, dialAddress, Scratch, type GrpcError } from './grpc';
 import * as codec from './rpc-codec';
 import { CliError, ExitCode, fsError, usageError } from '../ui/errors';
 
@@ -202,6 +202,15 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   if ((conn.certFile === undefined) !== (conn.keyFile === undefined)) {
     throw usageError('an etcd client certificate needs its key (and the key its certificate)', 'give both --etcd-certfile and --etcd-keyfile');
   }
+  const targets = conn.endpoints.map((e) => {
+    const target = grpcTarget(e);
+    try {
+      dialAddress(target, false); // the scheme does not change what parses
+    } catch {
+      throw usageError(`etcd endpoint "${e}" is not a URL with a host and port`, 'give --etcd-servers as https://HOST:PORT (an IPv6 address in brackets: https://[fd00::1]:2379)');
+    }
+    return target;
+  });
   const [ca, cert, key] = await Promise.all([
     readPem(conn.caFile, 'CA file'),
     readPem(conn.certFile, 'client certificate'),
@@ -211,10 +220,10 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
   const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
   const maxReplyBytes = opts.maxReplyBytes ?? 64 * 1024 * 1024;
   const http2 = await import('node:http2');
-  const channels = conn.endpoints.map(
-    (e) =>
+  const channels = targets.map(
+    (target) =>
       new Channel(http2, {
-        target: grpcTarget(e),
+        target,
         ...(tls ? { tls: { ca, cert, key } } : {}),
         // A Secret may be up to 1.5 MiB (Helm release Secrets often are hundreds of KiB): a page
         // of them needs more than gRPC's usual 4 MiB. scan() also halves its page when a reply

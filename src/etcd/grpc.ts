@@ -158,17 +158,16 @@ export class Channel {
     private readonly opts: ChannelOptions,
   ) {
     const { tls, target } = opts;
-    const { hostname, port } = new URL(`http://${target}`);
-    const host = hostname.replace(/^\[(.*)\]$/, '$1');
+    const { origin, host, port } = dialAddress(target, tls !== undefined);
     const window = opts.windowBytes ?? 1024 * 1024;
     const unavailable = (m: string) => new GrpcError(Code.UNAVAILABLE, m);
     this.sessions = new H2Sessions({
-      origin: `${tls ? 'https' : 'http'}://${target}`,
+      origin,
       peer: `etcd at ${target}`,
       dial: () =>
         tls
-          ? tlsConnect({ host, port: Number(port), ...(isIP(host) ? {} : { servername: host }), ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: ['h2'] })
-          : netConnect({ host, port: Number(port) }),
+          ? tlsConnect({ host, port, ...(isIP(host) ? {} : { servername: host }), ca: tls.ca, cert: tls.cert, key: tls.key, ALPNProtocols: ['h2'] })
+          : netConnect({ host, port }),
       settings: { initialWindowSize: window },
       sessionWindow: window,
       connectTimeoutMs: opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
@@ -397,6 +396,18 @@ const CONNECT_TIMEOUT_MS = 3000;
 /** When an unanswered call (with a deadline) sends a PING: at this or half its time, whichever is first. */
 const PING_AFTER_MS = 3000;
 const PING_TIMEOUT_MS = 3000;
+
+/**
+ * Where a channel to `target` (`host:port`, `[v6]:port`) connects: the :scheme and :authority
+ * of its streams, and the socket's host (IPv6 without brackets) and port. The URL is parsed with
+ * the channel's own scheme: WHATWG URLs drop a port that is the scheme's default (80, 443), which
+ * then has to come back as that default, not as 0.
+ */
+export function dialAddress(target: string, tls: boolean): { origin: string; host: string; port: number } {
+  const origin = `${tls ? 'https' : 'http'}://${target}`;
+  const { hostname, port } = new URL(origin);
+  return { origin, host: hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(port || (tls ? 443 : 80)) };
+}
 
 /** grpc-timeout: at most 8 digits, in milliseconds while they fit, else seconds. */
 export function grpcTimeout(ms: number): string {

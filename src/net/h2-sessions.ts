@@ -173,7 +173,9 @@ export class H2Sessions {
    */
   close(how: 'drain' | 'destroy'): void {
     this.current = undefined;
+    // Its waiters fail; a caller from now on (even in this tick) starts a connect of its own.
     if (this.connecting && !this.connecting.settled) this.connecting.socket.destroy();
+    this.connecting = undefined;
     for (const s of this.open.keys()) {
       if (how === 'destroy') s.destroy();
       else s.close();
@@ -260,15 +262,14 @@ export class H2Sessions {
 export function within<T>(p: Promise<T>, wait: Wait): Promise<T> {
   const { timeoutMs, signal } = wait;
   if (timeoutMs === undefined && !signal) return p;
+  const abortError = () => (wait.aborted ? wait.aborted() : signal!.reason);
+  // Before any timer or listener exists (an 'abort' listener added now would never fire).
+  if (signal?.aborted) return Promise.reject(abortError());
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
       done();
-      reject(wait.aborted ? wait.aborted() : signal!.reason);
+      reject(abortError());
     };
-    if (signal?.aborted) {
-      onAbort();
-      return;
-    }
     const timer =
       timeoutMs === undefined
         ? undefined

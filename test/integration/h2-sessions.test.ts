@@ -40,6 +40,7 @@ describe('H2Sessions', () => {
     let active = 0;
     let peak = 0;
     let refused = 0;
+    let connections = 0;
     const sessions = new Set<ServerHttp2Session>();
     h2.on('session', (s) => {
       sessions.add(s);
@@ -58,6 +59,7 @@ describe('H2Sessions', () => {
     });
     const sockets = new Set<Socket>();
     const tcp: NetServer = createNetServer((socket) => {
+      connections++;
       sockets.add(socket);
       socket.on('close', () => sockets.delete(socket));
       setTimeout(() => h2.emit('connection', socket), o.acceptAfterMs ?? 0);
@@ -76,6 +78,10 @@ describe('H2Sessions', () => {
       },
       get refused() {
         return refused;
+      },
+      /** TCP connections accepted so far. */
+      get connections() {
+        return connections;
       },
     };
   }
@@ -143,6 +149,26 @@ describe('H2Sessions', () => {
     expect(b).toMatchObject({ status: 'rejected', reason: { message: 'gave up' } });
     expect(c).toMatchObject({ status: 'rejected', reason: { message: 'aborted' } });
     expect(d).toEqual({ status: 'fulfilled', value: 'ok' });
+    expect(srv.connections).toBe(1);
+  });
+
+  it('a wait whose signal is already aborted fails with the abort, before any connect', async () => {
+    const srv = await server();
+    const k = keeper(srv.port);
+    const signal = AbortSignal.abort(new Error('already'));
+    await expect(k.session({ signal, timeoutMs: 1000 })).rejects.toThrow('already');
+    await expect(k.session({ signal, aborted: () => new Error('mine') })).rejects.toThrow('mine');
+    expect(await get(k)).toBe('ok');
+  });
+
+  it("a caller right after close('destroy') of a connect in progress gets a connection of its own", async () => {
+    const srv = await server({ acceptAfterMs: 200 });
+    const k = keeper(srv.port);
+    const doomed = get(k);
+    k.close('destroy');
+    const next = get(k);
+    await expect(doomed).rejects.toThrow('closed before it was ready');
+    expect(await next).toBe('ok');
   });
 
   it('a connect without progress fails every waiter with connectTimedOut', async () => {
@@ -165,8 +191,10 @@ describe('H2Sessions', () => {
     expect(await first).toBe('ok');
     const second = get(k);
     await new Promise((r) => setTimeout(r, 100));
+    // The second stream went on a connection of its own, which destroy() cuts.
+    expect(srv.connections).toBe(2);
     k.close('destroy');
-    await expect(second).rejects.toBeDefined();
+    await expect(second).rejects.toThrow(/cut off|closed/);
   });
 
   /** Runs `body` in a child process (bundled with the keeper) and gives its exit code, output and time. */

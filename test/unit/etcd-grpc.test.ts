@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { Channel, Code, GrpcError, grpcTimeout, MessageReader, Scratch } from '../../src/etcd/grpc';
+import { Channel, Code, dialAddress, GrpcError, grpcTimeout, MessageReader, Scratch } from '../../src/etcd/grpc';
 
 /** gRPC length-prefixed messages, as a server sends them in DATA frames. */
 const framed = (...messages: Buffer[]) =>
@@ -78,6 +78,21 @@ describe('grpcTimeout', () => {
     [Number.MAX_SAFE_INTEGER, '99999999S'],
   ])('%i ms -> %s', (ms, header) => {
     expect(grpcTimeout(ms)).toBe(header);
+  });
+});
+
+describe('dialAddress', () => {
+  it.each([
+    ['10.0.0.1:2379', false, 'http://10.0.0.1:2379', '10.0.0.1', 2379],
+    ['etcd-0.example:2379', true, 'https://etcd-0.example:2379', 'etcd-0.example', 2379],
+    ['[fd00::1]:2379', true, 'https://[fd00::1]:2379', 'fd00::1', 2379],
+    // The scheme's default port, which a URL leaves out, comes back as itself (not 0, not the other's).
+    ['etcd:80', false, 'http://etcd:80', 'etcd', 80],
+    ['etcd:443', true, 'https://etcd:443', 'etcd', 443],
+    ['etcd:80', true, 'https://etcd:80', 'etcd', 80],
+    ['etcd:443', false, 'http://etcd:443', 'etcd', 443],
+  ])('%s (tls %s) -> %s, %s, %i', (target, tls, origin, host, port) => {
+    expect(dialAddress(target, tls)).toEqual({ origin, host, port });
   });
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { nextPageSize } from '../../src/etcd/client';
+import { grpcTarget, nextPageSize, openEtcd } from '../../src/etcd/client';
+import { CliError, ExitCode } from '../../src/ui/errors';
 
 const kvs = (n: number, keyBytes: number, valueBytes?: number) =>
   Array.from({ length: n }, () => ({
@@ -17,5 +18,23 @@ describe('nextPageSize: keys per etcd request from the bytes of the last page', 
     ['a mix is sized by its average', [...kvs(1, 100, 100_000), ...kvs(9, 100)], 200_000, 5000, Math.floor(200_000 / ((100_116 + 9 * 116) / 10))],
   ] as const)('%s', (_what, page, pageBytes, max, expected) => {
     expect(nextPageSize(page, pageBytes, max)).toBe(expected);
+  });
+});
+
+describe('etcd endpoints: what a channel dials, and endpoints it cannot', () => {
+  it.each([
+    ['https://10.0.0.1:2379', '10.0.0.1:2379'],
+    ['https://etcd-0.example', 'etcd-0.example:2379'],
+    ['https://[fd00::1]', '[fd00::1]:2379'],
+    ['http://127.0.0.1:22379/', '127.0.0.1:22379'],
+  ])('%s -> %s', (endpoint, target) => {
+    expect(grpcTarget(endpoint)).toBe(target);
+  });
+
+  it.each(['https://::1', 'https://fe80::1%eth0:2379', 'https://etcd 0:2379'])('%s is refused in one line before anything is read or dialled', async (endpoint) => {
+    const err = await openEtcd({ endpoints: ['https://127.0.0.1:2379', endpoint], caFile: '/nonexistent/ca.crt' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CliError);
+    expect((err as CliError).exitCode).toBe(ExitCode.Usage);
+    expect((err as CliError).message).toBe(`etcd endpoint "${endpoint}" is not a URL with a host and port`);
   });
 });
