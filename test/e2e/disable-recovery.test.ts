@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed } from '../bed/index';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, jsonOf, NODE, runCli } from '../helpers/cli';
 import { killAtEachBoundary } from './rotate-helpers';
 
 const JOURNAL_REL = 'var/lib/k8s-encrypt/journals/disable.json';
@@ -64,7 +64,7 @@ describe("disable's last stage when the apiserver does not come back without the
 
     await bed.nodes[0]!.setKnobs({ crashOnStart: true });
     // Human output: the warning that it rolls back is the operator's cue (--json keeps stderr quiet).
-    const child = execa(process.execPath, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', 'disable', '--timeout', '12s'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+    const child = execa(NODE, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', 'disable', '--timeout', '12s'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
     // The operator fixes the node while the tool puts the previous manifest back.
     child.stderr?.on('data', (d: Buffer) => {
       if (d.toString().includes('rolling back stage prune')) void bed.nodes[0]!.setKnobs({});

@@ -12,7 +12,7 @@ import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
-import { BIN, EXE, jsonOf, runCli } from '../helpers/cli';
+import { BIN, EXE, jsonOf, NODE, runCli } from '../helpers/cli';
 import { sha, startFleetBed, VERSION, type FleetBed } from './fleet-bed';
 import { okJson } from './rotate-helpers';
 
@@ -20,7 +20,7 @@ let f: FleetBed;
 const installDir = (i: number) => join(f.bed.nodes[i]!.root, 'var/lib/k8s-encrypt/bin');
 const installed = (i: number) => join(installDir(i), `k8s-encrypt-${VERSION}`);
 /** A k8s-encrypt of this version that is not the executable under test: node + this checkout's dist. */
-const devWrapper = `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`;
+const devWrapper = `#!/bin/sh\nexec '${NODE}' '${BIN}' "$@"\n`;
 const exeSha = EXE ? sha(await readFile(EXE)) : undefined;
 
 async function install(i: number, text: string): Promise<void> {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
-import { BIN, cliCommand, jsonOf, runCli } from '../helpers/cli';
+import { BIN, cliCommand, jsonOf, NODE, runCli } from '../helpers/cli';
 import { sha, startFleetBed, VERSION, type FleetBed } from './fleet-bed';
 import { okJson } from './rotate-helpers';
 
@@ -33,7 +33,7 @@ beforeAll(async () => {
     // k8s-encrypt "installed" on every node: this checkout's build run by the project's Node.
     nodeBin: async (d) => {
       nodeBin = join(d, 'k8s-encrypt');
-      await writeFile(nodeBin, `#!/bin/sh\nexec '${process.execPath}' '${BIN}' "$@"\n`, { mode: 0o700 });
+      await writeFile(nodeBin, `#!/bin/sh\nexec '${NODE}' '${BIN}' "$@"\n`, { mode: 0o700 });
       return nodeBin;
     },
   });
@@ -173,7 +173,7 @@ describe('fleet mode on three control planes', () => {
 
       // Re-run, killed once the fleet is between followers of a stage; then a re-run finishes.
       const journalFile = await f.journalFile('rotate-key');
-      const child = execa(process.execPath, [BIN, '--json', '--yes', '--state-dir', f.stateDir, 'rotate-key', ...f.fleetFlags()], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+      const child = execa(NODE, [BIN, '--json', '--yes', '--state-dir', f.stateDir, 'rotate-key', ...f.fleetFlags()], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
       let killed = false;
       for (let i = 0; i < 6000 && !killed; i++) {
         const j = JSON.parse(await readFile(journalFile, 'utf8'));

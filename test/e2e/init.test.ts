@@ -12,7 +12,7 @@ import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed, type TestApi } from '../bed/index';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, jsonOf, NODE, runCli } from '../helpers/cli';
 import { unifiedDiff } from '../../src/manifest/patch';
 
 const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
@@ -197,7 +197,7 @@ describe('kill -9 mid-run, then a re-run', () => {
   it('resumes at the first unfinished step with the same key', async () => {
     const n = bed.nodes[0]!;
     const before = await secretHashes(await bed.api());
-    const child = spawn(process.execPath, [BIN, ...n.cliArgs, '--yes', 'init'], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
+    const child = spawn(NODE, [BIN, ...n.cliArgs, '--yes', 'init'], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
     const exited = new Promise<void>((res) => child.on('exit', () => res()));
     const journal = join(n.root, JOURNAL_REL);
     const deadline = Date.now() + 30_000;
@@ -250,7 +250,7 @@ describe('kill -9 after the manifest patch, before its journal entry', () => {
     expect(d.exitCode, String(d.stderr)).toBe(0);
     const dry = jsonOf(d);
 
-    const child = spawn(process.execPath, [BIN, ...n.cliArgs, '--yes', 'init', ...keyArgs], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
+    const child = spawn(NODE, [BIN, ...n.cliArgs, '--yes', 'init', ...keyArgs], { stdio: 'ignore', env: { ...process.env, NO_COLOR: '1', CI: 'true' } });
     const exited = new Promise<void>((res) => child.on('exit', () => res()));
     const journal = join(n.root, JOURNAL_REL);
     const deadline = Date.now() + 30_000;

@@ -4,11 +4,11 @@ import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { unsupportedNode } from '../../src/version';
-import { BIN } from '../helpers/cli';
+import { BIN, NODE } from '../helpers/cli';
 
 const PRETEND_20 = fileURLToPath(new URL('../fixtures/node/pretend-node-20.mjs', import.meta.url));
 const run = (args: string[]) =>
-  execa(process.execPath, ['--import', PRETEND_20, BIN, ...args], { reject: false, input: '', env: { NO_COLOR: '1', CI: 'true' } });
+  execa(NODE, ['--import', PRETEND_20, BIN, ...args], { reject: false, input: '', env: { NO_COLOR: '1', CI: 'true' } });
 
 describe('an unsupported Node.js', () => {
   it.each([

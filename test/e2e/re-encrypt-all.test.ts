@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { aescbcConfig, applyEncryptionConfig, etcdPrefixCounts, newKey, secretHashes } from '../../bench/reencrypt';
 import { CHECKPOINT_FILE } from '../../src/state/checkpoint';
 import { startBed, type Bed, type TestApi } from '../bed/index';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, jsonOf, NODE, runCli } from '../helpers/cli';
 
 const N = 1200;
 let bed: Bed;
@@ -49,7 +49,7 @@ describe('k8s-encrypt re-encrypt-all', () => {
 
   it('kill -9 in the middle, then --resume: everything rewritten once more at most, the checkpoint honoured', async () => {
     const cp = join(stateDir, CHECKPOINT_FILE);
-    const child = spawn(process.execPath, [BIN, ...args, 're-encrypt-all', '--concurrency', '2', '--page-size', '200'], {
+    const child = spawn(NODE, [BIN, ...args, 're-encrypt-all', '--concurrency', '2', '--page-size', '200'], {
       stdio: 'ignore',
       env: { ...process.env, NO_COLOR: '1', CI: 'true' },
     });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { expect } from 'vitest';
 import type { Bed, BedNode, TestApi } from '../bed/index';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, jsonOf, NODE, runCli } from '../helpers/cli';
 
 export const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
 
@@ -115,7 +115,7 @@ export async function killAtEachBoundary(o: {
 }): Promise<string[]> {
   const killedAt: string[] = [];
   for (const boundary of o.boundaries) {
-    const child = execa(process.execPath, [BIN, ...o.node.cliArgs, '--yes', '--json', o.command], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+    const child = execa(NODE, [BIN, ...o.node.cliArgs, '--yes', '--json', o.command], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
     let exited = false;
     void child.then(() => (exited = true));
     for (;;) {

@@ -9,7 +9,7 @@ import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { etcdPrefixCounts, secretHashes } from '../../bench/reencrypt';
 import { startBed, type Bed } from '../bed/index';
-import { BIN, jsonOf, runCli } from '../helpers/cli';
+import { BIN, jsonOf, NODE, runCli } from '../helpers/cli';
 import { killAtEachBoundary } from './rotate-helpers';
 
 const CONFIG_REL = 'etc/kubernetes/encryption/config.yaml';
@@ -144,7 +144,7 @@ describe('a stage whose apiserver does not come back', () => {
   it('puts the previous config back (exit 5), and a re-run retries the stage', async () => {
     const base = await configText();
     await bed.nodes[0]!.setKnobs({ crashOnStart: true });
-    const child = execa(process.execPath, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', '--json', 'rotate-key', '--timeout', '12s'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
+    const child = execa(NODE, [BIN, ...bed.nodes[0]!.cliArgs, '--yes', '--json', 'rotate-key', '--timeout', '12s'], { reject: false, env: { NO_COLOR: '1', CI: 'true' } });
     // The operator fixes the node while the tool restores the previous config.
     child.stderr?.on('data', (d: Buffer) => {
       if (d.toString().includes('putting the previous config back')) void bed.nodes[0]!.setKnobs({});

@@ -11,6 +11,12 @@ export const BIN = fileURLToPath(new URL('../../bin/k8s-encrypt.js', import.meta
  */
 export const EXE = process.env.K8S_ENCRYPT_BIN || undefined;
 
+/**
+ * The Node.js that runs bin/k8s-encrypt.js when there is no EXE: `K8S_ENCRYPT_NODE` (CI runs the
+ * smoke set with the oldest Node.js the package supports, scripts/fetch-node.mjs), or this one.
+ */
+export const NODE = process.env.K8S_ENCRYPT_NODE || process.execPath;
+
 /** PATH without any directory that holds a `node`: the single executable must not need one. */
 export function pathWithoutNode(path = process.env.PATH ?? ''): string {
   const hasNode = (dir: string) => {
@@ -28,7 +34,7 @@ export function pathWithoutNode(path = process.env.PATH ?? ''): string {
 export function cliCommand(args: string[]): { file: string; args: string[]; env: Record<string, string> } {
   const base = { NO_COLOR: '1', CI: 'true' };
   if (EXE) return { file: EXE, args, env: { ...base, PATH: pathWithoutNode() } };
-  return { file: process.execPath, args: [BIN, ...args], env: base };
+  return { file: NODE, args: [BIN, ...args], env: base };
 }
 
 export interface RunOptions {
