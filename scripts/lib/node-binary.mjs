@@ -4,7 +4,7 @@
 // and by scripts/fetch-node.mjs (the oldest Node.js the package supports, for CI).
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** `{ arch, version, integrity, dir, log }` -> the path of bin/node under `dir`. */
@@ -22,7 +22,18 @@ export function nodeBinary({ arch, version, integrity, dir, log }) {
     rmSync(tgz);
     throw new Error(`${spec}: integrity ${got} is not the pinned ${integrity}`);
   }
-  execFileSync('tar', ['-xzf', tgz, '-C', dir, 'package/bin/node']);
-  rmSync(tgz);
+  // Unpacked beside and renamed into place: a binary cut short (an interrupted run, a full disk)
+  // is never where the check above would trust it.
+  const tmp = join(dir, `.unpack-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    execFileSync('tar', ['-xzf', tgz, '-C', tmp, 'package/bin/node']);
+    rmSync(join(dir, 'package'), { recursive: true, force: true });
+    renameSync(join(tmp, 'package'), join(dir, 'package'));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+    rmSync(tgz, { force: true });
+  }
   return bin;
 }

@@ -207,7 +207,12 @@ export async function openEtcd(conn: EtcdConnection, opts: OpenEtcdOptions = {})
     try {
       dialAddress(target, false); // the scheme does not change what parses
     } catch {
-      throw usageError(`etcd endpoint "${e}" is not a URL with a host and port`, 'give --etcd-servers as https://HOST:PORT (an IPv6 address in brackets: https://[fd00::1]:2379)');
+      // Quoted (a control character stays on the line) and without any user info (a password).
+      const shown = JSON.stringify(e.replace(/\/\/[^/]*@/, '//…@'));
+      throw usageError(
+        `etcd endpoint ${shown} is not a URL with just a host and port`,
+        "fix kube-apiserver's --etcd-servers (kube-apiserver.yaml): https://HOST:PORT, an IPv6 address in brackets (https://[fd00::1]:2379)",
+      );
     }
     return target;
   });

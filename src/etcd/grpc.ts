@@ -405,7 +405,10 @@ const PING_TIMEOUT_MS = 3000;
  */
 export function dialAddress(target: string, tls: boolean): { origin: string; host: string; port: number } {
   const origin = `${tls ? 'https' : 'http'}://${target}`;
-  const { hostname, port } = new URL(origin);
+  // Throws on what is no URL (an IPv6 address without brackets, a zone id, a space).
+  const { hostname, port, username, password, pathname, search, hash } = new URL(origin);
+  // What a URL takes but a host:port is not: user info, a path, a query, a fragment, port 0.
+  if (username || password || pathname !== '/' || search || hash || port === '0' || !hostname) throw new TypeError('not host:port');
   return { origin, host: hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(port || (tls ? 443 : 80)) };
 }
 

@@ -95,6 +95,8 @@ export class H2Sessions {
    * on them.
    */
   async session(wait: Wait = {}): Promise<ClientHttp2Session | undefined> {
+    // A caller that gave up already starts no connect (within() would reject only after it).
+    if (wait.signal?.aborted) return within(Promise.resolve(undefined), wait);
     for (let fresh = 0; !this.notH2; fresh++) {
       const s = this.live();
       if (s) return s;

@@ -158,7 +158,10 @@ describe('H2Sessions', () => {
     const signal = AbortSignal.abort(new Error('already'));
     await expect(k.session({ signal, timeoutMs: 1000 })).rejects.toThrow('already');
     await expect(k.session({ signal, aborted: () => new Error('mine') })).rejects.toThrow('mine');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(srv.connections).toBe(0);
     expect(await get(k)).toBe('ok');
+    expect(srv.connections).toBe(1);
   });
 
   it("a caller right after close('destroy') of a connect in progress gets a connection of its own", async () => {

@@ -31,10 +31,21 @@ describe('etcd endpoints: what a channel dials, and endpoints it cannot', () => 
     expect(grpcTarget(endpoint)).toBe(target);
   });
 
-  it.each(['https://::1', 'https://fe80::1%eth0:2379', 'https://etcd 0:2379'])('%s is refused in one line before anything is read or dialled', async (endpoint) => {
+  it.each([
+    ['https://::1', '"https://::1"'],
+    ['https://fe80::1%eth0:2379', '"https://fe80::1%eth0:2379"'],
+    ['https://etcd 0:2379', '"https://etcd 0:2379"'],
+    ['https://etcd:0', '"https://etcd:0"'],
+    ['https://etcd:2379?x', '"https://etcd:2379?x"'],
+    ['https://etcd:2379#x', '"https://etcd:2379#x"'],
+    ['https://etcd:2379\nx', '"https://etcd:2379\\nx"'],
+    // User info is refused, and its password never shown.
+    ['https://root:s3cret@etcd:2379', '"https://…@etcd:2379"'],
+  ])('%s is refused in one line before anything is read or dialled', async (endpoint, shown) => {
     const err = await openEtcd({ endpoints: ['https://127.0.0.1:2379', endpoint], caFile: '/nonexistent/ca.crt' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CliError);
     expect((err as CliError).exitCode).toBe(ExitCode.Usage);
-    expect((err as CliError).message).toBe(`etcd endpoint "${endpoint}" is not a URL with a host and port`);
+    expect((err as CliError).message).toBe(`etcd endpoint ${shown} is not a URL with just a host and port`);
+    expect((err as CliError).hint).toContain("kube-apiserver's --etcd-servers");
   });
 });
