@@ -45,6 +45,7 @@ export interface BedNode {
   cliArgs: string[];
   setKnobs(k: ApiserverKnobs): Promise<void>;
   apiserverStarts(): number;
+  /** Waits until the apiserver is ready as of the manifests on disk now (the kubelet synced first). */
   waitReady(timeoutMs?: number): Promise<void>;
   /** The node's kubelet stand-in (pods, pid, readyAfterStart, its own event log). */
   kubelet: Kubelet;
@@ -281,6 +282,9 @@ export async function startBed(opts: BedOptions = {}): Promise<Bed> {
         apiserverStarts: () => kubelet.starts(),
         async waitReady(timeoutMs = 30_000) {
           const deadline = Date.now() + timeoutMs;
+          // Ready as of the manifests on disk now: a change the kubelet has not acted on yet (a
+          // CLI killed right after writing it) would restart the apiserver after this returned.
+          await withTimeout(kubelet.synced(), timeoutMs, () => `${name}: the kubelet did not sync with its manifests within ${timeoutMs} ms; kubelet:\n${kubelet.events.slice(-5).join('\n')}`);
           while (!kubelet.isReady()) {
             if (Date.now() > deadline) {
               throw new Error(`${name}: kube-apiserver not ready after ${timeoutMs} ms; its log:\n${apiserverLog()}`);

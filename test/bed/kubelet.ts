@@ -438,6 +438,16 @@ export class Kubelet {
     });
   }
 
+  /**
+   * Resolves once the pods are in line with the manifests directory as it is now: a sync that
+   * began after this call has finished (one in progress may have read the directory before the
+   * last change, so another follows it).
+   */
+  async synced(): Promise<void> {
+    this.requestSync();
+    while (this.syncing) await this.syncing;
+  }
+
   /** Brings the running pods in line with the manifests directory. */
   private async sync(): Promise<void> {
     const { pods: desired, errors } = await readStaticPods(this.opts.manifestsDir, this.opts.nodeName);
