@@ -29,6 +29,24 @@ async function report(node: BedNode, extra: Partial<Parameters<typeof gatherStat
   return buildStatusReport(input);
 }
 
+type Report = Awaited<ReturnType<typeof report>>;
+
+/**
+ * What one node can see of the others (their mirror pods, their metrics) settles a moment after
+ * an apiserver is ready again (the kubelet re-creates its mirror pod), and status is a
+ * point-in-time view: polls the report until `settled` holds of it (for up to 15 s).
+ */
+async function settledReport(node: BedNode, extra: Partial<Parameters<typeof gatherStatus>[1]>, settled: (r: Report) => boolean): Promise<Report> {
+  let r = await report(node, extra);
+  for (let i = 0; i < 60 && r.apiservers.available && !settled(r); i++) {
+    await new Promise((res) => setTimeout(res, 250));
+    r = await report(node, extra);
+  }
+  return r;
+}
+const judged = (r: Report, flagged: string[]) =>
+  r.apiservers.available && r.apiservers.nodes.every((n) => n.runsCurrentConfig !== 'unknown' && (!flagged.includes(n.name) || n.flagSet));
+
 beforeAll(async () => {
   bed = await startBed({ nodes: 2, secrets: 6, kubeVersion: '1.34.1' });
   [cp0, cp1] = bed.nodes as [BedNode, BedNode];
@@ -41,7 +59,8 @@ afterAll(async () => {
 describe('status with two control planes', () => {
   it('one node encrypting, the other not: disagreement, each node named', async () => {
     await applyEncryptionConfig(cp0, aescbcConfig(newKey('a1')));
-    const r = await report(cp0);
+    // Until cp-0's new mirror pod is up, cp-0 is (rightly) not judged, or seen without the flag.
+    const r = await settledReport(cp0, {}, (x) => judged(x, ['cp-0']));
     expect(r.apiservers.available).toBe(true);
     if (!r.apiservers.available) return;
     const byName = Object.fromEntries(r.apiservers.nodes.map((n) => [n.name, n]));
@@ -55,17 +74,8 @@ describe('status with two control planes', () => {
 
   it('two nodes on different configs: disagreement by config hash, --exit-code 4 through the CLI', async () => {
     await applyEncryptionConfig(cp1, aescbcConfig(newKey('b1')));
-    // What cp-0 can see of cp-1 (its mirror pod, its metrics) settles a moment after cp-1 is
-    // ready; status is a point-in-time view, so poll until cp-1 is judged at all and its mirror
-    // pod shows the flag (until then cp-1 is, rightly, reported as running without it).
-    const settled = (x: Awaited<ReturnType<typeof report>>) =>
-      !x.apiservers.available ||
-      x.apiservers.nodes.every((n) => n.runsCurrentConfig !== 'unknown' && n.flagSet);
-    let r = await report(cp0, { cluster: true, etcd: false });
-    for (let i = 0; i < 60 && !settled(r); i++) {
-      await new Promise((res) => setTimeout(res, 250));
-      r = await report(cp0, { cluster: true, etcd: false });
-    }
+    // Until cp-1's new mirror pod is up, cp-1 is (rightly) reported as running without the flag.
+    const r = await settledReport(cp0, { cluster: true, etcd: false }, (x) => judged(x, ['cp-0', 'cp-1']));
     if (!r.apiservers.available) throw new Error(r.apiservers.reason);
     expect(r.apiservers.nodes.map((n) => [n.name, n.runsCurrentConfig])).toEqual([
       ['cp-0', 'yes'],
