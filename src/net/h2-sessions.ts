@@ -96,7 +96,7 @@ export class H2Sessions {
    */
   async session(wait: Wait = {}): Promise<ClientHttp2Session | undefined> {
     // A caller that gave up already starts no connect (within() would reject only after it).
-    if (wait.signal?.aborted) return within(Promise.resolve(undefined), wait);
+    if (wait.signal?.aborted) throw abortError(wait);
     for (let fresh = 0; !this.notH2; fresh++) {
       const s = this.live();
       if (s) return s;
@@ -260,17 +260,19 @@ export class H2Sessions {
   }
 }
 
+/** What a wait that was aborted rejects with: the caller's error, or the signal's reason. */
+const abortError = (wait: Wait): unknown => (wait.aborted ? wait.aborted() : wait.signal!.reason);
+
 /** `p`, or the wait's timeout or abort first (what `p` stands for goes on). */
 export function within<T>(p: Promise<T>, wait: Wait): Promise<T> {
   const { timeoutMs, signal } = wait;
   if (timeoutMs === undefined && !signal) return p;
-  const abortError = () => (wait.aborted ? wait.aborted() : signal!.reason);
   // Before any timer or listener exists (an 'abort' listener added now would never fire).
-  if (signal?.aborted) return Promise.reject(abortError());
+  if (signal?.aborted) return Promise.reject(abortError(wait));
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
       done();
-      reject(abortError());
+      reject(abortError(wait));
     };
     const timer =
       timeoutMs === undefined
